@@ -1,0 +1,40 @@
+"""Interleaved rounds and medians: the machine is shared and noisy, so every benchmark
+runs its scenarios in turn (A B C A B C ...) and compares medians within one run."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+Scenario = Callable[[], int]  # runs one round, returns how many messages it handled
+
+
+def run_rounds(
+    scenarios: dict[str, Scenario], rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Run every scenario ``rounds`` times, interleaved; return messages/s per round."""
+    rates: dict[str, list[float]] = {name: [] for name in scenarios}
+    for round_no in range(warmup + rounds):
+        for name, scenario in scenarios.items():
+            start = time.perf_counter()
+            count = scenario()
+            elapsed = time.perf_counter() - start
+            if round_no >= warmup:
+                rates[name].append(count / elapsed)
+    return rates
+
+
+def table(rates: dict[str, list[float]], floor: str) -> str:
+    """A Markdown table of median rates and their ratio to the ``floor`` scenario."""
+    base = statistics.median(rates[floor])
+    lines = [
+        "| scenario | median msg/s | min–max msg/s | × floor |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, values in rates.items():
+        med = statistics.median(values)
+        lines.append(
+            f"| {name} | {med:,.0f} | {min(values):,.0f}–{max(values):,.0f} | {med / base:.2f}× |"
+        )
+    return "\n".join(lines)

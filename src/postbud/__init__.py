@@ -1,0 +1,44 @@
+"""postbud: dependable mail and error alerts through Gmail's SMTP service.
+
+The public API is what ``__all__`` lists; modules starting with ``_`` are private.
+Importing postbud loads only the standard library: google-auth, Django, Flask and
+aiosmtpd load when the feature that needs them is first used.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._auth import AppPassword, Credentials
+from ._config import Settings
+from ._mailer import Mailer, SendResult
+from ._message import Envelope
+from ._secret import Secret
+from ._transport import SMTPTransport, Transport
+from .errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    InvalidMessageError,
+    PostbudError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AppPassword",
+    "AuthenticationError",
+    "ConfigurationError",
+    "Credentials",
+    "DeliveryError",
+    "Envelope",
+    "InvalidMessageError",
+    "Mailer",
+    "PostbudError",
+    "SMTPTransport",
+    "Secret",
+    "SendResult",
+    "Settings",
+    "Transport",
+    "__version__",
+    "errors",
+]

@@ -1,0 +1,113 @@
+"""Credentials: how a connection proves who it is.
+
+The transport opens and encrypts the connection, then hands it to a ``Credentials``
+object whose ``login`` runs the SASL exchange. An app password and OAuth2 (XOAUTH2)
+are two implementations of the same small protocol, so the transport does not know
+which one it has; error translation stays in the transport.
+"""
+
+from __future__ import annotations
+
+import smtplib
+from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+
+from ._secret import Secret, as_secret
+from .errors import AuthenticationError, ConfigurationError
+
+if TYPE_CHECKING:
+    from ._config import Settings
+
+__all__ = ["AppPassword", "Credentials", "credentials_from_settings"]
+
+
+@runtime_checkable
+class Credentials(Protocol):
+    """What the transport needs from a credentials object.
+
+    ``login`` is called on a connection that is already encrypted and has seen EHLO;
+    it must raise ``smtplib.SMTPAuthenticationError`` (or ``postbud.errors``) when the
+    server says no, and must never log or put the secret in an exception.
+    """
+
+    #: How the hints name this credential ("app password", "OAuth2 token").
+    credential: ClassVar[str]
+
+    def login(self, smtp: smtplib.SMTP, username: str) -> None:
+        """Authenticate ``username`` on ``smtp``."""
+        ...
+
+
+class AppPassword:
+    """A Google app password, sent with AUTH PLAIN (or LOGIN if PLAIN is not offered).
+
+    Google shows app passwords as four groups of four letters; the spaces are removed.
+    The value is kept in a ``Secret`` and never appears in reprs or errors.
+    """
+
+    credential: ClassVar[str] = "app password"
+
+    def __init__(self, password: str | Secret) -> None:
+        secret = as_secret(password)
+        if secret is None:
+            raise ConfigurationError("The app password is empty.")
+        plain = "".join(secret.reveal().split())
+        if not plain or not plain.isascii() or not plain.isprintable():
+            raise ConfigurationError(
+                "The app password must be printable ASCII (Google's are 16 letters); "
+                "check that it was copied whole."
+            )
+        self._password = Secret(plain)
+
+    def __repr__(self) -> str:
+        return "AppPassword(********)"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, AppPassword) and self._password == other._password
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def login(self, smtp: smtplib.SMTP, username: str) -> None:
+        """Run AUTH PLAIN (preferred) or AUTH LOGIN and require 235."""
+        if not username.isascii():
+            raise ConfigurationError(f"The username {username!r} must be ASCII to log in.")
+        offered = smtp.esmtp_features.get("auth", "").upper().split()
+        if "PLAIN" in offered:
+            mechanism = "PLAIN"
+
+            def answer(challenge: bytes | None = None) -> str:
+                return f"\0{username}\0{self._password.reveal()}"
+
+        elif "LOGIN" in offered:
+            mechanism = "LOGIN"
+
+            def answer(challenge: bytes | None = None) -> str:
+                # The initial response (no challenge) and "Username:" get the user.
+                if challenge is None or challenge.lower().startswith(b"user"):
+                    return username
+                return self._password.reveal()
+
+        else:
+            raise AuthenticationError(
+                f"The server offers no password login (AUTH {' '.join(offered) or 'none'}).",
+                hint="Gmail offers PLAIN and LOGIN; check host and port.",
+            )
+        code, reply = smtp.auth(mechanism, answer)
+        if code != 235:  # smtplib treats 503 ("already authenticated") as success
+            raise smtplib.SMTPAuthenticationError(code, reply)
+
+
+def credentials_from_settings(settings: Settings) -> Credentials:
+    """The credentials object a ``Settings`` describes."""
+    if settings.auth is not None:
+        if not isinstance(settings.auth, Credentials):
+            raise ConfigurationError(
+                "auth must be a credentials object such as postbud.AppPassword(...) or "
+                f"postbud.OAuth2...; got {type(settings.auth).__name__}."
+            )
+        return settings.auth
+    if settings.app_password is not None:
+        return AppPassword(settings.app_password)
+    raise ConfigurationError(
+        "OAuth2 settings are recognised but this version of postbud cannot send with "
+        "them yet; use app_password."
+    )
