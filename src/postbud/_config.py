@@ -218,8 +218,19 @@ class Settings:
         return cls(**kwargs)
 
     def replace(self, **changes: Any) -> Settings:
-        """Return a copy with some settings changed (validated again)."""
-        return dataclasses.replace(self, **changes)
+        """Return a copy with some settings changed (validated again).
+
+        Changing only ``port`` (or only ``security``) lets the other follow, as when
+        building: ``replace(port=587)`` gives STARTTLS.
+        """
+        _check_names(changes, str)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        if "port" in changes and "security" not in changes:
+            values["security"] = None
+        if "security" in changes and "port" not in changes:
+            values["port"] = None
+        values.update(changes)
+        return type(self)(**values)
 
     def credentials(self) -> Credentials:
         """The credentials object these settings describe."""
@@ -383,9 +394,11 @@ def _address(name: str, value: str | None, *, required: bool) -> str:
             )
         return ""
     try:
-        return parse_address(text).addr_spec
+        address = parse_address(text)
     except InvalidMessageError as exc:
         raise ConfigurationError(
             f"{_label(name)} {text!r} is not an email address ({exc.description}); "
             "use the full address, such as 'me@gmail.com'."
         ) from None
+    # The account is a bare address; a sender may carry a display name.
+    return address.addr_spec if name == "username" else str(address)

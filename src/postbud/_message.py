@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import policy as email_policy
+from email.errors import NonASCIILocalPartDefect
 from email.generator import BytesGenerator
 from email.headerregistry import Address as _StdAddress
 from email.message import Message
@@ -147,9 +148,13 @@ def parse_addresses(text: str) -> tuple[Address, ...]:
     Cached: an alerting process writes to the same few addresses all day.
     """
     _check_no_breaks("address", text)
-    header = email_policy.default.header_factory("To", text)
+    try:
+        header = email_policy.default.header_factory("To", text)
+        groups = header.groups
+    except Exception:  # the stdlib parser raises IndexError etc. on some garbage
+        raise InvalidMessageError(f"{text!r} is not a valid email address.") from None
     result = []
-    for group in header.groups:
+    for group in groups:
         if group.display_name is not None:
             raise InvalidMessageError(
                 f"{text!r} is a group ({group.display_name}:...;): list the addresses instead."
@@ -158,8 +163,10 @@ def parse_addresses(text: str) -> tuple[Address, ...]:
             result.append(_checked(std, text))
     if not result:
         raise InvalidMessageError(f"{text!r} holds no email address.")
-    if header.defects and len(result) == 1 and "," not in text:
-        raise InvalidMessageError(f"{text!r} is not a valid email address ({header.defects[0]}).")
+    # A non-ASCII local part is legal (it needs SMTPUTF8, checked at send time).
+    defects = [d for d in header.defects if not isinstance(d, NonASCIILocalPartDefect)]
+    if defects:
+        raise InvalidMessageError(f"{text!r} is not a valid email address ({defects[0]}).")
     return tuple(result)
 
 
@@ -289,8 +296,8 @@ def _multipart(subtype: str, parts: Sequence[bytes]) -> bytes:
     boundary = "=_" + secrets.token_hex(12)
     out = [f'Content-Type: multipart/{subtype}; boundary="{boundary}"\r\n\r\n'.encode()]
     for part in parts:
-        out.append(f"--{boundary}\r\n".encode())
-        out.append(part if part.endswith(b"\r\n") else part + b"\r\n")
+        # The CRLF before a delimiter belongs to the delimiter: each part keeps its own.
+        out += [f"--{boundary}\r\n".encode(), part, b"\r\n"]
     out.append(f"--{boundary}--\r\n".encode())
     return b"".join(out)
 

@@ -24,12 +24,13 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["Stage", "classify", "enhanced_code", "first_line"]
+__all__ = ["Stage", "classify", "enhanced_code", "summary"]
 
 Stage = Literal["connect", "helo", "starttls", "auth", "mail", "rcpt", "data"]
 
 APP_PASSWORDS_URL = "https://myaccount.google.com/apppasswords"
 _ENHANCED = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_TAIL = re.compile(r"\s+\S+ - gsmtp$")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class _Meaning:
     retryable: bool
     hint: str
     retry_after: float | None = None
+    only_at: Stage | None = None  # the meaning holds only as a reply to this command
 
 
 # (code, enhanced code) -> meaning. The hint may use {username} and {credential}.
@@ -68,6 +70,7 @@ _KNOWN: Mapping[tuple[int, str], _Meaning] = {
         "temporary problem): wait several minutes before trying again. postbud reuses one "
         "connection per Mailer, so many processes each logging in can cause this.",
         retry_after=300.0,
+        only_at="auth",
     ),
     (530, "5.7.0"): _Meaning(
         AuthenticationError,
@@ -141,7 +144,7 @@ _BY_STAGE: Mapping[Stage, type[DeliveryError]] = {
 _WHAT: Mapping[Stage, str] = {
     "connect": "The server refused the connection",
     "helo": "The server refused the greeting (EHLO)",
-    "starttls": "The server refused to start TLS",
+    "starttls": "The server refused to start TLS, so postbud did not log in",
     "auth": "Gmail refused the login for {username}",
     "mail": "The server refused the sender {username}",
     "rcpt": "The server refused the recipients",
@@ -166,9 +169,18 @@ def enhanced_code(text: str) -> str:
     return match.group(1) if match else ""
 
 
-def first_line(text: str) -> str:
-    """The first line of a reply, without the enhanced code's repeats."""
-    return " ".join(text.strip().splitlines()[:1]).strip()
+def summary(text: str) -> str:
+    """A multi-line reply as one line: the enhanced code once, no session-id tail.
+
+    ``"5.7.8 Username ... go to\n5.7.8  https://...BadCredentials x12 - gsmtp"`` becomes
+    ``"5.7.8 Username ... go to https://...BadCredentials"``.
+    """
+    lines = text.strip().splitlines()
+    code = enhanced_code(text)
+    rest = [_ENHANCED.sub("", line).strip() if code else line.strip() for line in lines]
+    joined = " ".join(part for part in rest if part)
+    joined = _TAIL.sub("", joined)
+    return f"{code} {joined}".strip() if code else joined
 
 
 def classify(
@@ -192,6 +204,8 @@ def classify(
     """
     meaning = _KNOWN.get((code, enhanced_code(text)))
     transient = 400 <= code < 500
+    if meaning is not None and meaning.only_at not in (None, stage):
+        meaning = None
     if meaning is not None and not (
         # Stage wins over the table when the table would name another command's class,
         # except for replies that mean the same wherever they come (quota, 421, 451).
@@ -211,7 +225,7 @@ def classify(
         "fix_credentials": _FIX_CREDENTIALS.get(credential, ""),
     }
     what = _WHAT[stage].format(**fields)
-    description = f"{what}: {code} {first_line(text)}".rstrip()
+    description = f"{what}: {code} {summary(text)}".rstrip()
     hint = hint.format(**fields) if hint else None
     if kind is RecipientsRefusedError:
         return RecipientsRefusedError(

@@ -12,6 +12,7 @@ was sent yet.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import smtplib
@@ -20,7 +21,7 @@ import ssl
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._auth import Credentials
 from ._config import Settings
@@ -72,6 +73,7 @@ class _Deadline:
 
     deadline: float = math.inf
     sock: socket.socket | None
+    file: Any
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -84,12 +86,14 @@ class _Deadline:
 
     def send(self, s: ReadableBuffer | str) -> None:
         if self.sock is not None:
-            self.sock.settimeout(self._left())
+            self.sock.settimeout(self._left())  # sendall: one timeout for all of it
         super().send(s)  # type: ignore[misc]
 
     def getreply(self) -> tuple[int, bytes]:
-        if self.sock is not None:
-            self.sock.settimeout(self._left())
+        if self.file is None and self.sock is not None:
+            # smtplib would use sock.makefile(), where a server trickling one byte at a
+            # time gets a fresh timeout per recv; this reader checks the deadline each time.
+            self.file = io.BufferedReader(_DeadlineReader(self))
         try:
             return super().getreply()  # type: ignore[misc,no-any-return]
         except smtplib.SMTPServerDisconnected as exc:
@@ -97,6 +101,20 @@ class _Deadline:
             if isinstance(exc.__context__, TimeoutError):
                 raise TimeoutError("timed out waiting for a reply") from exc
             raise
+
+
+class _DeadlineReader(io.RawIOBase):
+    def __init__(self, owner: _Deadline) -> None:
+        self._owner = owner
+        self._sock = owner.sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        assert self._sock is not None
+        self._sock.settimeout(self._owner._left())
+        return self._sock.recv_into(buffer)
 
 
 class _SMTP(_Deadline, smtplib.SMTP):
@@ -115,6 +133,11 @@ _Conn = _SMTP | _SMTPSSL
 
 
 _live: weakref.WeakSet[SMTPTransport] = weakref.WeakSet()
+
+#: Set by ``postbud.testing.FakeGmail.intercept()``: while it is not None, every new
+#: connection goes to this (host, port, security, context) whatever the settings say,
+#: so code configured for smtp.gmail.com can be tested without touching the internet.
+intercepted: tuple[str, int, str, ssl.SSLContext] | None = None
 
 
 def _after_fork() -> None:
@@ -225,18 +248,19 @@ class SMTPTransport:
 
     def _connect(self, deadline: float) -> None:
         s = self.settings
+        host, port, security, context = intercepted or (s.host, s.port, s.security, self._context)
         stage: Stage = "connect"
         smtp: _Conn | None = None
         try:
             # smtplib connects and reads the greeting in __init__ (SMTPConnectError if it
             # is not 220); the deadline is already set then.
-            if s.security == "ssl":
-                smtp = _SMTPSSL(s.host, s.port, deadline=deadline, context=self._context)
+            if security == "ssl":
+                smtp = _SMTPSSL(host, port, deadline=deadline, context=context)
             else:
-                smtp = _SMTP(s.host, s.port, deadline=deadline)
+                smtp = _SMTP(host, port, deadline=deadline)
             stage = "helo"
             self._ehlo(smtp)
-            if s.security == "starttls":
+            if security == "starttls":
                 stage = "starttls"
                 if not smtp.has_extn("starttls"):
                     raise TransportError(
@@ -246,7 +270,7 @@ class SMTPTransport:
                         "a network device may be stripping STARTTLS.",
                         retryable=False,
                     )
-                smtp.starttls(context=self._context)
+                smtp.starttls(context=context)
                 stage = "helo"
                 self._ehlo(smtp)
             if not isinstance(smtp.sock, ssl.SSLSocket):  # belt and braces: never in clear
@@ -358,9 +382,15 @@ class SMTPTransport:
                 retryable=False,
             )
         if isinstance(exc, (TimeoutError, socket.timeout)):
+            hint = "The server or the network is slow or blocked; raise timeout if needed."
+            if stage == "connect" and s.security == "starttls":
+                hint += (
+                    " A server that speaks TLS from the first byte (port 465) waits "
+                    "silently for a STARTTLS client: check security='ssl'."
+                )
             return SMTPTimeoutError(
                 f"No answer from {where} within the {s.timeout:g} s deadline (during {stage}).",
-                hint="The server or the network is slow or blocked; raise timeout if needed.",
+                hint=hint,
             )
         if isinstance(exc, ssl.SSLError):
             return TransportError(

@@ -17,8 +17,10 @@ import ssl
 import tempfile
 import threading
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +28,7 @@ import trustme
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from pytest_localserver import smtp as localserver_smtp
 
+from postbud import _transport
 from postbud._config import Settings
 from postbud._mailer import Mailer
 
@@ -39,7 +42,7 @@ _COMMANDS = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "NOO
 GMAIL_SIZE = 35_882_577
 # The account password of the fake account: using it instead of the app password gets
 # Gmail's "534 5.7.9 Application-specific password required".
-ACCOUNT_PASSWORD = "correct horse battery staple"  # noqa: S105 - a test fixture value
+ACCOUNT_PASSWORD = "CorrectHorse-Battery9"  # noqa: S105 - a test fixture value
 
 # aiosmtpd's own texts -> Gmail's, for replies the handler hooks do not produce.
 _STOCK: dict[str, str] = {
@@ -84,14 +87,17 @@ class _GmailSMTP(SMTP):
         super().__init__(handler, **kwargs)
         self.command_size_limits = _Limits(self.command_size_limit, {"AUTH": 8192})
         self.current = "CONNECT"
+        self.delayed = False
         self.dropping = False
         self.fake.connections += 1
+        self.fake._sessions.add(self)
         for name, method in list(self._smtp_methods.items()):
             self._smtp_methods[name] = self._tracked(name, method)
 
     def _tracked(self, name: str, method: Callable[[Any], Any]) -> Callable[[Any], Any]:
         async def run(arg: Any) -> Any:
             self.current = name
+            self.delayed = False
             verb = name
             if name == "AUTH" and arg:
                 verb = f"AUTH {str(arg).split()[0].upper()}"  # never the credentials
@@ -100,12 +106,16 @@ class _GmailSMTP(SMTP):
 
         return run
 
+    def _create_session(self) -> Session:
+        return _Session(self.loop)
+
     async def push(self, status: Any) -> None:
         text = status.decode() if isinstance(status, bytes) else str(status)
         text = _STOCK.get(text, text)
         text = replies.render(text, session_id=self.session_id, ts=int(time.time()))
         delay = self.fake._delay_for(self.current)
-        if delay:
+        if delay and not self.delayed:
+            self.delayed = True  # once per reply, not per line of a multi-line reply
             await asyncio.sleep(delay)
         await super().push(text)
         if text.startswith("354") and self.fake._take_fault("DATA-BODY") is not None:
@@ -124,6 +134,18 @@ class _GmailSMTP(SMTP):
         if self.transport is not None:
             self.transport.close()
         await asyncio.sleep(3600)
+
+
+class _Session(Session):
+    # aiosmtpd logs a deprecation warning whenever it sets login_data after AUTH; the
+    # fake's users should not see that noise in their test logs.
+    @property
+    def login_data(self) -> Any:
+        return self._login_data
+
+    @login_data.setter
+    def login_data(self, value: Any) -> None:
+        self._login_data = value
 
 
 class _Limits(dict[str, int]):
@@ -177,8 +199,10 @@ class _GmailHandler:
         if not encrypted and not fake.strip_starttls:
             lines.append("STARTTLS")
         if encrypted or fake.strip_starttls:
-            lines.append(replies.EHLO_AUTH)
-        lines += ["ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING", "SMTPUTF8"]
+            lines.append(fake.auth_line)
+        lines += ["ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING"]
+        if fake.smtputf8:
+            lines.append("SMTPUTF8")
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]
 
     async def handle_AUTH(
@@ -286,6 +310,18 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         username: The one account it knows.
         app_password: That account's app password (spaces are ignored, as by Gmail).
 
+    Attributes (all reset by ``reset()``):
+        messages: ``ReceivedMessage`` records of accepted mail, oldest first.
+        commands: SMTP verbs received, in order (``"AUTH PLAIN"``, never credentials).
+        connections: Client connections accepted.
+        logins, failed_logins: User names that logged in, or failed to.
+        bad_recipients: Addresses answered with ``553 5.1.3``.
+        max_recipients: RCPTs per transaction before ``452 4.5.3`` (Gmail: 100).
+        refuse_starttls: Answer STARTTLS with ``454 4.7.0``.
+        strip_starttls: Do not offer STARTTLS; offer AUTH in clear (a downgrade attack).
+        smtputf8: Advertise SMTPUTF8.
+        auth_line: The EHLO AUTH line (Gmail's by default).
+
     Use it as a context manager, or through the pytest fixtures ``fake_gmail`` and
     ``fake_gmail_starttls`` of ``postbud.testing.plugin``. Clients trust it through
     ``ca_file``, ``ssl_context()``, ``settings()`` or ``mailer()``.
@@ -334,6 +370,7 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         else:
             self.SMTP_kwargs.update(tls_context=self._server_context, require_starttls=True)
         self._lock = threading.Lock()
+        self._sessions: weakref.WeakSet[_GmailSMTP] = weakref.WeakSet()
         self._untrusted = False
         self.reset()
 
@@ -390,6 +427,8 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             self.bad_recipients: set[str] = set()
             self.max_recipients = 100
             self.refuse_starttls = False
+            self.smtputf8 = True
+            self.auth_line = replies.EHLO_AUTH
             self.strip_starttls = False
             self._faults: deque[_Fault] = deque()
             self._delays: dict[str | None, float] = {}
@@ -422,6 +461,21 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         """A ``postbud.Mailer`` for this server."""
         return Mailer(self.settings(**overrides))
 
+    @contextmanager
+    def intercept(self) -> Iterator[FakeGmail]:
+        """Route every postbud connection to this server while the block runs.
+
+        Code configured for smtp.gmail.com (a Django settings file, a script) then
+        talks to this fake, over verified TLS, without changing its configuration. The
+        credentials it uses must be this fake's ``username`` and ``app_password``.
+        """
+        previous = _transport.intercepted
+        _transport.intercepted = ("127.0.0.1", self.port, self.mode, self.ssl_context())
+        try:
+            yield self
+        finally:
+            _transport.intercepted = previous
+
     # -- fault injection --------------------------------------------------------------
 
     def fail_next(self, command: str, reply: str, *, times: int = 1, close: bool = False) -> None:
@@ -441,6 +495,13 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             self._add_fault("DATA-BODY", None, True, times)
         else:
             self._add_fault(command, None, True, times)
+
+    def close_connections(self) -> None:
+        """Close every open client connection now, without a reply (Gmail retiring them)."""
+        for session in list(self._sessions):
+            if session.transport is not None:
+                session.loop.call_soon_threadsafe(_close, session)
+        time.sleep(0.05)  # let the loop thread run the closes
 
     def delay(self, seconds: float, command: str | None = None) -> None:
         """Delay every reply (or the replies to ``command``; ``"CONNECT"`` is the greeting)."""

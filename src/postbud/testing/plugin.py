@@ -19,7 +19,7 @@ import pytest
 
 from . import FakeGmail
 
-__all__ = ["fake_gmail", "fake_gmail_starttls"]
+__all__ = ["fake_gmail", "fake_gmail_starttls", "postbud_spool"]
 
 _numbers = itertools.count()
 
@@ -58,7 +58,7 @@ def _postbud_spool_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def _postbud_spool(_postbud_spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def postbud_spool(_postbud_spool_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point POSTBUD_SPOOL at a fresh file for every test."""
     path = _postbud_spool_dir / f"outbox-{next(_numbers)}.sqlite"
     monkeypatch.setenv("POSTBUD_SPOOL", str(path))

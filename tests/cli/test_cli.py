@@ -1,0 +1,69 @@
+"""The command line: `postbud demo` and the shared exit-code rules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from postbud import cli
+from postbud.errors import AuthenticationError, ConfigurationError
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTBUD_")}
+    env["POSTBUD_SPOOL"] = ""
+    return subprocess.run(
+        [sys.executable, "-m", "postbud", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+def test_demo_sends_both_ways_and_exits_0() -> None:
+    result = run("demo")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "1. App password over implicit TLS" in out
+    assert "2. App password over STARTTLS" in out
+    assert out.count("The server received:") == 2
+    assert "Commands: EHLO AUTH PLAIN MAIL RCPT RCPT DATA QUIT" in out
+    assert "Commands: EHLO STARTTLS EHLO AUTH PLAIN MAIL RCPT RCPT DATA QUIT" in out
+    assert "| This message went through a verified TLS connection." in out
+    assert "Hint: Gmail did not accept the app password" in out
+    assert "abcd efgh ijkl mnop" not in out and "abcdefghijklmnop" not in out
+    assert result.stderr == ""
+
+
+def test_help_and_no_command() -> None:
+    result = run("--help")
+    assert result.returncode == 0 and "demo" in result.stdout
+    result = run()
+    assert result.returncode == 2 and "usage: postbud" in result.stdout
+    result = run("nonsense")
+    assert result.returncode == 2 and "invalid choice" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [(ConfigurationError("bad setting"), 2), (AuthenticationError("no login"), 1)],
+)
+def test_errors_become_one_line_and_an_exit_status(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    error: Exception,
+    status: int,
+) -> None:
+    def boom(args: object) -> int:
+        raise error
+
+    monkeypatch.setattr(cli, "_demo", boom)
+    assert cli.main(["demo"]) == status
+    assert capsys.readouterr().err == f"postbud: {error}\n"
+    with pytest.raises(type(error)):
+        cli.main(["--debug", "demo"])
