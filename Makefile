@@ -13,7 +13,7 @@ $(PY):
 
 # Stamps record which extras are installed; they are redone when pyproject.toml changes.
 $(VENV)/.demo-installed: pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet -e '.[testing]'
+	$(PY) -m pip install --quiet -e '.[testing,oauth]'
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml | $(PY)

@@ -91,6 +91,7 @@ def test_public_api_is_pinned() -> None:
             "Envelope",
             "InvalidMessageError",
             "Mailer",
+            "OAuth2",
             "PostbudError",
             "SMTPTransport",
             "Secret",

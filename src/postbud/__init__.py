@@ -12,6 +12,7 @@ from ._auth import AppPassword, Credentials
 from ._config import Settings
 from ._mailer import Mailer, SendResult
 from ._message import Envelope
+from ._oauth import OAuth2
 from ._secret import Secret
 from ._transport import SMTPTransport, Transport
 from .errors import (
@@ -33,6 +34,7 @@ __all__ = [
     "Envelope",
     "InvalidMessageError",
     "Mailer",
+    "OAuth2",
     "PostbudError",
     "SMTPTransport",
     "Secret",

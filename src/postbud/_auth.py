@@ -1,4 +1,4 @@
-"""Credentials: how a connection proves who it is.
+"""Credentials: how a connection proves who it is (app passwords here, OAuth2 in _oauth).
 
 The transport opens and encrypts the connection, then hands it to a ``Credentials``
 object whose ``login`` runs the SASL exchange. An app password and OAuth2 (XOAUTH2)
@@ -11,6 +11,7 @@ from __future__ import annotations
 import smtplib
 from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
 
+from ._oauth import OAuth2
 from ._secret import Secret, as_secret
 from .errors import AuthenticationError, ConfigurationError
 
@@ -107,7 +108,20 @@ def credentials_from_settings(settings: Settings) -> Credentials:
         return settings.auth
     if settings.app_password is not None:
         return AppPassword(settings.app_password)
-    raise ConfigurationError(
-        "OAuth2 settings are recognised but this version of postbud cannot send with "
-        "them yet; use app_password."
+    token_uri = settings.oauth_token_uri
+    if settings.oauth_token_file:
+        return OAuth2.from_authorized_user_file(settings.oauth_token_file, token_uri=token_uri)
+    if settings.service_account_file:
+        return OAuth2.from_service_account_file(
+            settings.service_account_file, subject=settings.username, token_uri=token_uri
+        )
+    # Settings checked that exactly one kind is set and that these three are complete.
+    assert settings.oauth_client_id
+    assert settings.oauth_client_secret
+    assert settings.oauth_refresh_token
+    return OAuth2.from_refresh_token(
+        client_id=settings.oauth_client_id,
+        client_secret=settings.oauth_client_secret.reveal(),
+        refresh_token=settings.oauth_refresh_token.reveal(),
+        token_uri=token_uri,
     )

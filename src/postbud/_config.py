@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
-from ._auth import credentials_from_settings
+from ._auth import AppPassword, credentials_from_settings
 from ._message import parse_address
 from ._secret import Secret, as_secret
 from .errors import ConfigurationError, InvalidMessageError
@@ -187,6 +187,8 @@ class Settings:
         """
         env = os.environ if environ is None else environ
         values = {k: v for k, v in env.items() if v != "" or k.upper() == "POSTBUD_SPOOL"}
+        if not any(k.upper() == "POSTBUD_SPOOL" for k in values) and "spool" not in overrides:
+            overrides["spool"] = default_spool_path(env)  # from this mapping, not os.environ
         return cls.from_mapping(values, prefix="POSTBUD_", **overrides)
 
     @classmethod
@@ -250,6 +252,8 @@ class Settings:
             kinds.append("oauth_client_id/oauth_client_secret/oauth_refresh_token")
         if self.service_account_file:
             kinds.append("service_account_file")
+        if self.app_password:
+            AppPassword(self.app_password)  # its format is checked here, not at first use
         if not kinds:
             raise ConfigurationError(
                 f"No credentials for {self.username}: set {_label('app_password')} to a "
@@ -395,10 +399,10 @@ def _address(name: str, value: str | None, *, required: bool) -> str:
         return ""
     try:
         address = parse_address(text)
-    except InvalidMessageError as exc:
+    except InvalidMessageError:
         raise ConfigurationError(
-            f"{_label(name)} {text!r} is not an email address ({exc.description}); "
-            "use the full address, such as 'me@gmail.com'."
+            f"{_label(name)} {text!r} is not an email address: use the full address, such "
+            "as 'me@gmail.com'."
         ) from None
     # The account is a bare address; a sender may carry a display name.
     return address.addr_spec if name == "username" else str(address)

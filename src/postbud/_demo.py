@@ -2,12 +2,15 @@
 
 It shows a newcomer, in a few seconds, what postbud does and what the server sees:
 an app-password login over implicit TLS (port 465 style) and over STARTTLS (port 587
-style), both with verified certificates, and what a wrong password looks like.
+style), both with verified certificates, OAuth2 (XOAUTH2) through a fake token
+endpoint, and what a wrong password looks like.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 
 from ._mailer import Mailer
 from .errors import AuthenticationError
@@ -69,7 +72,34 @@ def run_demo() -> int:
             )
             _show_received(fake)
 
-        print("3. A wrong app password: the error says what to do")
+        print("3. OAuth2 (SASL XOAUTH2) with a token file, through a fake Google token endpoint")
+        from .testing import FakeGoogleTokens
+
+        fake465.reset()
+        with FakeGoogleTokens([fake465]) as tokens, tempfile.TemporaryDirectory() as folder:
+            token_file = tokens.authorized_user_file(os.path.join(folder, "token.json"))
+            print(
+                f"   Mailer(username={fake465.username!r}, oauth_token_file='token.json', "
+                f"oauth_token_uri={tokens.token_uri!r}, ...)"
+            )
+            oauth = fake465.settings(
+                app_password=None,
+                oauth_token_file=str(token_file),
+                oauth_token_uri=tokens.token_uri,
+                spool=None,
+            )
+            with Mailer(oauth) as mailer:
+                for n in (1, 2):
+                    mailer.send("you@example.com", f"OAuth2 message {n}", "Sent with XOAUTH2.\n")
+            asked = len(tokens.requests)
+            print(
+                f"   Two messages sent; the token endpoint was asked "
+                f"{'once' if asked == 1 else f'{asked} times'}: the access token is cached "
+                "until shortly before it expires."
+            )
+            _show_received(fake465)
+
+        print("4. A wrong app password: the error says what to do")
         wrong = fake465.settings(app_password="wrongwrongwrongw", spool=None)  # noqa: S106
         with Mailer(wrong) as mailer:
             try:
@@ -78,5 +108,5 @@ def run_demo() -> int:
                 print(f"   {type(exc).__name__} (code {exc.code}, retryable={exc.retryable}):")
                 print(f"   {exc.description}")
                 print(f"   Hint: {exc.hint}")
-    print("\nDone: both ways in worked; see README.md for your own account.")
+    print("\nDone: app passwords and OAuth2 both worked; see README.md for your own account.")
     return 0

@@ -172,12 +172,18 @@ class Mailer:
         for index, chunk in enumerate(chunks):
             try:
                 done, bad = self._send_chunk(chunk)
+            except RecipientsRefusedError as exc:
+                if len(chunks) == 1:
+                    self._count("failed")
+                    raise
+                done, bad = [], dict(exc.refused)  # other envelopes may still go through
             except DeliveryError as exc:
                 if not accepted:
                     self._count("failed")
                     raise
-                # Part of the message is out: report the rest instead of raising, so
-                # the caller does not send it twice to those who have it.
+                # Part of the message is out: report the rest instead of raising, so the
+                # caller does not send it twice to those who have it. The connection or
+                # the account failed, so the remaining envelopes are not tried.
                 for rest in chunks[index:]:
                     for rcpt in rest.recipients:
                         refused[rcpt] = (exc.code or 0, str(exc))

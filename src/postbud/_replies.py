@@ -219,12 +219,19 @@ def classify(
             kind, retryable = TransportError, True
     if kind is RecipientsRefusedError and refused is None:
         kind = RefusedError
+    elif refused is not None and kind not in (QuotaExceededError, TransportError):
+        kind = RecipientsRefusedError  # every recipient refused: callers need .refused
     fields = {
         "username": username or "this account",
         "credential": credential,
         "fix_credentials": _FIX_CREDENTIALS.get(credential, ""),
     }
-    what = _WHAT[stage].format(**fields)
+    what = _WHAT[stage]
+    if kind is QuotaExceededError:
+        what = "Gmail's sending limit is reached for {username}"
+    elif kind is TransportError and code in (421, 451):
+        what = "The server is closing the connection"
+    what = what.format(**fields)
     description = f"{what}: {code} {summary(text)}".rstrip()
     hint = hint.format(**fields) if hint else None
     if kind is RecipientsRefusedError:

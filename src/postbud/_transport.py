@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ._auth import Credentials
 from ._config import Settings
 from ._message import MAX_MESSAGE_SIZE, Envelope, _size_check
+from ._oauth import refresh_error
 from ._replies import Stage, classify
 from .errors import (
+    ConfigurationError,
     DeliveryError,
     InvalidMessageError,
     PostbudError,
@@ -173,7 +175,7 @@ class SMTPTransport:
         if ssl_context is None:
             ssl_context = ssl.create_default_context(cafile=settings.ca_file)
         elif ssl_context.verify_mode != ssl.CERT_REQUIRED or not ssl_context.check_hostname:
-            raise PostbudError(
+            raise ConfigurationError(
                 "ssl_context must verify certificates and host names; postbud has no switch "
                 "that turns verification off. For a test server, trust its CA instead."
             )
@@ -340,6 +342,11 @@ class SMTPTransport:
             if stage == "mail" and _connection_gone(exc):
                 raise _Retryable(error, exc) from exc
             raise error from exc
+        except BaseException:
+            # Interrupted mid-transaction (KeyboardInterrupt...): the session is in an
+            # unknown state, so the next send starts on a fresh connection.
+            self._drop(polite=False)
+            raise
         return refused
 
     # -- errors -----------------------------------------------------------------------
@@ -350,6 +357,9 @@ class SMTPTransport:
         where = f"{s.host}:{s.port}"
         if isinstance(exc, PostbudError):
             return exc  # type: ignore[return-value]
+        token_error = refresh_error(exc)  # google-auth, raised by OAuth2.login
+        if token_error is not None:
+            return token_error
         if isinstance(exc, smtplib.SMTPRecipientsRefused):
             refused = {r: (c, _text(m)) for r, (c, m) in exc.recipients.items()}
             code, text = next(iter(refused.values()))
@@ -393,9 +403,12 @@ class SMTPTransport:
                 hint=hint,
             )
         if isinstance(exc, ssl.SSLError):
+            # A handshake that fails outright (not a reset) is a set-up mistake, such as
+            # security='ssl' against a STARTTLS port: retrying cannot fix it.
             return TransportError(
                 f"TLS failed with {where}: {exc.reason or exc}.",
                 hint="Check security and port: 'ssl' is port 465, 'starttls' is port 587.",
+                retryable=stage != "connect",
             )
         if isinstance(exc, socket.gaierror):
             return TransportError(
@@ -422,7 +435,10 @@ class SMTPTransport:
         smtp = self._smtp
         if smtp is None:
             return
-        if _connection_gone(exc) or isinstance(exc, OSError):
+        # smtplib's exceptions subclass OSError; only a real socket error or a closing
+        # reply means the connection is gone. After a refusal, RSET and keep it.
+        socket_error = isinstance(exc, OSError) and not isinstance(exc, smtplib.SMTPException)
+        if socket_error or _connection_gone(exc):
             self._drop(polite=False)
             return
         try:
@@ -472,8 +488,9 @@ def _text(reply: bytes | str) -> str:
 
 
 def _scrubbed(exc: Exception, stage: Stage) -> Exception:
-    # smtplib's auth() frames hold the encoded credentials in locals; a traceback
-    # printer that shows locals (Sentry, rich) must not see them. Keep the reply.
+    # smtplib's auth() frames hold the encoded credentials in locals, google-auth's the
+    # refresh token and client secret; a traceback printer that shows locals (Sentry,
+    # rich) must not see them. Keep the exception itself (the reply, the error code).
     if stage == "auth":
         return exc.with_traceback(None)
     return exc

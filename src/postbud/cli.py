@@ -41,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="send mail through an embedded fake Gmail (no account needed)",
         description="Start a fake Gmail on 127.0.0.1, send with an app password over "
-        "implicit TLS and over STARTTLS, and print what the server received.",
+        "implicit TLS and over STARTTLS and with OAuth2 (XOAUTH2), and print what the "
+        "server received.",
     )
     demo.set_defaults(handler=_demo)
     return parser

@@ -25,19 +25,22 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_demo_sends_both_ways_and_exits_0() -> None:
-    result = run("demo")
-    assert result.returncode == 0, result.stderr
-    out = result.stdout
+def test_demo_sends_both_ways_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["demo"]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
     assert "1. App password over implicit TLS" in out
     assert "2. App password over STARTTLS" in out
-    assert out.count("The server received:") == 2
+    assert out.count("The server received:") == 3
     assert "Commands: EHLO AUTH PLAIN MAIL RCPT RCPT DATA QUIT" in out
     assert "Commands: EHLO STARTTLS EHLO AUTH PLAIN MAIL RCPT RCPT DATA QUIT" in out
     assert "| This message went through a verified TLS connection." in out
+    assert "3. OAuth2 (SASL XOAUTH2)" in out
+    assert "the token endpoint was asked once" in out
+    assert "Commands: EHLO AUTH XOAUTH2 MAIL RCPT DATA MAIL RCPT DATA QUIT" in out
     assert "Hint: Gmail did not accept the app password" in out
     assert "abcd efgh ijkl mnop" not in out and "abcdefghijklmnop" not in out
-    assert result.stderr == ""
+    assert captured.err == ""
 
 
 def test_help_and_no_command() -> None:

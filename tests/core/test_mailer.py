@@ -28,7 +28,7 @@ def test_send_returns_a_result() -> None:
     assert result.accepted == (TO, "b@example.com") and dict(result.refused) == {}
     assert result.message_id.startswith("<") and result.message_id.endswith("@gmail.com>")
     [record] = transport.messages
-    assert record["Message-ID"] == result.message_id and record.text == "text\r\n"
+    assert record["Message-ID"] == result.message_id and record.text == "text\n"
     assert mailer.stats() == {"sent": 1, "failed": 0}
 
 
@@ -128,3 +128,20 @@ def test_connect_is_one_session(fake_gmail: FakeGmail) -> None:
     mailer.send(TO, "after", "x")  # usable after the block: it reconnects
     assert fake_gmail.connections == 2
     mailer.close()
+
+
+def test_a_refused_envelope_does_not_stop_the_next() -> None:
+    people = [f"u{i}@example.com" for i in range(250)]
+    refuse = dict.fromkeys(people[100:200], (550, "5.1.1 no such user"))
+    mailer, transport = memory_mailer(refuse=refuse)
+    result = mailer.send(people, "Hi", "x")
+    assert len(result.accepted) == 150 and set(result.refused) == set(people[100:200])
+    assert [len(m.recipients) for m in transport.messages] == [100, 50]
+
+
+def test_every_envelope_refused_raises_with_all_refusals() -> None:
+    people = [f"u{i}@example.com" for i in range(150)]
+    mailer, _ = memory_mailer(refuse=dict.fromkeys(people, (450, "4.2.1 slow down")))
+    with pytest.raises(RecipientsRefusedError) as info:
+        mailer.send(people, "Hi", "x")
+    assert len(info.value.refused) == 150 and info.value.retryable

@@ -180,3 +180,17 @@ def test_replace_validates_again() -> None:
 def test_sender_keeps_its_display_name() -> None:
     s = Settings(username="me@gmail.com", app_password=PW, sender="Alerts <me@gmail.com>")
     assert s.sender == "Alerts <me@gmail.com>"
+
+
+def test_from_env_takes_the_spool_default_from_the_mapping_given() -> None:
+    env = {
+        "POSTBUD_USERNAME": "me@gmail.com",
+        "POSTBUD_APP_PASSWORD": PW,
+        "XDG_CACHE_HOME": "/srv/cache",
+    }
+    assert Settings.from_env(env).spool == "/srv/cache/postbud/outbox.sqlite"
+
+
+def test_app_password_format_is_checked_with_the_settings() -> None:
+    with pytest.raises(ConfigurationError, match="printable ASCII"):
+        Settings(username="me@gmail.com", app_password="pässwörd")

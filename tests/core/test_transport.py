@@ -112,11 +112,11 @@ def test_starttls_refused_means_no_login(fake_gmail_starttls: FakeGmail) -> None
 def test_an_ssl_context_that_does_not_verify_is_rejected(fake_gmail: FakeGmail) -> None:
     import ssl
 
-    from postbud import PostbudError, SMTPTransport
+    from postbud import ConfigurationError, SMTPTransport
 
     lax = ssl.create_default_context()
     lax.check_hostname = False
-    with pytest.raises(PostbudError, match="must verify certificates"):
+    with pytest.raises(ConfigurationError, match="must verify certificates"):
         SMTPTransport(fake_gmail.settings(), ssl_context=lax)
 
 
@@ -136,6 +136,7 @@ def test_wrong_mode_for_the_port_fails_clearly(
     ):
         m.send(TO, "Hi", "x")
     assert "'ssl' is port 465" in str(info.value)
+    assert info.value.retryable is False  # a set-up mistake: retrying cannot fix it
 
 
 # -- app-password replies and their hints ---------------------------------------------
@@ -367,6 +368,7 @@ def test_all_recipients_refused(fake_gmail: FakeGmail, mailer: Mailer) -> None:
     assert info.value.code == 553 and not info.value.retryable
     assert "not a valid RFC 5321 address" in (info.value.hint or "")
     assert mailer.send(TO, "after", "x").accepted == (TO,)  # the connection is still good
+    assert fake_gmail.connections == 1 and "RSET" in fake_gmail.commands
 
 
 @pytest.mark.parametrize("command", ["MAIL", "DATA"])
@@ -463,3 +465,38 @@ def test_raw_smtplib_client_sees_gmail(fake_gmail_starttls: FakeGmail) -> None:
             smtp.login(fake.username, "wrong")
         assert info.value.smtp_code == 535
         assert info.value.smtp_error.startswith(b"5.7.8 Username and Password not accepted.")
+
+
+def test_refusal_keeps_the_connection(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.fail_next("MAIL", replies.DAILY_LIMIT_EXCEEDED)
+    with pytest.raises(QuotaExceededError) as info:
+        mailer.send(TO, "1", "x")
+    assert str(info.value).startswith(
+        "Gmail's sending limit is reached for postbud.test@gmail.com: 550 5.4.5 Daily user"
+    )
+    mailer.send(TO, "2", "x")
+    assert fake_gmail.connections == 1
+    assert fake_gmail.commands.count("RSET") == 1
+    assert auth_commands(fake_gmail) == ["AUTH PLAIN"]
+
+
+def test_reply_instead_of_the_greeting(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.fail_next("CONNECT", replies.TRY_AGAIN_LATER, close=True)
+    with pytest.raises(TransportError) as info:
+        mailer.send(TO, "Hi", "x")
+    assert (info.value.code, info.value.retryable) == (421, True)
+    assert str(info.value).startswith("The server is closing the connection: 421 4.7.0 Try")
+    assert mailer.send(TO, "Hi", "x").accepted == (TO,)
+
+
+def test_ehlo_and_starttls_faults(fake_gmail: FakeGmail, fake_gmail_starttls: FakeGmail) -> None:
+    from postbud.errors import RefusedError
+
+    fake_gmail.fail_next("EHLO", "554 5.7.0 Too many unauthenticated commands. {id} - gsmtp")
+    with fake_gmail.mailer() as m, pytest.raises(RefusedError) as info:
+        m.send(TO, "Hi", "x")
+    assert info.value.code == 554 and "EHLO" in str(info.value)
+    fake_gmail_starttls.fail_next("STARTTLS", replies.TLS_NOT_AVAILABLE)
+    with fake_gmail_starttls.mailer() as m, pytest.raises(TransportError, match="454"):
+        m.send(TO, "Hi", "x")
+    assert auth_commands(fake_gmail_starttls) == []

@@ -109,7 +109,7 @@ def test_received_message_helpers(fake_gmail: FakeGmail) -> None:
         m.send("a@example.com", "Both", "plain text", html="<p>html</p>")
     [record] = fake_gmail.messages
     assert record["Subject"] == "Both" and record["X-Missing"] is None
-    assert record.text == "plain text\r\n" and record.html == "<p>html</p>\r\n"
+    assert record.text == "plain text\n" and record.html == "<p>html</p>\n"
 
 
 def test_memory_transport_records_and_refuses() -> None:
@@ -121,7 +121,7 @@ def test_memory_transport_records_and_refuses() -> None:
     assert result.refused == {"no@example.com": (550, "5.1.1 unknown")}
     [record] = transport.messages
     assert record.recipients == ("a@example.com",) and record.text is None
-    assert record.html == "<p>x</p>\r\n"
+    assert record.html == "<p>x</p>\n"
 
 
 def test_intercept_routes_gmail_settings_to_the_fake() -> None:

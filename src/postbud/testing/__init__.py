@@ -15,22 +15,26 @@ from ._records import ReceivedMessage
 
 if TYPE_CHECKING:
     from ._fake import FakeGmail
+    from ._tokens import FakeGoogleTokens
 
-__all__ = ["FakeGmail", "MemoryTransport", "ReceivedMessage", "replies"]
+__all__ = ["FakeGmail", "FakeGoogleTokens", "MemoryTransport", "ReceivedMessage", "replies"]
+
+_LAZY = {"FakeGmail": "_fake", "FakeGoogleTokens": "_tokens"}
 
 
 def __getattr__(name: str) -> Any:
-    # FakeGmail imports aiosmtpd, trustme and pytest-localserver: only when asked for.
-    if name == "FakeGmail":
+    # The fakes import aiosmtpd, trustme, werkzeug and pytest-localserver: only on demand.
+    if name in _LAZY:
+        import importlib
+
         try:
-            from ._fake import FakeGmail
+            module = importlib.import_module(f"{__name__}.{_LAZY[name]}")
         except ImportError as exc:
             from postbud.errors import MissingDependencyError
 
             raise MissingDependencyError(
-                f"FakeGmail needs {exc.name or 'the testing extra'}: "
-                "pip install 'postbud[testing]'",
+                f"{name} needs {exc.name or 'the testing extra'}: pip install 'postbud[testing]'",
                 package=exc.name,
             ) from exc
-        return FakeGmail
+        return getattr(module, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

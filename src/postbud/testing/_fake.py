@@ -10,6 +10,7 @@ so it runs in its own thread and any client, not just postbud, can talk to it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import secrets
 import socket
@@ -111,9 +112,18 @@ class _GmailSMTP(SMTP):
 
     async def push(self, status: Any) -> None:
         text = status.decode() if isinstance(status, bytes) else str(status)
+        if self.current == "CONNECT" and text.startswith("220 "):
+            self.current = "GREETED"
+            fault = self.fake._take_fault("CONNECT")
+            if fault is not None:  # a reply instead of the greeting (Gmail's 421 4.7.0...)
+                if fault.reply is not None:
+                    await super().push(replies.render(fault.reply, session_id=self.session_id))
+                if fault.close or fault.reply is None:
+                    _close(self)
+                return
         text = _STOCK.get(text, text)
         text = replies.render(text, session_id=self.session_id, ts=int(time.time()))
-        delay = self.fake._delay_for(self.current)
+        delay = self.fake._delay_for("CONNECT" if self.current == "GREETED" else self.current)
         if delay and not self.delayed:
             self.delayed = True  # once per reply, not per line of a multi-line reply
             await asyncio.sleep(delay)
@@ -124,8 +134,9 @@ class _GmailSMTP(SMTP):
             self.loop.call_soon(_close, self)
 
     async def smtp_STARTTLS(self, arg: str) -> None:
-        if self.fake.refuse_starttls:
-            await self.push(replies.TLS_NOT_AVAILABLE)
+        fault = await self.event_handler._fault(self, "STARTTLS")
+        if fault or self.fake.refuse_starttls:
+            await self.push(fault or replies.TLS_NOT_AVAILABLE)
             return
         await super().smtp_STARTTLS(arg)
 
@@ -183,6 +194,35 @@ class _GmailHandler:
         fake.failed_logins.append(user)
         return AuthResult(success=False, handled=False, message=_r(server, reply))
 
+    async def auth_XOAUTH2(self, server: _GmailSMTP, args: list[str]) -> AuthResult:
+        """SASL XOAUTH2 with Gmail's failure dance: 334 + base64 JSON, empty line, 535."""
+        fake = self.fake
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except ValueError:
+                await server.push(_r(server, replies.CANNOT_DECODE))
+                return AuthResult(success=False, handled=True)
+        assert isinstance(blob, bytes)
+        fields = dict(
+            p.split("=", 1) for p in blob.decode("utf-8", "replace").split("\x01") if "=" in p
+        )
+        user, bearer = fields.get("user", ""), fields.get("auth", "")
+        token = bearer[7:] if bearer.startswith("Bearer ") else ""
+        if fake._token_ok(user, token):
+            fake.logins.append(user)
+            return AuthResult(success=True, auth_data=user, message=replies.AUTH_ACCEPTED)
+        answer = await server.challenge_auth(replies.XOAUTH2_ERROR_JSON)
+        fake.xoauth2_error_answers.append(answer if isinstance(answer, bytes) else None)
+        fake.failed_logins.append(user)
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False, message=_r(server, replies.BAD_CREDENTIALS))
+
     async def handle_EHLO(
         self,
         server: _GmailSMTP,
@@ -191,6 +231,8 @@ class _GmailHandler:
         hostname: str,
         responses: list[str],
     ) -> list[str]:
+        if fault := await self._fault(server, "EHLO"):
+            return [fault]
         session.host_name = hostname
         fake = self.fake
         encrypted = fake.mode == "ssl" or server._tls_protocol is not None
@@ -241,7 +283,7 @@ class _GmailHandler:
             return replies.render(fault, session_id=server.session_id, address=address)
         if self.fake.max_recipients and len(envelope.rcpt_tos) >= self.fake.max_recipients:
             return replies.TOO_MANY_RECIPIENTS
-        if address.lower() in self.fake.bad_recipients:
+        if address.lower() in {a.lower() for a in self.fake.bad_recipients}:
             return replies.render(
                 replies.BAD_RECIPIENT, session_id=server.session_id, address=address
             )
@@ -275,7 +317,7 @@ class _GmailHandler:
         return await self._fault(server, "NOOP") or replies.NOOP_OK
 
     async def handle_RSET(self, server: _GmailSMTP, session: Session, envelope: Envelope) -> str:
-        return replies.RSET_OK
+        return await self._fault(server, "RSET") or replies.RSET_OK
 
     async def handle_QUIT(self, server: _GmailSMTP, session: Session, envelope: Envelope) -> str:
         return replies.CLOSING
@@ -433,6 +475,8 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             self._faults: deque[_Fault] = deque()
             self._delays: dict[str | None, float] = {}
             self._quota_after: int | None = None
+            self._tokens: dict[str, tuple[str, float]] = {}
+            self.xoauth2_error_answers: list[bytes | None] = []
         self.untrusted = False
 
     # -- for clients ------------------------------------------------------------------
@@ -479,7 +523,10 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
     # -- fault injection --------------------------------------------------------------
 
     def fail_next(self, command: str, reply: str, *, times: int = 1, close: bool = False) -> None:
-        """Answer the next ``times`` AUTH/MAIL/RCPT/DATA/NOOP commands with ``reply``.
+        """Answer the next ``times`` uses of ``command`` with ``reply``.
+
+        ``command`` is one of CONNECT (the greeting), EHLO, STARTTLS, AUTH, MAIL, RCPT,
+        DATA, NOOP or RSET.
 
         ``reply`` is a full reply such as ``replies.TRY_AGAIN_LATER``. With
         ``close=True`` the connection is closed right after the reply.
@@ -522,6 +569,26 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
     def untrusted(self, value: bool) -> None:
         self._untrusted = value
         (self._rogue if value else self._leaf).configure_cert(self._server_context)
+
+    # -- OAuth2 --------------------------------------------------------------------------
+
+    def accept_token(self, token: str, user: str, expires_at: float | None = None) -> None:
+        """Accept ``token`` for XOAUTH2 as ``user`` until ``expires_at`` (Unix time).
+
+        ``FakeGoogleTokens`` calls this for every token it issues.
+        """
+        with self._lock:
+            self._tokens[token] = (user.lower(), expires_at or time.time() + 3600)
+
+    def revoke_tokens(self) -> None:
+        """Stop accepting every token issued so far (as when a user revokes access)."""
+        with self._lock:
+            self._tokens.clear()
+
+    def _token_ok(self, user: str, token: str) -> bool:
+        with self._lock:
+            known = self._tokens.get(token)
+        return known is not None and known[0] == user.lower() and time.time() < known[1]
 
     # -- used by the protocol ---------------------------------------------------------
 

@@ -44,8 +44,12 @@ class MemoryTransport:
                 raise self._failures.pop(0)
             refused = {r: self.refuse[r] for r in envelope.recipients if r in self.refuse}
             if len(refused) == len(envelope.recipients):
+                codes = [code for code, _ in refused.values()]
                 raise RecipientsRefusedError(
-                    "All recipients refused.", refused=refused, code=next(iter(refused.values()))[0]
+                    "All recipients refused.",
+                    refused=refused,
+                    code=codes[0],
+                    retryable=all(400 <= code < 500 for code in codes),
                 )
             accepted = tuple(r for r in envelope.recipients if r not in refused)
             self.messages.append(

@@ -45,12 +45,12 @@ class ReceivedMessage:
 
     @property
     def text(self) -> str | None:
-        """The text/plain body, if any."""
+        """The text/plain body, if any, with ``\n`` line ends."""
         return _body(self.message, "plain")
 
     @property
     def html(self) -> str | None:
-        """The text/html body, if any."""
+        """The text/html body, if any, with ``\n`` line ends."""
         return _body(self.message, "html")
 
 
@@ -59,4 +59,5 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
     if part is None or part.get_content_subtype() != subtype:
         return None
     content = part.get_content()
-    return content if isinstance(content, str) else None
+    # The wire uses CRLF; Python code compares with "\n".
+    return content.replace("\r\n", "\n") if isinstance(content, str) else None

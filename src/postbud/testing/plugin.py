@@ -4,6 +4,9 @@ Fixtures:
     fake_gmail: a ``FakeGmail`` with implicit TLS (like port 465), one per session,
         reset before each test.
     fake_gmail_starttls: the same with STARTTLS (like port 587).
+    fake_google_tokens: a ``FakeGoogleTokens`` endpoint whose access tokens both fakes
+        accept for XOAUTH2 (needs the oauth extra too), reset before each test.
+    postbud_spool: the path ``POSTBUD_SPOOL`` points at for this test.
 
 Every test also gets ``POSTBUD_SPOOL`` pointed at a fresh temporary file, so tests
 never touch the user's real outbox.
@@ -17,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from . import FakeGmail
+from . import FakeGmail, FakeGoogleTokens
 
-__all__ = ["fake_gmail", "fake_gmail_starttls", "postbud_spool"]
+__all__ = ["fake_gmail", "fake_gmail_starttls", "fake_google_tokens", "postbud_spool"]
 
 _numbers = itertools.count()
 
@@ -50,6 +53,26 @@ def fake_gmail_starttls(_postbud_fake_gmail_starttls: FakeGmail) -> Iterator[Fak
     _postbud_fake_gmail_starttls.reset()
     yield _postbud_fake_gmail_starttls
     _postbud_fake_gmail_starttls.reset()
+
+
+@pytest.fixture(scope="session")
+def _postbud_fake_google_tokens(
+    _postbud_fake_gmail_ssl: FakeGmail, _postbud_fake_gmail_starttls: FakeGmail
+) -> Iterator[FakeGoogleTokens]:
+    with FakeGoogleTokens([_postbud_fake_gmail_ssl, _postbud_fake_gmail_starttls]) as tokens:
+        yield tokens
+
+
+@pytest.fixture
+def fake_google_tokens(
+    _postbud_fake_google_tokens: FakeGoogleTokens,
+    fake_gmail: FakeGmail,
+    fake_gmail_starttls: FakeGmail,
+) -> Iterator[FakeGoogleTokens]:
+    """Google's token endpoint on 127.0.0.1; ``fake_gmail`` accepts what it issues."""
+    _postbud_fake_google_tokens.reset()
+    yield _postbud_fake_google_tokens
+    _postbud_fake_google_tokens.reset()
 
 
 @pytest.fixture(scope="session")

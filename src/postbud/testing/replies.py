@@ -19,6 +19,7 @@ __all__ = [
     "BAD_CREDENTIALS",
     "BAD_RECIPIENT",
     "BAD_SENDER",
+    "CANNOT_DECODE",
     "CLOSING",
     "CONNECTION_EXPIRED",
     "DAILY_LIMIT_EXCEEDED",
@@ -42,6 +43,7 @@ __all__ = [
     "TOO_MANY_RECIPIENTS",
     "TRY_AGAIN_LATER",
     "WEB_LOGIN_REQUIRED",
+    "XOAUTH2_ERROR_JSON",
     "render",
 ]
 
@@ -84,6 +86,9 @@ AUTH_REQUIRED = (
 )
 STARTTLS_REQUIRED = "530 5.7.0 Must issue a STARTTLS command first. {id} - gsmtp"
 TLS_NOT_AVAILABLE = "454 4.7.0 TLS not available due to temporary reason"
+#: What Gmail sends (base64-encoded, after "334 ") when an XOAUTH2 token is refused.
+XOAUTH2_ERROR_JSON = '{"status":"400","schemes":"Bearer","scope":"https://mail.google.com/"}'
+CANNOT_DECODE = "501 5.5.2 Cannot Decode response {id} - gsmtp"
 
 # -- connection ---------------------------------------------------------------------
 TRY_AGAIN_LATER = "421 4.7.0 Try again later, closing connection. {id} - gsmtp"
