@@ -356,7 +356,7 @@ def _number(
         number = float(value) if not whole else int(str(value).strip())  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigurationError(f"{_label(name)} must be {kind}, got {value!r}.") from None
-    if math.isnan(number) or number < minimum or (maximum is not None and number > maximum):
+    if not math.isfinite(number) or number < minimum or (maximum is not None and number > maximum):
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
         raise ConfigurationError(f"{_label(name)} must be {bound}, got {value!r}.")
     return number

@@ -28,7 +28,7 @@ from ._message import (
     envelope_from_message,
     parse_address,
 )
-from ._replies import enhanced_code
+from ._replies import enhanced_code, refusals_retryable
 from ._transport import Refused, SMTPTransport, Transport
 from .errors import DeliveryError, RecipientsRefusedError
 
@@ -88,7 +88,7 @@ class Mailer:
         self._transport: Transport = transport or SMTPTransport(settings)
         self._lock = threading.Lock()
         self._warned_from: set[str] = set()
-        self._counts = {"sent": 0, "failed": 0}
+        self._counts = {"sent": 0}
 
     def __repr__(self) -> str:
         s = self.settings
@@ -174,12 +174,10 @@ class Mailer:
                 done, bad = self._send_chunk(chunk)
             except RecipientsRefusedError as exc:
                 if len(chunks) == 1:
-                    self._count("failed")
                     raise
                 done, bad = [], dict(exc.refused)  # other envelopes may still go through
             except DeliveryError as exc:
                 if not accepted:
-                    self._count("failed")
                     raise
                 # Part of the message is out: report the rest instead of raising, so the
                 # caller does not send it twice to those who have it. The connection or
@@ -191,12 +189,11 @@ class Mailer:
             accepted += done
             refused.update(bad)
         if not accepted:
-            self._count("failed")
             raise RecipientsRefusedError(
                 f"No recipient accepted the message {envelope.message_id}.",
                 refused=refused,
                 code=next(iter(refused.values()))[0] if refused else None,
-                retryable=any(400 <= code < 500 for code, _ in refused.values()),
+                retryable=refusals_retryable(refused),
             )
         self._count("sent")
         return SendResult(envelope.message_id, tuple(accepted), MappingProxyType(refused))
@@ -212,6 +209,13 @@ class Mailer:
                 if not accepted:
                     raise
                 bad = dict(exc.refused)
+            except DeliveryError as exc:
+                if not accepted:
+                    raise
+                # The first part of this envelope is out: report the rest, do not raise
+                # (a caller retrying the whole message would send it twice).
+                refused.update({r: (exc.code or 0, str(exc)) for r in pending.recipients})
+                return accepted, refused
             ok = [r for r in pending.recipients if r not in bad]
             accepted += ok
             # 452 4.5.3: the server takes fewer per transaction than we split to;
@@ -262,7 +266,7 @@ class Mailer:
         self.close()
 
     def stats(self) -> dict[str, int]:
-        """Counters since this Mailer was created: messages ``sent`` and ``failed``."""
+        """Counters since this Mailer was created: messages ``sent`` so far."""
         with self._lock:
             return dict(self._counts)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import dataclasses
 import functools
 import io
 import mimetypes
@@ -33,7 +34,7 @@ from email.errors import NonASCIILocalPartDefect
 from email.generator import BytesGenerator
 from email.headerregistry import Address as _StdAddress
 from email.message import Message
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime, make_msgid, parsedate_to_datetime
 from typing import Union
 
 from .errors import InvalidMessageError
@@ -60,6 +61,18 @@ AttachmentLike = Union[str, "os.PathLike[str]", tuple[str, bytes], tuple[str, by
 InlineLike = Union[str, "os.PathLike[str]", bytes, tuple[bytes, str]]
 Addresses = Union[str, Iterable[str], None]  # noqa: UP007
 
+_MESSAGE_ID = re.compile(r"<[^<>\s@]+@[^<>\s@]+>", re.ASCII)
+# Extra headers that hold addresses: validated and rendered like To and Cc.
+_ADDRESS_HEADERS = frozenset(
+    {
+        "sender",
+        "resent-from",
+        "resent-sender",
+        "resent-to",
+        "resent-cc",
+        "disposition-notification-to",
+    }
+)
 _INJECTED = re.compile(r"\r?\n(?![ \t])|\r(?!\n)|\0")
 _POLICY = email_policy.SMTP
 _POLICY_UTF8 = email_policy.SMTPUTF8
@@ -108,6 +121,8 @@ class Envelope:
     """What goes over SMTP for one message: envelope addresses plus the bytes.
 
     ``data`` uses CRLF line ends and is not dot-stuffed (smtplib does that).
+    ``smtputf8``: an address needs SMTPUTF8; ``eightbit``: ``data`` is not 7-bit ASCII
+    (it then goes with BODY=8BITMIME).
     """
 
     mail_from: str
@@ -115,27 +130,18 @@ class Envelope:
     data: bytes
     message_id: str
     smtputf8: bool = False
+    eightbit: bool = False
 
     def split(self, size: int = MAX_RECIPIENTS) -> list[Envelope]:
         """The same message in envelopes of at most ``size`` recipients each."""
-        if len(self.recipients) <= size:
-            return [self]
         return [
-            Envelope(
-                self.mail_from,
-                self.recipients[i : i + size],
-                self.data,
-                self.message_id,
-                self.smtputf8,
-            )
+            self.with_recipients(self.recipients[i : i + size])
             for i in range(0, len(self.recipients), size)
         ]
 
     def with_recipients(self, recipients: Sequence[str]) -> Envelope:
         """The same message for other recipients."""
-        return Envelope(
-            self.mail_from, tuple(recipients), self.data, self.message_id, self.smtputf8
-        )
+        return dataclasses.replace(self, recipients=tuple(recipients))
 
 
 # -- addresses -----------------------------------------------------------------------
@@ -243,6 +249,17 @@ def _check_no_breaks(field: str, value: str) -> None:
             f"{field} contains a line break (CR/LF) or NUL: {value[:60]!r}. Header values "
             "must be one line; a line break could inject headers."
         )
+    _check_unicode(field, value)
+
+
+def _check_unicode(field: str, value: str) -> None:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidMessageError(
+            f"{field} holds characters that are not valid Unicode (lone surrogates, often "
+            "bytes decoded with errors='surrogateescape'); decode the text properly first."
+        ) from None
 
 
 # -- headers and bodies --------------------------------------------------------------
@@ -336,9 +353,11 @@ def _check_mimetype(field: str, mimetype: str) -> str:
 
 
 def _read(field: str, path: str | os.PathLike[str]) -> tuple[str, bytes]:
+    # A file name from a non-UTF-8 file system may hold surrogates: show what can be shown.
+    name = os.path.basename(os.fspath(path)).encode("utf-8", "surrogateescape")
     try:
         with open(path, "rb") as fh:
-            return os.path.basename(os.fspath(path)), fh.read()
+            return name.decode("utf-8", "replace"), fh.read()
     except OSError as exc:
         raise InvalidMessageError(
             f"{field}: cannot read {os.fspath(path)!r} ({exc.strerror or exc})."
@@ -413,7 +432,7 @@ def _extra_headers(headers: Mapping[str, str] | None) -> list[tuple[str, str]]:
     if not headers:
         return []
     result = []
-    for name, value in headers.items():
+    for name, given in headers.items():
         if (
             not isinstance(name, str)
             or not name
@@ -427,9 +446,26 @@ def _extra_headers(headers: Mapping[str, str] | None) -> list[tuple[str, str]]:
             raise InvalidMessageError(
                 f"headers: set {name!r} with its own argument of send(), not through headers=."
             )
-        if not isinstance(value, str):
+        if not isinstance(given, str):
             raise InvalidMessageError(f"headers: the value of {name!r} must be a string.")
-        _check_no_breaks(f"headers[{name!r}]", value)
+        _check_no_breaks(f"headers[{name!r}]", given)
+        value = given
+        key = name.lower()
+        if key in _ADDRESS_HEADERS:
+            value = ", ".join(map(str, _addresses(f"headers[{name!r}]", value)))
+        elif key == "date":
+            try:
+                parsedate_to_datetime(value)
+            except (TypeError, ValueError):
+                raise InvalidMessageError(
+                    f"headers: Date {value!r} is not a date such as "
+                    "'Mon, 01 Jan 2024 09:00:00 +0000' (email.utils.format_datetime)."
+                ) from None
+        elif key == "message-id" and not _MESSAGE_ID.fullmatch(value.strip()):
+            raise InvalidMessageError(
+                f"headers: Message-ID {value!r} must look like '<unique@domain>' "
+                "(email.utils.make_msgid())."
+            )
         result.append((name, value))
     return result
 
@@ -475,11 +511,16 @@ def build_message(
     for name, body in (("text", text), ("html", html)):
         if body is not None and not isinstance(body, str):
             raise InvalidMessageError(f"{name} must be a string, got {type(body).__name__}.")
+        if body is not None:
+            _check_unicode(name, body)
     if inline and html is None:
         raise InvalidMessageError(
             'inline images need an html body that refers to them as <img src="cid:NAME">.'
         )
-    from_addr = _addresses("sender", sender)[0] if sender else parse_address(mail_from)
+    senders = _addresses("sender", sender)
+    if len(senders) > 1:
+        raise InvalidMessageError(f"sender: give one address, not {len(senders)}.")
+    from_addr = senders[0] if senders else parse_address(mail_from)
     rcpt = {"to": _addresses("to", to), "cc": _addresses("cc", cc), "bcc": _addresses("bcc", bcc)}
     replies = _addresses("reply_to", reply_to)
     recipients = list(dict.fromkeys(a.addr_spec for group in rcpt.values() for a in group))
@@ -493,7 +534,6 @@ def build_message(
     chosen = {n.lower(): v.strip() for n, v in extra if n.lower() in ("message-id", "date")}
     extra = [(n, v) for n, v in extra if n.lower() not in chosen]
     message_id = chosen.get("message-id") or make_msgid(domain=from_addr.domain)
-    _check_message_id(message_id)
     date = chosen.get("date") or format_datetime(datetime.now(timezone.utc))
 
     head = [
@@ -513,19 +553,6 @@ def build_message(
     data = "".join(head).encode("utf-8") + _body(text, html, attachments, inline, utf8)
     _size_check(len(data))
     return Envelope(account.addr_spec, tuple(recipients), data, message_id, utf8)
-
-
-def _check_message_id(value: str) -> None:
-    if not (
-        value.startswith("<")
-        and value.endswith(">")
-        and "@" in value
-        and value.isascii()
-        and " " not in value
-    ):
-        raise InvalidMessageError(
-            f"headers: Message-ID {value!r} must look like '<unique@domain>'."
-        )
 
 
 def _body(
@@ -602,6 +629,7 @@ def envelope_from_message(message: Message, *, mail_from: str) -> Envelope:
     BytesGenerator(buffer, mangle_from_=False, policy=policy).flatten(msg, linesep="\r\n")
     data = buffer.getvalue()
     _size_check(len(data))
+    message_id = str(msg["Message-ID"]).strip()
     return Envelope(
-        account.addr_spec, tuple(recipients), data, str(msg["Message-ID"]).strip(), utf8
+        account.addr_spec, tuple(recipients), data, message_id, utf8, eightbit=not data.isascii()
     )

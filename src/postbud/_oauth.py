@@ -17,17 +17,23 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from . import _fork
 from .errors import ConfigurationError, MissingDependencyError, TokenRefreshError
 
 __all__ = ["MAIL_SCOPE", "OAuth2", "refresh_error"]
 
 #: The only scope that works for SMTP (and IMAP/POP).
 MAIL_SCOPE = "https://mail.google.com/"
+#: Google's token endpoint (what google-auth uses unless told otherwise).
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 _MAX_REQUEST_TIMEOUT = 30.0
+# Answers google-auth would retry after sleeping (1 s, then 2 s) inside send().
+_RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
 def _google() -> Any:
     try:
+        import google.auth.exceptions
         import google.auth.transport.requests
         import google.oauth2.credentials
         import google.oauth2.service_account
@@ -78,6 +84,13 @@ class OAuth2:
         self._lock = threading.Lock()
         self._request: Any = None
         self.refreshes = 0
+        _fork.register(self)
+
+    def _after_fork(self) -> None:
+        # The parent may have been refreshing (holding the lock) at fork time, and its
+        # HTTP session's pooled connections are not ours to use.
+        self._lock = threading.Lock()
+        self._request = None
 
     def __repr__(self) -> str:
         user = f", user={self._user!r}" if self._user else ""
@@ -123,7 +136,7 @@ class OAuth2:
             refresh_token=refresh_token,
             client_id=client_id,
             client_secret=client_secret,
-            token_uri=token_uri or "https://oauth2.googleapis.com/token",
+            token_uri=token_uri or GOOGLE_TOKEN_URI,
         )
         return cls(creds, source=f"refresh token of client {client_id!r}")
 
@@ -168,13 +181,20 @@ class OAuth2:
         """
         google = _google()
         fresh = google.auth.credentials.TokenState.FRESH
-        with self._lock:
+        if not self._lock.acquire(timeout=max(0.0, timeout)):
+            raise TokenRefreshError(
+                "Gave up waiting for another thread's OAuth2 token refresh within the deadline.",
+                retryable=True,
+            )
+        try:
             creds = self._credentials
             stale = creds.token_state != fresh
             if stale or (rejected is not None and creds.token == rejected):
                 creds.refresh(self._http(timeout))
                 self.refreshes += 1
             token = creds.token
+        finally:
+            self._lock.release()
         if not token:
             raise TokenRefreshError("google-auth returned no access token.", retryable=True)
         return str(token)
@@ -187,7 +207,15 @@ class OAuth2:
 
         def request(*args: Any, **kwargs: Any) -> Any:
             kwargs["timeout"] = max(0.1, min(timeout, _MAX_REQUEST_TIMEOUT))
-            return base(*args, **kwargs)
+            response = base(*args, **kwargs)
+            if response.status in _RETRYABLE_STATUS:
+                # Raised here, google-auth passes it on at once instead of sleeping and
+                # retrying inside send(); the next delivery attempt refreshes again.
+                raise google.auth.exceptions.TransportError(
+                    f"the token endpoint answered HTTP {response.status} "
+                    f"({_error_code(response.data)})"
+                )
+            return response
 
         return request
 
@@ -217,6 +245,13 @@ def _xoauth2(smtp: smtplib.SMTP, user: str, token: str) -> None:
     code, reply = smtp.auth("XOAUTH2", answer)
     if code != 235:  # smtplib treats 503 as success
         raise smtplib.SMTPAuthenticationError(code, reply)
+
+
+def _error_code(body: Any) -> str:
+    try:
+        return str(json.loads(body).get("error", "no error code"))
+    except (ValueError, TypeError, AttributeError):
+        return "no JSON body"
 
 
 def refresh_error(exc: Exception) -> TokenRefreshError | None:

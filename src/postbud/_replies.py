@@ -24,7 +24,7 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["Stage", "classify", "enhanced_code", "summary"]
+__all__ = ["Stage", "classify", "enhanced_code", "refusals_retryable", "summary"]
 
 Stage = Literal["connect", "helo", "starttls", "auth", "mail", "rcpt", "data"]
 
@@ -163,6 +163,11 @@ _FIX_CREDENTIALS = {
 }
 
 
+def refusals_retryable(refused: Mapping[str, tuple[int, str]]) -> bool:
+    """Whether sending again may reach some of these refused recipients (any 4xx)."""
+    return any(400 <= code < 500 for code, _ in refused.values())
+
+
 def enhanced_code(text: str) -> str:
     """The enhanced status code ("5.7.8") at the start of a reply text, or ""."""
     match = _ENHANCED.match(text)
@@ -221,6 +226,7 @@ def classify(
         kind = RefusedError
     elif refused is not None and kind not in (QuotaExceededError, TransportError):
         kind = RecipientsRefusedError  # every recipient refused: callers need .refused
+        retryable = refusals_retryable(refused)  # whatever order the replies came in
     fields = {
         "username": username or "this account",
         "credential": credential,

@@ -14,15 +14,14 @@ from __future__ import annotations
 import contextlib
 import io
 import math
-import os
 import smtplib
 import socket
 import ssl
 import threading
 import time
-import weakref
 from typing import TYPE_CHECKING, Any, Protocol
 
+from . import _fork
 from ._auth import Credentials
 from ._config import Settings
 from ._message import MAX_MESSAGE_SIZE, Envelope, _size_check
@@ -89,7 +88,11 @@ class _Deadline:
     def send(self, s: ReadableBuffer | str) -> None:
         if self.sock is not None:
             self.sock.settimeout(self._left())  # sendall: one timeout for all of it
-        super().send(s)  # type: ignore[misc]
+        try:
+            super().send(s)  # type: ignore[misc]
+        except smtplib.SMTPServerDisconnected as exc:
+            _timeout_from(exc)
+            raise
 
     def getreply(self) -> tuple[int, bytes]:
         if self.file is None and self.sock is not None:
@@ -99,10 +102,15 @@ class _Deadline:
         try:
             return super().getreply()  # type: ignore[misc,no-any-return]
         except smtplib.SMTPServerDisconnected as exc:
-            # smtplib reports a read timeout as "Connection unexpectedly closed".
-            if isinstance(exc.__context__, TimeoutError):
-                raise TimeoutError("timed out waiting for a reply") from exc
+            _timeout_from(exc)
             raise
+
+
+def _timeout_from(exc: smtplib.SMTPServerDisconnected) -> None:
+    # smtplib reports a socket timeout as a disconnect ("Connection unexpectedly
+    # closed: timed out"); the caller should see the deadline for what it is.
+    if isinstance(exc.__context__, TimeoutError):
+        raise TimeoutError("timed out talking to the server") from exc
 
 
 class _DeadlineReader(io.RawIOBase):
@@ -134,23 +142,10 @@ class _SMTPSSL(_Deadline, smtplib.SMTP_SSL):
 _Conn = _SMTP | _SMTPSSL
 
 
-_live: weakref.WeakSet[SMTPTransport] = weakref.WeakSet()
-
 #: Set by ``postbud.testing.FakeGmail.intercept()``: while it is not None, every new
 #: connection goes to this (host, port, security, context) whatever the settings say,
 #: so code configured for smtp.gmail.com can be tested without touching the internet.
 intercepted: tuple[str, int, str, ssl.SSLContext] | None = None
-
-
-def _after_fork() -> None:
-    # A child must not write to its parent's TLS session nor wait on a lock a parent
-    # thread held at fork time: it starts over with fresh state.
-    for transport in list(_live):
-        transport._forget()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
 
 
 class SMTPTransport:
@@ -183,10 +178,9 @@ class SMTPTransport:
         self._lock = threading.Lock()
         self._smtp: _Conn | None = None
         self.probe_after = PROBE_AFTER
-        self._pid = os.getpid()
         self._last_used = 0.0
         self._size_limit = MAX_MESSAGE_SIZE
-        _live.add(self)
+        _fork.register(self)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -296,7 +290,6 @@ class SMTPTransport:
                 raise self._translate(exc, stage) from _scrubbed(exc, stage)
             raise
         self._smtp = smtp
-        self._pid = os.getpid()
 
     @staticmethod
     def _ehlo(smtp: _Conn) -> None:
@@ -317,6 +310,13 @@ class SMTPTransport:
         options = [f"SIZE={len(envelope.data)}"] if smtp.has_extn("size") else []
         if envelope.smtputf8:
             options += ["SMTPUTF8", "BODY=8BITMIME"]
+        elif envelope.eightbit:
+            if not smtp.has_extn("8bitmime"):
+                raise InvalidMessageError(
+                    "The message has 8-bit data and this server does not offer 8BITMIME; "
+                    "build it with a 7-bit transfer encoding (quoted-printable or base64)."
+                )
+            options.append("BODY=8BITMIME")
         stage: Stage = "mail"
         refused: Refused = {}
         try:
@@ -355,8 +355,6 @@ class SMTPTransport:
         """The one place where smtplib, ssl and socket errors become postbud errors."""
         s = self.settings
         where = f"{s.host}:{s.port}"
-        if isinstance(exc, PostbudError):
-            return exc  # type: ignore[return-value]
         token_error = refresh_error(exc)  # google-auth, raised by OAuth2.login
         if token_error is not None:
             return token_error
@@ -450,20 +448,18 @@ class SMTPTransport:
         smtp, self._smtp = self._smtp, None
         if smtp is None:
             return
-        if polite and self._pid == os.getpid():
+        if polite:
             smtp.deadline = time.monotonic() + min(self.settings.timeout, 5.0)
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 smtp.quit()
         smtp.close()
 
-    def _forget(self) -> None:
+    def _after_fork(self) -> None:
+        # In a child process: a fresh lock, and our copy of the parent's connection
+        # closed without a word (no QUIT, no TLS close_notify), so the parent's session
+        # goes on undisturbed and the child opens its own.
         self._lock = threading.Lock()
-        smtp, self._smtp = self._smtp, None
-        if smtp is not None:
-            # Closing our copy of the descriptor sends nothing (no QUIT, no TLS
-            # close_notify): the parent's session goes on undisturbed.
-            smtp.close()
-        self._pid = os.getpid()
+        self._drop(polite=False)
 
 
 class _Retryable(Exception):
@@ -488,9 +484,15 @@ def _text(reply: bytes | str) -> str:
 
 
 def _scrubbed(exc: Exception, stage: Stage) -> Exception:
-    # smtplib's auth() frames hold the encoded credentials in locals, google-auth's the
-    # refresh token and client secret; a traceback printer that shows locals (Sentry,
-    # rich) must not see them. Keep the exception itself (the reply, the error code).
+    # smtplib's auth() frames hold the encoded credentials in locals, google-auth's and
+    # requests' the refresh token and client secret, ours the access token; a traceback
+    # printer that shows locals (Sentry, rich) walks the whole chain, so every link
+    # loses its frames. The exceptions themselves (reply codes, error texts) stay.
     if stage == "auth":
-        return exc.with_traceback(None)
+        seen: set[int] = set()
+        link: BaseException | None = exc
+        while link is not None and id(link) not in seen:
+            seen.add(id(link))
+            link.__traceback__ = None
+            link = link.__cause__ or link.__context__
     return exc

@@ -219,6 +219,13 @@ def test_inline_images_make_a_related_part(tmp_path: Path) -> None:
         ({"headers": {"Bad Name": "x"}}, "'Bad Name' is not a valid header name"),
         ({"headers": {"To": "x@example.com"}}, "set 'To' with its own argument of send()"),
         ({"headers": {"Message-ID": "nope"}}, "Message-ID 'nope' must look like"),
+        ({"headers": {"Message-ID": "<a\t@c>"}}, "must look like '<unique@domain>'"),
+        ({"headers": {"Message-ID": "<a>b@c>"}}, "must look like '<unique@domain>'"),
+        ({"headers": {"Date": "tomorrow"}}, "Date 'tomorrow' is not a date such as"),
+        ({"headers": {"Sender": "not an address"}}, "headers['Sender']: "),
+        ({"sender": "a@example.com, b@example.com"}, "sender: give one address, not 2."),
+        ({"text": "caf\udce9"}, "text holds characters that are not valid Unicode"),
+        ({"subject": "caf\udce9"}, "subject holds characters that are not valid Unicode"),
         ({"reply_to": "nobody"}, "reply_to: 'nobody' is not a valid email address"),
         ({"sender": "alerts"}, "sender: 'alerts' is not a valid email address"),
         ({"attachments": ["/no/such/file.pdf"]}, "attachments: cannot read '/no/such/file.pdf'"),
@@ -297,3 +304,14 @@ def test_envelope_from_message_rejects_injection_and_no_recipient() -> None:
         envelope_from_message(msg, mail_from=ME)
     with pytest.raises(InvalidMessageError, match=r"takes an email\.message\.Message"):
         envelope_from_message("not a message", mail_from=ME)  # type: ignore[arg-type]
+
+
+def test_address_headers_are_rendered_and_non_utf8_file_names_survive(tmp_path: Path) -> None:
+    odd = tmp_path / "caf\udce9.txt"  # a Latin-1 file name on a UTF-8 system
+    try:
+        odd.write_bytes(b"x")
+    except (UnicodeEncodeError, OSError):  # pragma: no cover - file system refuses it
+        pytest.skip("this file system does not take such names")
+    msg = parsed(build(headers={"Sender": "Ops <ops@example.com>"}, attachments=[odd]))
+    assert msg["Sender"] == "Ops <ops@example.com>"
+    assert next(msg.iter_attachments()).get_filename() == "caf\ufffd.txt"

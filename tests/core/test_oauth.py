@@ -8,6 +8,7 @@ import smtplib
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from pathlib import Path
 
@@ -134,14 +135,19 @@ def test_token_is_cached_across_sends_and_connections(
 def test_token_is_refreshed_shortly_before_expiry(
     fake_gmail: FakeGmail, fake_google_tokens: FakeGoogleTokens, tmp_path: Path
 ) -> None:
-    # google-auth treats a token as stale 3 min 45 s before it expires.
-    fake_google_tokens.lifetime = 200
+    # google-auth treats a token as stale 3 min 45 s (225 s) before it expires.
+    fake_google_tokens.lifetime = 300  # fresh for another 75 s: reused
     mailer = token_file_mailer(fake_gmail, fake_google_tokens, tmp_path)
-    mailer.send(TO, "1", "x")
-    mailer.close()
-    mailer.send(TO, "2", "x")
-    mailer.close()
-    assert len(fake_google_tokens.requests) == 2
+    for n in range(2):
+        mailer.send(TO, f"a{n}", "x")
+        mailer.close()
+    assert len(fake_google_tokens.requests) == 1
+    fake_google_tokens.lifetime = 200  # stale as soon as issued: refreshed every login
+    stale = token_file_mailer(fake_gmail, fake_google_tokens, tmp_path)
+    for n in range(2):
+        stale.send(TO, f"b{n}", "x")
+        stale.close()
+    assert len(fake_google_tokens.requests) == 3
 
 
 def test_concurrent_logins_refresh_once(
@@ -259,15 +265,19 @@ def test_invalid_client(
     assert not info.value.retryable
 
 
-def test_token_endpoint_outage_is_retryable(
+def test_token_endpoint_outage_is_retryable_and_does_not_sleep(
     fake_gmail: FakeGmail, fake_google_tokens: FakeGoogleTokens, tmp_path: Path
 ) -> None:
-    fake_google_tokens.fail_next(500, times=3)  # google-auth itself tries three times
+    fake_google_tokens.fail_next(500)
     with token_file_mailer(fake_gmail, fake_google_tokens, tmp_path) as mailer:
+        start = time.monotonic()
         with pytest.raises(TokenRefreshError) as info:
             mailer.send(TO, "Hi", "x")
+        # google-auth would sleep 1 s and 2 s between three tries inside send().
+        assert time.monotonic() - start < 0.9
+        assert len(fake_google_tokens.requests) == 1
         assert info.value.retryable
-        assert "internal_failure" in str(info.value)
+        assert "HTTP 500 (internal_failure)" in str(info.value)
         assert mailer.send(TO, "later", "x").accepted == (TO,)  # the next attempt refreshes
 
 
@@ -380,3 +390,63 @@ def test_fake_gmail_xoauth2_failure_dance(fake_gmail: FakeGmail) -> None:
 def test_oauth2_is_public() -> None:
     assert postbud.OAuth2 is OAuth2
     assert OAuth2.credential == "OAuth2 token"
+
+
+def failure_of(mailer: Mailer) -> BaseException:
+    """The error of one send, raised from a frame that holds no secrets itself."""
+    try:
+        mailer.send(TO, "Hi", "x")
+    except Exception as exc:
+        return exc
+    raise AssertionError("the send should have failed")
+
+
+def rendered_chain(exc: BaseException) -> str:
+    """The error as Sentry or rich would show it: every link, every frame's locals."""
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+def test_no_secret_in_any_link_of_the_chain(fake_gmail: FakeGmail, tmp_path: Path) -> None:
+    with FakeGoogleTokens() as unlinked:  # tokens fake_gmail never accepts
+        t = unlinked
+        path = t.authorized_user_file(tmp_path / "token.json")
+        with oauth_mailer(
+            fake_gmail, oauth_token_file=str(path), oauth_token_uri=t.token_uri
+        ) as mailer:
+            rejected = failure_of(mailer)
+        issued = list(t.issued)
+    assert len(issued) == 2  # the first token, then the one retry
+    # The endpoint is gone now: a refresh that cannot connect at all.
+    with oauth_mailer(
+        fake_gmail,
+        oauth_client_id=t.client_id,
+        oauth_client_secret=t.client_secret,
+        oauth_refresh_token=t.refresh_token,
+        oauth_token_uri=t.token_uri,
+    ) as mailer:
+        unreachable = failure_of(mailer)
+    assert isinstance(rejected, AuthenticationError)
+    assert isinstance(unreachable, TokenRefreshError)
+    for exc in (rejected, unreachable):
+        text = rendered_chain(exc)
+        assert "mailer = <postbud.Mailer" in text  # locals are rendered...
+        for secret in (t.client_secret, t.refresh_token, *issued):
+            assert secret not in text  # ...but no secret is among them
+
+
+def test_waiting_for_another_threads_refresh_respects_the_deadline(
+    fake_gmail: FakeGmail, fake_google_tokens: FakeGoogleTokens, tmp_path: Path
+) -> None:
+    path = fake_google_tokens.authorized_user_file(tmp_path / "token.json")
+    shared = OAuth2.from_authorized_user_file(path, token_uri=fake_google_tokens.token_uri)
+    shared._lock.acquire()  # another thread is (forever) refreshing
+    try:
+        with fake_gmail.mailer(app_password=None, auth=shared, timeout=0.5) as mailer:
+            start = time.monotonic()
+            with pytest.raises(TokenRefreshError) as info:
+                mailer.send(TO, "Hi", "x")
+            assert time.monotonic() - start < 1.0
+    finally:
+        shared._lock.release()
+    assert info.value.retryable
+    assert "another thread" in str(info.value)

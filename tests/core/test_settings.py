@@ -194,3 +194,8 @@ def test_from_env_takes_the_spool_default_from_the_mapping_given() -> None:
 def test_app_password_format_is_checked_with_the_settings() -> None:
     with pytest.raises(ConfigurationError, match="printable ASCII"):
         Settings(username="me@gmail.com", app_password="pässwörd")
+
+
+def test_infinite_numbers_are_refused() -> None:
+    with pytest.raises(ConfigurationError, match=r"timeout must be >= 0\.001, got 'inf'"):
+        Settings(username="me@gmail.com", app_password=PW, timeout="inf")

@@ -496,7 +496,99 @@ def test_ehlo_and_starttls_faults(fake_gmail: FakeGmail, fake_gmail_starttls: Fa
     with fake_gmail.mailer() as m, pytest.raises(RefusedError) as info:
         m.send(TO, "Hi", "x")
     assert info.value.code == 554 and "EHLO" in str(info.value)
-    fake_gmail_starttls.fail_next("STARTTLS", replies.TLS_NOT_AVAILABLE)
-    with fake_gmail_starttls.mailer() as m, pytest.raises(TransportError, match="454"):
+    fake_gmail_starttls.disconnect_next("STARTTLS")
+    with fake_gmail_starttls.mailer() as m, pytest.raises(TransportError, match="closed"):
         m.send(TO, "Hi", "x")
     assert auth_commands(fake_gmail_starttls) == []
+
+
+def test_a_failure_after_a_452_split_reports_instead_of_raising(
+    fake_gmail: FakeGmail, mailer: Mailer
+) -> None:
+    fake_gmail.max_recipients = 2
+    fake_gmail.quota_after(1)  # the first transaction gets through, the second hits 550
+    people = ["a@example.com", "b@example.com", "c@example.com"]
+    result = mailer.send(people, "Hi", "x")
+    assert result.accepted == ("a@example.com", "b@example.com")
+    code, text = result.refused["c@example.com"]
+    assert code == 550
+    assert "5.4.5" in text
+    assert len(fake_gmail.messages) == 1  # nobody got it twice
+
+
+def test_421_at_rcpt_is_reported_not_retried(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    mailer.send(TO, "first", "x")
+    fake_gmail.fail_next("RCPT", replies.TRY_AGAIN_LATER, close=True)
+    with pytest.raises(TransportError) as info:
+        mailer.send(TO, "second", "x")
+    assert (info.value.code, info.value.retryable) == (421, True)
+    assert fake_gmail.connections == 1  # past MAIL nothing is retried within send()
+
+
+def test_eight_bit_message_goes_with_body_8bitmime(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["To"] = TO
+    msg["Subject"] = "8bit"
+    msg.set_content("héllo wörld")  # the default policy writes this as 8bit
+    mailer.send_message(msg)
+    [received] = fake_gmail.messages
+    assert "BODY=8BITMIME" in received.mail_options
+    assert received.text == "héllo wörld\n"
+
+
+def test_slow_reading_server_hits_the_deadline(fake_gmail: FakeGmail) -> None:
+    import os
+
+    def pump(src: socket.socket, dst: socket.socket, slow: bool) -> None:
+        try:
+            while chunk := src.recv(4096 if slow else 65536):
+                dst.sendall(chunk)
+                if slow:
+                    time.sleep(0.02)
+        except OSError:
+            pass
+
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def serve() -> None:
+            client, _ = listener.accept()
+            upstream = socket.create_connection(("127.0.0.1", fake_gmail.port))
+            threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
+            pump(client, upstream, True)
+            client.close()
+            upstream.close()
+
+        threading.Thread(target=serve, daemon=True).start()
+        with fake_gmail.mailer(port=listener.getsockname()[1], timeout=1.0) as m:
+            start = time.monotonic()
+            with pytest.raises(SMTPTimeoutError):
+                m.send(TO, "big", "x", attachments=[("a.bin", os.urandom(3_000_000))])
+            assert time.monotonic() - start < 1.5
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_gets_its_own_connection(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    import os
+
+    mailer.send(TO, "parent before", "x")
+    pid = os.fork()
+    if pid == 0:  # the child: must not touch the parent's TLS session
+        status = 1
+        try:
+            mailer.send(TO, "child", "x")
+            mailer.close()
+            status = 0
+        finally:
+            os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    mailer.send(TO, "parent after", "x")  # the parent's connection is undisturbed
+    subjects = [m["Subject"] for m in fake_gmail.messages]
+    assert subjects == ["parent before", "child", "parent after"]
+    assert fake_gmail.connections == 2
+    assert auth_commands(fake_gmail) == ["AUTH PLAIN", "AUTH PLAIN"]

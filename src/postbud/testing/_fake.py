@@ -31,6 +31,7 @@ from pytest_localserver import smtp as localserver_smtp
 
 from postbud import _transport
 from postbud._config import Settings
+from postbud._message import MAX_MESSAGE_SIZE as GMAIL_SIZE
 from postbud._mailer import Mailer
 
 from . import replies
@@ -40,7 +41,6 @@ __all__ = ["FakeGmail"]
 
 Mode = Literal["ssl", "starttls"]
 _COMMANDS = ("CONNECT", "EHLO", "STARTTLS", "AUTH", "MAIL", "RCPT", "DATA", "NOOP", "RSET")
-GMAIL_SIZE = 35_882_577
 # The account password of the fake account: using it instead of the app password gets
 # Gmail's "534 5.7.9 Application-specific password required".
 ACCOUNT_PASSWORD = "CorrectHorse-Battery9"  # noqa: S105 - a test fixture value
@@ -185,6 +185,7 @@ class _GmailHandler:
             )
         user = data.login.decode("utf-8", "replace")
         password = data.password.decode("utf-8", "replace")
+        # Gmail accepts an app password with or without the spaces it displays.
         if user.lower() == fake.username.lower() and "".join(password.split()) == fake._password:
             fake.logins.append(user)
             return AuthResult(success=True, auth_data=user, message=replies.AUTH_ACCEPTED)

@@ -6,6 +6,7 @@ import threading
 from collections.abc import Mapping
 
 from postbud._message import Envelope
+from postbud._replies import refusals_retryable
 from postbud._transport import Refused
 from postbud.errors import DeliveryError, RecipientsRefusedError
 
@@ -44,12 +45,11 @@ class MemoryTransport:
                 raise self._failures.pop(0)
             refused = {r: self.refuse[r] for r in envelope.recipients if r in self.refuse}
             if len(refused) == len(envelope.recipients):
-                codes = [code for code, _ in refused.values()]
                 raise RecipientsRefusedError(
                     "All recipients refused.",
                     refused=refused,
-                    code=codes[0],
-                    retryable=all(400 <= code < 500 for code in codes),
+                    code=next(iter(refused.values()))[0],
+                    retryable=refusals_retryable(refused),
                 )
             accepted = tuple(r for r in envelope.recipients if r not in refused)
             self.messages.append(

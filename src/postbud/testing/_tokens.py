@@ -22,13 +22,13 @@ from pytest_localserver.http import WSGIServer
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
+from postbud._oauth import GOOGLE_TOKEN_URI, MAIL_SCOPE
+
 from ._fake import FakeGmail
 
 __all__ = ["FakeGoogleTokens"]
 
-GOOGLE_TOKEN_AUDIENCE = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-MAIL_SCOPE = "https://mail.google.com/"
 
 _ERRORS: dict[str | int, tuple[int, dict[str, str]]] = {
     "invalid_grant": (
@@ -217,7 +217,9 @@ class FakeGoogleTokens(WSGIServer):  # type: ignore[misc]
             claims = jwt.decode(assertion, verify=False)  # type: ignore[no-untyped-call]
             key = self._keys[claims["iss"]]
             claims = jwt.decode(  # type: ignore[no-untyped-call]
-                assertion, certs=key, audience=GOOGLE_TOKEN_AUDIENCE
+                assertion,
+                certs=key,
+                audience=GOOGLE_TOKEN_URI,  # google-auth's fixed aud
             )
         except (KeyError, ValueError) as exc:
             return 400, {"error": "invalid_grant", "error_description": f"Invalid JWT: {exc}"}
