@@ -31,8 +31,8 @@ from pytest_localserver import smtp as localserver_smtp
 
 from postbud import _transport
 from postbud._config import Settings
-from postbud._message import MAX_MESSAGE_SIZE as GMAIL_SIZE
 from postbud._mailer import Mailer
+from postbud._message import MAX_MESSAGE_SIZE as GMAIL_SIZE
 
 from . import replies
 from ._records import ReceivedMessage
