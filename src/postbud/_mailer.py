@@ -1,25 +1,24 @@
 """Mailer: the façade every adapter (logging, Django, Flask, CLI) sends through.
 
-It validates and renders the message (``_message``), splits the recipients into
-envelopes Gmail accepts, and hands them to a transport. ``send()`` makes one attempt
-and never sleeps or loops; what to do about a retryable failure is the caller's (and,
-later, the outbox's) decision, with ``retryable`` and ``retry_after`` to go on.
+It validates and renders the message (``_message``) and either sends it now on the
+Mailer's own connection (``send``: one attempt, never sleeps or loops, raises with
+``retryable`` and ``retry_after``) or queues it for the outbox worker (``submit``:
+returns the Message-ID at once; the worker retries). Both count into the quota ledger.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from email.message import Message
-from types import MappingProxyType, TracebackType
-from typing import Any
+from types import TracebackType
+from typing import Any, Literal
 
 from ._config import Settings
+from ._deliver import SendResult, deliver
 from ._message import (
-    MAX_RECIPIENTS,
     Addresses,
     AttachmentLike,
     Envelope,
@@ -28,30 +27,39 @@ from ._message import (
     envelope_from_message,
     parse_address,
 )
-from ._replies import enhanced_code, refusals_retryable
-from ._transport import Refused, SMTPTransport, Transport
-from .errors import DeliveryError, RecipientsRefusedError
+from ._outbox import Counters, Outbox
+from ._quota import Ledger
+from ._spool import ALERT, NORMAL, DiskSpool
+from ._transport import SMTPTransport, Transport
+from .errors import InvalidMessageError, QuotaExceededError
 
-__all__ = ["Mailer", "SendResult"]
+__all__ = ["Mailer", "Priority", "SendResult"]
 
 log = logging.getLogger("postbud")
 
+Priority = Literal["normal", "alert"]
+_warned_spools: set[str] = set()
 
-@dataclass(frozen=True)
-class SendResult:
-    """What ``send()`` achieved.
 
-    Attributes:
-        message_id: The ``Message-ID`` header value, angle brackets included.
-        accepted: Recipients the server accepted.
-        refused: ``{address: (code, reply)}`` for recipients it refused. Codes 4xx are
-            temporary (sending to those addresses again may work); 0 means the
-            connection failed before that envelope got a reply.
+def open_spool(settings: Settings) -> DiskSpool | None:
+    """The account's spool, or None (memory) when there is none or it cannot be used.
+
+    An unwritable spool is not a configuration error: one warning, then memory.
     """
-
-    message_id: str
-    accepted: tuple[str, ...]
-    refused: Mapping[str, tuple[int, str]] = field(default_factory=lambda: MappingProxyType({}))
+    if settings.spool is None:
+        return None
+    try:
+        return DiskSpool(settings.spool, settings.username)
+    except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...
+        if settings.spool not in _warned_spools:
+            _warned_spools.add(settings.spool)
+            log.warning(
+                "postbud cannot use the spool %s (%s); queued mail is kept in memory "
+                "only and is lost if the process dies.",
+                settings.spool,
+                exc,
+            )
+        return None
 
 
 class Mailer:
@@ -85,10 +93,24 @@ class Mailer:
         elif kwargs:
             settings = settings.replace(**kwargs)
         self.settings = settings
-        self._transport: Transport = transport or SMTPTransport(settings)
-        self._lock = threading.Lock()
+        own = SMTPTransport(settings) if transport is None else None
+        self._transport: Transport = own or transport  # type: ignore[assignment]
         self._warned_from: set[str] = set()
-        self._counts = {"sent": 0}
+        self._counters = Counters()
+        self._spool = open_spool(settings)
+        self._ledger = Ledger(settings, self._spool)
+
+        def worker_transport() -> Transport:
+            # The worker owns its own connection (same credentials and TLS context);
+            # an injected transport, such as MemoryTransport, is shared.
+            if own is None:
+                return self._transport
+            return SMTPTransport(settings, own.credentials, ssl_context=own.ssl_context)
+
+        self._outbox = Outbox(settings, worker_transport, self._ledger, self._spool, self._counters)
+        if self._spool is not None and self._spool.counts()[0]:
+            # A killed process left mail for this account: deliver it now.
+            self._outbox.start()
 
     def __repr__(self) -> str:
         s = self.settings
@@ -165,71 +187,89 @@ class Mailer:
         return self.deliver(envelope)
 
     def deliver(self, envelope: Envelope) -> SendResult:
-        """Send a built envelope, split into transactions of at most 100 recipients."""
-        accepted: list[str] = []
-        refused: Refused = {}
-        chunks = envelope.split(MAX_RECIPIENTS)
-        for index, chunk in enumerate(chunks):
-            try:
-                done, bad = self._send_chunk(chunk)
-            except RecipientsRefusedError as exc:
-                if len(chunks) == 1:
-                    raise
-                done, bad = [], dict(exc.refused)  # other envelopes may still go through
-            except DeliveryError as exc:
-                if not accepted:
-                    raise
-                # Part of the message is out: report the rest instead of raising, so the
-                # caller does not send it twice to those who have it. The connection or
-                # the account failed, so the remaining envelopes are not tried.
-                for rest in chunks[index:]:
-                    for rcpt in rest.recipients:
-                        refused[rcpt] = (exc.code or 0, str(exc))
-                break
-            accepted += done
-            refused.update(bad)
-        if not accepted:
-            raise RecipientsRefusedError(
-                f"No recipient accepted the message {envelope.message_id}.",
-                refused=refused,
-                code=next(iter(refused.values()))[0] if refused else None,
-                retryable=refusals_retryable(refused),
-            )
-        self._count("sent")
-        return SendResult(envelope.message_id, tuple(accepted), MappingProxyType(refused))
+        """Send a built envelope now, in transactions of at most 100 recipients.
 
-    def _send_chunk(self, chunk: Envelope) -> tuple[list[str], Refused]:
-        accepted: list[str] = []
-        refused: Refused = {}
-        pending = chunk
-        while True:
-            try:
-                bad = self._transport.send(pending)
-            except RecipientsRefusedError as exc:
-                if not accepted:
-                    raise
-                bad = dict(exc.refused)
-            except DeliveryError as exc:
-                if not accepted:
-                    raise
-                # The first part of this envelope is out: report the rest, do not raise
-                # (a caller retrying the whole message would send it twice).
-                refused.update({r: (exc.code or 0, str(exc)) for r in pending.recipients})
-                return accepted, refused
-            ok = [r for r in pending.recipients if r not in bad]
-            accepted += ok
-            # 452 4.5.3: the server takes fewer per transaction than we split to;
-            # the overflow goes in the next transaction as long as each one progresses.
-            over = [
-                r
-                for r, (code, text) in bad.items()
-                if code == 452 and enhanced_code(text) == "4.5.3"
-            ]
-            refused.update({r: v for r, v in bad.items() if r not in over})
-            if not over or not ok:
-                refused.update({r: bad[r] for r in over})
-                return accepted, refused
-            pending = pending.with_recipients(over)
+        Raises ``QuotaExceededError`` before connecting when the daily limit is used up.
+        """
+        self._ledger.check(len(envelope.recipients), alert=False, now=time.time(), hold=False)
+        try:
+            result = deliver(self._transport, envelope)
+        except QuotaExceededError as exc:
+            if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
+                self._ledger.hold(time.time())
+            raise
+        self._ledger.record(len(result.accepted), alert=False, now=time.time())
+        self._counters.add("sent")
+        return result
+
+    # -- queueing ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        to: Addresses,
+        subject: str,
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        cc: Addresses = None,
+        bcc: Addresses = None,
+        reply_to: Addresses = None,
+        sender: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        attachments: Iterable[AttachmentLike] | None = None,
+        inline: Mapping[str, InlineLike] | None = None,
+        priority: Priority = "normal",
+    ) -> str:
+        """Build and queue one message; return its Message-ID without waiting.
+
+        The message is validated here (a bad address raises ``InvalidMessageError`` at
+        once) and stored in the spool before this returns; the outbox worker delivers
+        it, alerts first, retrying transient failures. Nothing here waits for the
+        network, and a busy or unwritable spool only moves the message to memory.
+
+        Args:
+            priority: ``"alert"`` goes before ``"normal"`` mail and may use the part of
+                the daily limit kept for alerts (``alert_reserve``).
+            (others): as for ``send()``.
+        """
+        envelope = build_message(
+            mail_from=self.settings.username,
+            to=to,
+            subject=subject,
+            text=text,
+            html=html,
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            sender=sender or self.settings.sender,
+            headers=headers,
+            attachments=attachments,
+            inline=inline,
+        )
+        if sender or self.settings.sender:
+            self._warn_foreign_from(sender or self.settings.sender or "")
+        return self.enqueue(envelope, priority)
+
+    def submit_message(self, message: Message, *, priority: Priority = "normal") -> str:
+        """Queue a ready ``email.message.Message``; return its Message-ID."""
+        envelope = envelope_from_message(message, mail_from=self.settings.username)
+        return self.enqueue(envelope, priority)
+
+    def enqueue(self, envelope: Envelope, priority: Priority = "normal") -> str:
+        """Queue a built envelope for the outbox worker; return its Message-ID."""
+        if priority not in ("normal", "alert"):
+            raise InvalidMessageError(f"priority must be 'normal' or 'alert', got {priority!r}.")
+        self._outbox.submit(envelope, ALERT if priority == "alert" else NORMAL)
+        return envelope.message_id
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted before this call is settled.
+
+        Settled: delivered, dead-lettered, or waiting for a retry more than ``timeout``
+        away. Returns True if so within ``timeout`` (default ``exit_timeout``); never
+        raises.
+        """
+        return self._outbox.flush(self.settings.exit_timeout if timeout is None else timeout)
 
     # -- connection -------------------------------------------------------------------
 
@@ -251,7 +291,12 @@ class Mailer:
             self._transport.close()
 
     def close(self) -> None:
-        """Close the connection. The Mailer may still be used; it reconnects."""
+        """Flush the outbox for up to ``exit_timeout``, stop its worker, close connections.
+
+        Mail still queued stays in the spool for the next Mailer of this account. The
+        Mailer may be used again afterwards: it reconnects and restarts its worker.
+        """
+        self._outbox.close(self.settings.exit_timeout)
         self._transport.close()
 
     def __enter__(self) -> Mailer:
@@ -266,15 +311,19 @@ class Mailer:
         self.close()
 
     def stats(self) -> dict[str, int]:
-        """Counters since this Mailer was created: messages ``sent`` so far."""
-        with self._lock:
-            return dict(self._counts)
+        """Counters since this Mailer was created, and the queue and quota now.
+
+        ``submitted``, ``sent`` (by ``send`` and by the worker), ``retried``, ``held``
+        (waiting for the daily limit), ``dead`` (dead-lettered), ``dropped`` (a full
+        memory queue), ``spilled`` (the spool was busy: kept in memory), ``queued``
+        (waiting now) and ``quota_used`` (recipients in the last 24 h).
+        """
+        stats = self._counters.snapshot()
+        stats["queued"] = self._outbox.queued()
+        stats["quota_used"] = self._ledger.used(time.time())[0]
+        return stats
 
     # -- helpers ----------------------------------------------------------------------
-
-    def _count(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
 
     def _warn_foreign_from(self, value: str) -> None:
         try:

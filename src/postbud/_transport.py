@@ -174,7 +174,7 @@ class SMTPTransport:
                 "ssl_context must verify certificates and host names; postbud has no switch "
                 "that turns verification off. For a test server, trust its CA instead."
             )
-        self._context = ssl_context
+        self.ssl_context = ssl_context
         self._lock = threading.Lock()
         self._smtp: _Conn | None = None
         self.probe_after = PROBE_AFTER
@@ -244,7 +244,12 @@ class SMTPTransport:
 
     def _connect(self, deadline: float) -> None:
         s = self.settings
-        host, port, security, context = intercepted or (s.host, s.port, s.security, self._context)
+        host, port, security, context = intercepted or (
+            s.host,
+            s.port,
+            s.security,
+            self.ssl_context,
+        )
         stage: Stage = "connect"
         smtp: _Conn | None = None
         try:

@@ -29,7 +29,8 @@ def test_send_returns_a_result() -> None:
     assert result.message_id.startswith("<") and result.message_id.endswith("@gmail.com>")
     [record] = transport.messages
     assert record["Message-ID"] == result.message_id and record.text == "text\n"
-    assert mailer.stats() == {"sent": 1}
+    assert mailer.stats()["sent"] == 1
+    assert mailer.stats()["quota_used"] == 2
 
 
 def test_send_message_strips_bcc_and_keeps_the_callers_message(fake_gmail: FakeGmail) -> None:

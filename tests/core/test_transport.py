@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -560,15 +561,20 @@ def test_slow_reading_server_hits_the_deadline(fake_gmail: FakeGmail) -> None:
             upstream = socket.create_connection(("127.0.0.1", fake_gmail.port))
             threading.Thread(target=pump, args=(upstream, client, False), daemon=True).start()
             pump(client, upstream, True)
-            client.close()
-            upstream.close()
+            # shutdown() wakes the other pump's recv and sends FIN; close() alone would not.
+            for end in (client, upstream):
+                with contextlib.suppress(OSError):  # the peer may be gone already
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
 
-        threading.Thread(target=serve, daemon=True).start()
+        proxy = threading.Thread(target=serve, daemon=True)
+        proxy.start()
         with fake_gmail.mailer(port=listener.getsockname()[1], timeout=1.0) as m:
             start = time.monotonic()
             with pytest.raises(SMTPTimeoutError):
                 m.send(TO, "big", "x", attachments=[("a.bin", os.urandom(3_000_000))])
             assert time.monotonic() - start < 1.5
+        proxy.join(5)
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")

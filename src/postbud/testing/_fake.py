@@ -107,6 +107,12 @@ class _GmailSMTP(SMTP):
 
         return run
 
+    def eof_received(self) -> bool | None:
+        super().eof_received()
+        # aiosmtpd keeps a half-closed socket open unless it started TLS itself; with
+        # implicit TLS that leaks the socket of every client that hangs up mid-command.
+        return False
+
     def _create_session(self) -> Session:
         return _Session(self.loop)
 

@@ -1,0 +1,356 @@
+"""The outbox: background delivery with retries, so the caller never waits for Gmail.
+
+``submit`` stores the message (in the spool, or in memory) and wakes one worker
+thread, which owns its own connection and delivers alerts first, then oldest first.
+A transient failure is retried with exponential backoff and full jitter (a known
+``retry_after`` wins); a permanent one is dead-lettered with its reply and hint;
+Gmail's daily limit holds delivery (nothing is dropped for quota); ``max_age`` gives
+up on what never got through. ``flush``, ``close`` and the atexit hook wait for what
+was submitted, within a deadline, and never raise.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Callable
+
+from . import _fork
+from ._config import Settings
+from ._deliver import SendResult, deliver
+from ._message import Envelope
+from ._quota import Ledger
+from ._replies import enhanced_code
+from ._spool import ALERT, DiskSpool, Item, MemoryQueue, SpoolBusy
+from ._transport import Transport
+from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
+
+__all__ = ["Counters", "Outbox"]
+
+log = logging.getLogger("postbud")
+
+#: Retry delays: full jitter over BASE_DELAY × 2ⁿ seconds, at most MAX_BACKOFF.
+BASE_DELAY = 1.0
+MAX_BACKOFF = 300.0
+POLL = 1.0  # how often an idle worker looks for rows other processes left in the spool
+
+
+class Counters:
+    """Thread-safe counters for ``Mailer.stats()``."""
+
+    NAMES = ("submitted", "sent", "retried", "held", "dead", "dropped", "spilled")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values = dict.fromkeys(self.NAMES, 0)
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._values[name] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._values)
+
+
+def backoff(attempts: int, retry_after: float | None) -> float:
+    """Seconds until the next try: ``retry_after`` if known, else full jitter."""
+    if retry_after is not None:
+        return retry_after
+    return random.uniform(0, min(MAX_BACKOFF, BASE_DELAY * 2.0**attempts))
+
+
+def _temporary(code: int, text: str) -> bool:
+    # 0: no reply (the connection failed); 4xx; and Gmail's daily limit, which holds.
+    return code == 0 or 400 <= code < 500 or (code == 550 and enhanced_code(text) == "5.4.5")
+
+
+class Outbox:
+    """One worker thread and its queue for one Mailer."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        transport: Callable[[], Transport],
+        ledger: Ledger,
+        spool: DiskSpool | None,
+        counters: Counters,
+    ) -> None:
+        self.settings = settings
+        self._make_transport = transport
+        self._transport: Transport | None = None  # made when the worker first needs it
+        self._ledger = ledger
+        self._spool = spool
+        self._counters = counters
+        self._memory = MemoryQueue(settings.queue_size)
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._warned_spill = False
+        _fork.register(self)
+        _live.add(self)
+
+    # -- the caller's side ------------------------------------------------------------
+
+    def submit(self, envelope: Envelope, priority: int) -> None:
+        """Queue ``envelope``; never blocks on the network, never raises for the spool."""
+        now = time.time()
+        stored = False
+        if self._spool is not None:
+            try:
+                self._spool.add(envelope, priority, now)
+                stored = True
+            except SpoolBusy as exc:
+                self._counters.add("spilled")
+                if not self._warned_spill:
+                    self._warned_spill = True
+                    log.warning(
+                        "postbud's spool %s could not take a message (%s); it is kept "
+                        "in memory and sent from there.",
+                        self._spool.path,
+                        exc,
+                    )
+        if not stored and self._memory.add(envelope, priority, now) is not None:
+            self._counters.add("dropped")
+        self._counters.add("submitted")
+        self.start()
+        with self._cond:
+            self._cond.notify_all()
+
+    def start(self) -> None:
+        """Start the worker if it does not run (never at interpreter shutdown)."""
+        with self._cond:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stopping = False
+            thread = threading.Thread(target=self._run, name="postbud-outbox", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # Python 3.12+: no new thread at shutdown
+                return
+            self._thread = thread
+
+    def flush(self, timeout: float, *, start: bool = True) -> bool:
+        """Wait until what was queued before the call is settled; True if it is.
+
+        Settled: delivered, dead-lettered, or waiting for a retry more than ``timeout``
+        away. Never raises.
+        """
+        try:
+            deadline = time.monotonic() + max(0.0, timeout)
+            horizon = time.time() + max(0.0, timeout)
+            upto_disk = self._spool.last_id() if self._spool is not None else 0
+            upto_memory = self._memory.last_seq()
+            if start and self._unsettled(upto_disk, upto_memory, horizon):
+                self.start()
+            while True:
+                if not self._unsettled(upto_disk, upto_memory, horizon):
+                    return True
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._worker_alive():
+                    return False
+                with self._cond:
+                    self._cond.wait(min(left, 0.05))
+        except Exception:  # flush never raises: it only reports whether all is settled
+            log.exception("postbud could not tell whether the outbox is flushed")
+            return False
+
+    def close(self, timeout: float) -> bool:
+        """Flush, then stop the worker. Mail still queued stays in the spool."""
+        flushed = self.flush(timeout)
+        self._stop()
+        if len(self._memory):
+            log.warning("postbud dropped %d message(s) held in memory at close.", len(self._memory))
+            self._counters.add("dropped", len(self._memory))
+            self._memory.clear()
+        return flushed
+
+    def queued(self) -> int:
+        on_disk = self._spool.counts()[0] if self._spool is not None else 0
+        return on_disk + len(self._memory)
+
+    # -- the worker ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        last_purge = 0.0
+        while not self._stopping:
+            try:
+                now = time.time()
+                if self._spool is not None and now - last_purge > 3600:
+                    self._spool.purge(now)
+                    last_purge = now
+                item = self._next(now)
+                if item is None:
+                    self._idle(now)
+                    continue
+                self._handle(item)
+            except Exception:  # a bug or a broken spool must not kill delivery for good
+                log.exception("postbud's outbox worker hit an unexpected error")
+                self._sleep(POLL)
+            with self._cond:
+                self._cond.notify_all()
+
+    def _next(self, now: float) -> Item | None:
+        if self._ledger.held_until(now) is not None:
+            return None
+        item = self._memory.claim(now)  # memory first: a crash would lose these
+        if item is None and self._spool is not None:
+            item = self._spool.claim(now, self.settings.timeout, self._owner)
+        return item
+
+    def _idle(self, now: float) -> None:
+        dues = [self._memory.next_due(), self._ledger.held_until(now)]
+        if self._spool is not None:
+            dues.append(self._spool.next_due())
+        soonest = min((d for d in dues if d is not None), default=now + POLL)
+        self._sleep(min(POLL, max(0.01, soonest - now)))
+
+    def _sleep(self, seconds: float) -> None:
+        with self._cond:
+            if not self._stopping:
+                self._cond.wait(seconds)
+
+    def _handle(self, item: Item) -> None:
+        envelope = item.envelope
+        alert = item.priority == ALERT
+        now = time.time()
+        if now - item.created > self.settings.max_age:
+            self._dead(item, None, f"gave up after max_age ({self.settings.max_age:g} s)", None)
+            return
+        try:
+            self._ledger.check(len(envelope.recipients), alert, now)
+            if self._transport is None:
+                self._transport = self._make_transport()
+            result = deliver(self._transport, envelope)
+        except QuotaExceededError as exc:
+            until = self._ledger.hold(now) if exc.code == 550 else now + (exc.retry_after or 60)
+            self._counters.add("held")
+            self._retry(item, envelope.recipients, item.attempts, until, exc.code, str(exc))
+        except InvalidMessageError as exc:
+            self._dead(item, None, str(exc), None)
+        except DeliveryError as exc:
+            if not exc.retryable:
+                self._dead(item, exc.code, exc.description, exc.hint)
+                return
+            self._counters.add("retried")
+            attempts = item.attempts + 1
+            wait = backoff(attempts, exc.retry_after)
+            self._retry(item, envelope.recipients, attempts, now + wait, exc.code, str(exc))
+        else:
+            self._settle(item, result, alert, now)
+
+    def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
+        self._ledger.record(len(result.accepted), alert, now)
+        self._counters.add("sent")
+        retry = [r for r, (code, text) in result.refused.items() if _temporary(code, text)]
+        final = {r: v for r, v in result.refused.items() if r not in retry}
+        if final:  # those recipients will never get it: a dead letter says why
+            code, text = next(iter(final.values()))
+            copy = item.envelope.with_recipients(tuple(final))
+            self._counters.add("dead")
+            if self._spool is not None:
+                self._spool.dead(None, copy, item.priority, item.created, now, code, text, None)
+            log.warning(
+                "postbud: %s was refused for %s: %s",
+                item.envelope.message_id,
+                ", ".join(final),
+                text,
+            )
+        if retry:  # a split message retries only the recipients not yet accepted
+            self._counters.add("retried")
+            codes = [result.refused[r] for r in retry]
+            quota = any(code == 550 for code, _ in codes)
+            when = self._ledger.hold(now) if quota else now + backoff(item.attempts + 1, None)
+            self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
+        elif item.on_disk:
+            assert self._spool is not None
+            self._spool.delete(item.key)
+        else:
+            self._memory.done(item)
+
+    def _retry(
+        self,
+        item: Item,
+        recipients: tuple[str, ...],
+        attempts: int,
+        when: float,
+        code: int | None,
+        error: str,
+    ) -> None:
+        if item.on_disk:
+            assert self._spool is not None
+            self._spool.retry(item.key, recipients, attempts, when, code, error)
+        else:
+            item.envelope = item.envelope.with_recipients(recipients)
+            item.attempts, item.next_try = attempts, when
+            self._memory.put_back(item)
+
+    def _dead(self, item: Item, code: int | None, error: str, hint: str | None) -> None:
+        self._counters.add("dead")
+        log.warning(
+            "postbud gave up on %s to %s: %s",
+            item.envelope.message_id,
+            ", ".join(item.envelope.recipients),
+            error,
+        )
+        if item.on_disk:
+            assert self._spool is not None
+            self._spool.dead(
+                item.key, item.envelope, item.priority, item.created, time.time(), code, error, hint
+            )
+        else:
+            self._memory.done(item)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
+        held = self._ledger.held_until(time.time())
+        if held is not None and held > horizon:
+            return 0  # everything waits for the daily-limit hold, beyond the horizon
+        on_disk = self._spool.unsettled(upto_disk, horizon) if self._spool is not None else 0
+        return on_disk + self._memory.unsettled(upto_memory, horizon)
+
+    def _worker_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(min(5.0, self.settings.timeout))
+        self._thread = None
+        if self._transport is not None:
+            self._transport.close()
+
+    def _after_fork(self) -> None:
+        # The child has no worker thread; what the parent had in memory is the
+        # parent's to send (sending it here too would double it).
+        self._cond = threading.Condition()
+        self._thread = None
+        self._stopping = False
+        self._memory = MemoryQueue(self.settings.queue_size)
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+
+    def _at_exit(self) -> None:
+        # Python 3.12+ cannot start a thread at shutdown: only a running worker drains.
+        if self._worker_alive():
+            self.flush(self.settings.exit_timeout, start=False)
+            self._stop()
+
+
+_live: weakref.WeakSet[Outbox] = weakref.WeakSet()
+
+
+@atexit.register
+def _drain_at_exit() -> None:
+    for outbox in list(_live):
+        outbox._at_exit()

@@ -1,0 +1,177 @@
+"""The quota ledger: accepted recipients over a rolling 24 h, and Gmail's sending holds.
+
+Gmail suspends an account that sends to more than its daily limit (about 500
+recipients for consumer accounts) for up to a day, and a suspended account cannot
+send the alert about it. The ledger counts what was accepted (both ``send()`` and the
+outbox worker record into it) in the spool database, so every process on one spool
+shares one count; ordinary mail stops at ``1 - alert_reserve`` of the limit so alerts
+still go out. After a real ``550 5.4.5`` (mail sent outside postbud counts too) the
+account is held for an hour, then one message probes whether the block is over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+from ._config import Settings
+from ._spool import DiskSpool, SpoolBusy
+from .errors import QuotaExceededError
+
+__all__ = ["HOLD_SECONDS", "Ledger"]
+
+log = logging.getLogger("postbud")
+
+WINDOW = 86400.0
+#: How long delivery holds after Gmail's 550 5.4.5 before one message probes again.
+HOLD_SECONDS = 3600.0
+
+
+class Ledger:
+    """Recipients accepted in the last 24 h for one account, and its hold."""
+
+    def __init__(self, settings: Settings, spool: DiskSpool | None) -> None:
+        self.account = settings.username.lower()
+        self.limit = settings.daily_limit
+        self.reserve = settings.alert_reserve
+        self._spool = spool
+        self._entries: deque[tuple[float, int, bool]] = deque()  # without a spool
+        self._hold: tuple[float, float] | None = None  # (until, since) without a spool
+        self._lock = threading.Lock()
+        self._warned: set[str] = set()
+
+    # -- reading -----------------------------------------------------------------------
+
+    def used(self, now: float) -> tuple[int, int, float | None]:
+        """(recipients, alert recipients, time of the oldest entry) in the window."""
+        since = now - WINDOW
+        if self._spool is not None:
+            rows = self._spool.read(
+                "SELECT COALESCE(SUM(recipients), 0), COALESCE(SUM(recipients * alert), 0), "
+                "MIN(at) FROM ledger WHERE account = ? AND at > ?",
+                self.account,
+                since,
+            )
+            total, alerts, oldest = rows[0]
+            return (
+                int(str(total)),
+                int(str(alerts)),
+                None if oldest is None else float(str(oldest)),
+            )
+        with self._lock:
+            while self._entries and self._entries[0][0] <= since:
+                self._entries.popleft()
+            return (
+                sum(n for _, n, _ in self._entries),
+                sum(n for _, n, a in self._entries if a),
+                self._entries[0][0] if self._entries else None,
+            )
+
+    def held_until(self, now: float) -> float | None:
+        """End of the current hold after a 550 5.4.5, or None."""
+        if self._spool is not None:
+            rows = self._spool.read("SELECT until FROM holds WHERE account = ?", self.account)
+            until = float(str(rows[0][0])) if rows else None
+        else:
+            until = self._hold[0] if self._hold else None
+        return until if until is not None and until > now else None
+
+    def check(self, recipients: int, alert: bool, now: float, *, hold: bool = True) -> None:
+        """Raise ``QuotaExceededError`` (with ``retry_after``) if this send must wait.
+
+        With ``hold=False`` only the count matters: ``send()`` makes its one attempt
+        even while the outbox holds after a 550 5.4.5 (Gmail has the last word).
+        """
+        until = self.held_until(now) if hold else None
+        if until is not None:
+            raise QuotaExceededError(
+                f"Sending for {self.account} is held after Gmail's daily-limit reply "
+                f"(550 5.4.5); the next probe is in {until - now:.0f} s.",
+                retry_after=until - now,
+                hint="Gmail blocks an account for up to 24 hours after its daily limit. "
+                "Nothing is lost: queued mail goes out when the block ends.",
+            )
+        used, _, oldest = self.used(now)
+        cap = self.limit if alert else int(self.limit * (1 - self.reserve))
+        if used + recipients > cap:
+            wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
+            self._warn_once(
+                "full",
+                f"The daily limit for {self.account} is reached: {used} of "
+                f"{self.limit} recipients in the last 24 h.",
+            )
+            raise QuotaExceededError(
+                f"Sending to {recipients} more recipient(s) would pass the daily limit of "
+                f"{self.account} ({used} of {self.limit} used in the last 24 h"
+                + ("" if alert else f"; ordinary mail stops at {cap} to keep room for alerts")
+                + ").",
+                retry_after=max(1.0, wait),
+                hint="Raise daily_limit if the account allows more (Workspace: 2,000), or "
+                "send less; queued mail waits, it is not dropped.",
+            )
+
+    # -- writing -----------------------------------------------------------------------
+
+    def record(self, recipients: int, alert: bool, now: float) -> None:
+        """Count ``recipients`` accepted now; the hold, if any, is over."""
+        if recipients <= 0:
+            return
+        if self._spool is not None:
+            try:
+                with self._spool.transaction(wait=1.0) as db:
+                    db.execute(
+                        "INSERT INTO ledger VALUES (?, ?, ?, ?)",
+                        (self.account, now, recipients, int(alert)),
+                    )
+                    db.execute(
+                        "DELETE FROM ledger WHERE account = ? AND at <= ?",
+                        (self.account, now - WINDOW),
+                    )
+                    db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
+            except SpoolBusy:
+                log.warning(
+                    "postbud could not record %d sent recipient(s) in the quota "
+                    "ledger (the spool is busy).",
+                    recipients,
+                )
+        else:
+            with self._lock:
+                self._entries.append((now, recipients, alert))
+                self._hold = None
+        self._warned.discard("hold")
+        used, _, _ = self.used(now)
+        if used >= 0.8 * self.limit:
+            self._warn_once(
+                "80",
+                f"{used} of {self.limit} daily recipients for "
+                f"{self.account} are used (80 % or more).",
+            )
+        else:
+            self._warned.discard("80")
+            self._warned.discard("full")
+
+    def hold(self, now: float) -> float:
+        """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
+        until = now + HOLD_SECONDS
+        if self._spool is not None:
+            with self._spool.transaction(wait=1.0) as db:
+                db.execute(
+                    "INSERT INTO holds VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE "
+                    "SET until = excluded.until",
+                    (self.account, until, now),
+                )
+        else:
+            with self._lock:
+                self._hold = (until, self._hold[1] if self._hold else now)
+        self._warn_once(
+            "hold",
+            f"Gmail refused mail for {self.account} with its daily-limit "
+            "reply (550 5.4.5): delivery holds for an hour, then probes again.",
+        )
+        return until
+
+    def _warn_once(self, key: str, message: str) -> None:
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message)

@@ -1,0 +1,411 @@
+"""The outbox's storage: a SQLite spool that survives kill -9, and a bounded memory queue.
+
+With a spool the database *is* the queue: ``submit`` writes the message in one
+transaction before it returns, the worker claims a row with a lease (another process
+takes it over once the lease expires, so a killed process frees its claims), deletes
+it once Gmail accepted it, and keeps dead letters for 30 days. Rows belong to one
+account: a Mailer only ever sees its own account's rows, whatever host it now uses.
+
+The file is created mode 0600 (it holds mail bodies: password-reset links), in WAL
+mode with ``synchronous=NORMAL``: a commit survives the process being killed, not a
+power loss. Every call waits at most ~50 ms for a lock; the caller decides what to do
+when it cannot (``submit`` puts the message in memory instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from . import _fork
+from ._message import MAX_RECIPIENTS, Envelope
+
+__all__ = ["DEAD_LETTER_DAYS", "DiskSpool", "Item", "MemoryQueue", "SpoolBusy"]
+
+ALERT, NORMAL = 0, 1
+DEAD_LETTER_DAYS = 30
+#: Beyond this many bytes of mail in the file, dead letters are evicted oldest first and
+#: new messages go to memory until the queue shrinks.
+MAX_SPOOL_BYTES = 512 * 1024 * 1024
+LOCK_WAIT = 0.05
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY,
+    account     TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    mail_from   TEXT    NOT NULL,
+    recipients  TEXT    NOT NULL,              -- JSON list still to deliver
+    data        BLOB    NOT NULL,
+    smtputf8    INTEGER NOT NULL,
+    eightbit    INTEGER NOT NULL,
+    priority    INTEGER NOT NULL,              -- 0 alert, 1 normal
+    created     REAL    NOT NULL,
+    next_try    REAL    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL    NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    state       TEXT    NOT NULL DEFAULT 'queued',   -- queued | dead
+    dead_at     REAL,
+    last_code   INTEGER,
+    last_error  TEXT,
+    hint        TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox (account, state, priority, id);
+CREATE TABLE IF NOT EXISTS ledger (
+    account    TEXT    NOT NULL,
+    at         REAL    NOT NULL,
+    recipients INTEGER NOT NULL,
+    alert      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ledger_window ON ledger (account, at);
+CREATE TABLE IF NOT EXISTS holds (
+    account TEXT PRIMARY KEY,
+    until   REAL NOT NULL,
+    since   REAL NOT NULL
+);
+"""
+
+
+class SpoolBusy(Exception):
+    """The spool could not be written within ~50 ms (or not at all)."""
+
+
+@dataclass
+class Item:
+    """One queued message as the worker sees it."""
+
+    key: int  # row id (disk) or sequence number (memory)
+    envelope: Envelope
+    priority: int
+    created: float
+    attempts: int = 0
+    next_try: float = 0.0
+    on_disk: bool = True
+
+
+class DiskSpool:
+    """The SQLite spool of one account. Thread-safe; every call is one short transaction.
+
+    Raises ``OSError`` or ``sqlite3.Error`` from the constructor when the file cannot
+    be created or opened (the caller falls back to memory).
+    """
+
+    def __init__(self, path: str, account: str) -> None:
+        self.path = path
+        self.account = account.lower()
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        # Create the file ourselves so it is 0600 from the first byte (SQLite gives the
+        # -wal and -shm files the database file's mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        self._lock = threading.RLock()
+        self._db = self._connect()
+        self._db.executescript(_SCHEMA)
+        _fork.register(self)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+        )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        return db
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def transaction(self, wait: float = LOCK_WAIT) -> Iterator[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); SpoolBusy if not had within ``wait``."""
+        if not self._lock.acquire(timeout=wait):
+            raise SpoolBusy("the spool is in use by another thread")
+        try:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise SpoolBusy(str(exc)) from exc
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                raise SpoolBusy(str(exc)) from exc
+        finally:
+            self._lock.release()
+
+    def read(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        """Run a read-only query (WAL readers never wait for writers)."""
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _after_fork(self) -> None:
+        # SQLite handles must not cross fork: the child keeps the parent's alive but
+        # unused (closing it could disturb the parent's locks) and opens its own.
+        _graveyard.append(self._db)
+        self._lock = threading.RLock()
+        self._db = self._connect()
+
+    # -- the queue -----------------------------------------------------------------------
+
+    def add(self, envelope: Envelope, priority: int, now: float) -> int:
+        """Store one message (one transaction). Raises SpoolBusy."""
+        try:
+            with self.transaction() as db:
+                if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
+                    self._evict_dead(db)
+                    if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
+                        raise SpoolBusy("the spool is full")
+                cursor = db.execute(
+                    "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
+                    "smtputf8, eightbit, priority, created, next_try) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self.account,
+                        envelope.message_id,
+                        envelope.mail_from,
+                        json.dumps(envelope.recipients),
+                        envelope.data,
+                        envelope.smtputf8,
+                        envelope.eightbit,
+                        priority,
+                        now,
+                        now,
+                    ),
+                )
+                return int(cursor.lastrowid or 0)
+        except sqlite3.Error as exc:  # disk full, read-only file...
+            raise SpoolBusy(str(exc)) from exc
+
+    def claim(self, now: float, timeout: float, owner: str) -> Item | None:
+        """The next due row (alerts first, then oldest), leased to ``owner``.
+
+        The lease lasts two attempt deadlines per envelope of 100 recipients; another
+        process may take the row over once it expires (a killed worker's claim).
+        """
+        with self.transaction(wait=1.0) as db:
+            row = db.execute(
+                "SELECT id, message_id, mail_from, recipients, data, smtputf8, eightbit, "
+                "priority, created, attempts, next_try FROM outbox "
+                "WHERE account = ? AND state = 'queued' AND next_try <= ? AND lease_until <= ? "
+                "ORDER BY priority, id LIMIT 1",
+                (self.account, now, now),
+            ).fetchone()
+            if row is None:
+                return None
+            recipients = tuple(json.loads(row[3]))
+            lease = 2 * timeout * (1 + (len(recipients) - 1) // MAX_RECIPIENTS)
+            db.execute(
+                "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
+                (now + lease, owner, row[0]),
+            )
+        envelope = Envelope(
+            str(row[2]), recipients, bytes(row[4]), str(row[1]), bool(row[5]), bool(row[6])
+        )
+        return Item(int(row[0]), envelope, int(row[7]), float(row[8]), int(row[9]), float(row[10]))
+
+    def delete(self, key: int) -> None:
+        with self.transaction(wait=5.0) as db:
+            db.execute("DELETE FROM outbox WHERE id = ?", (key,))
+
+    def retry(
+        self,
+        key: int,
+        recipients: tuple[str, ...],
+        attempts: int,
+        next_try: float,
+        code: int | None,
+        error: str,
+    ) -> None:
+        with self.transaction(wait=5.0) as db:
+            db.execute(
+                "UPDATE outbox SET recipients = ?, attempts = ?, next_try = ?, lease_until = 0,"
+                " lease_owner = NULL, last_code = ?, last_error = ? WHERE id = ?",
+                (json.dumps(recipients), attempts, next_try, code, error, key),
+            )
+
+    def dead(
+        self,
+        key: int | None,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        now: float,
+        code: int | None,
+        error: str,
+        hint: str | None,
+    ) -> None:
+        """Dead-letter a row (or store a new dead letter for ``envelope``)."""
+        with self.transaction(wait=5.0) as db:
+            if key is None:
+                db.execute(
+                    "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
+                    "smtputf8, eightbit, priority, created, next_try, state, dead_at, "
+                    "last_code, last_error, hint) VALUES (?,?,?,?,?,?,?,?,?,?,'dead',?,?,?,?)",
+                    (
+                        self.account,
+                        envelope.message_id,
+                        envelope.mail_from,
+                        json.dumps(envelope.recipients),
+                        envelope.data,
+                        envelope.smtputf8,
+                        envelope.eightbit,
+                        priority,
+                        created,
+                        now,
+                        now,
+                        code,
+                        error,
+                        hint,
+                    ),
+                )
+            else:
+                db.execute(
+                    "UPDATE outbox SET state = 'dead', dead_at = ?, recipients = ?, "
+                    "lease_until = 0, lease_owner = NULL, last_code = ?, last_error = ?, "
+                    "hint = ? WHERE id = ?",
+                    (now, json.dumps(envelope.recipients), code, error, hint, key),
+                )
+
+    # -- questions -----------------------------------------------------------------------
+
+    def counts(self) -> tuple[int, int]:
+        """(queued, dead) rows of this account."""
+        rows = self.read(
+            "SELECT state, COUNT(*) FROM outbox WHERE account = ? GROUP BY state", self.account
+        )
+        found = {str(state): int(str(n)) for state, n in rows}
+        return found.get("queued", 0), found.get("dead", 0)
+
+    def next_due(self) -> float | None:
+        """When the earliest queued row (leased or not) may be tried."""
+        rows = self.read(
+            "SELECT MIN(MAX(next_try, lease_until)) FROM outbox "
+            "WHERE account = ? AND state = 'queued'",
+            self.account,
+        )
+        value = rows[0][0] if rows else None
+        return None if value is None else float(str(value))
+
+    def last_id(self) -> int:
+        rows = self.read("SELECT MAX(id) FROM outbox WHERE account = ?", self.account)
+        return int(str(rows[0][0])) if rows and rows[0][0] is not None else 0
+
+    def unsettled(self, upto: int, horizon: float) -> int:
+        """Rows up to ``upto`` still queued and due before ``horizon`` (for flush)."""
+        rows = self.read(
+            "SELECT COUNT(*) FROM outbox WHERE account = ? AND state = 'queued' "
+            "AND id <= ? AND next_try <= ?",
+            self.account,
+            upto,
+            horizon,
+        )
+        return int(str(rows[0][0]))
+
+    def purge(self, now: float) -> None:
+        """Forget dead letters older than 30 days."""
+        with self.transaction(wait=1.0) as db:
+            db.execute(
+                "DELETE FROM outbox WHERE state = 'dead' AND dead_at < ?",
+                (now - DEAD_LETTER_DAYS * 86400,),
+            )
+
+    @staticmethod
+    def _bytes(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM outbox").fetchone()[0])
+
+    @staticmethod
+    def _evict_dead(db: sqlite3.Connection) -> None:
+        db.execute(
+            "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = 'dead' "
+            "ORDER BY dead_at LIMIT 100)"
+        )
+
+
+# Handles inherited across fork are kept alive here, never closed by the child.
+_graveyard: list[sqlite3.Connection] = []
+
+
+class MemoryQueue:
+    """The queue without a spool (``spool=None``) or when the spool is busy: bounded.
+
+    When full, ``add`` drops the oldest normal-priority item (an alert only if there is
+    nothing else) and returns it, so the caller can count the drop.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: list[Item] = []
+        self._in_flight: dict[int, Item] = {}
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def add(self, envelope: Envelope, priority: int, now: float) -> Item | None:
+        with self._lock:
+            self._seq += 1
+            dropped = None
+            if len(self._items) >= self.size:
+                normal = [i for i in self._items if i.priority == NORMAL]
+                dropped = min(normal or self._items, key=lambda i: i.key)
+                self._items.remove(dropped)
+            self._items.append(
+                Item(self._seq, envelope, priority, now, next_try=now, on_disk=False)
+            )
+            return dropped
+
+    def claim(self, now: float) -> Item | None:
+        with self._lock:
+            due = [i for i in self._items if i.next_try <= now]
+            if not due:
+                return None
+            item = min(due, key=lambda i: (i.priority, i.key))
+            self._items.remove(item)
+            self._in_flight[item.key] = item
+            return item
+
+    def done(self, item: Item) -> None:
+        """The worker settled ``item`` (sent or dead)."""
+        with self._lock:
+            self._in_flight.pop(item.key, None)
+
+    def put_back(self, item: Item) -> None:
+        """Queue ``item`` again (for a retry at ``item.next_try``)."""
+        with self._lock:
+            self._in_flight.pop(item.key, None)
+            self._items.append(item)
+
+    def last_seq(self) -> int:
+        with self._lock:
+            return self._seq
+
+    def unsettled(self, upto: int, horizon: float) -> int:
+        with self._lock:
+            waiting = sum(1 for i in self._items if i.key <= upto and i.next_try <= horizon)
+            return waiting + sum(1 for key in self._in_flight if key <= upto)
+
+    def next_due(self) -> float | None:
+        with self._lock:
+            return min((i.next_try for i in self._items), default=None)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items) + len(self._in_flight)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._in_flight.clear()

@@ -1,0 +1,325 @@
+"""The outbox: submit without waiting, retries, the spool, leases, quota, flush/close."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from postbud import Mailer, _outbox, _quota
+from postbud.errors import InvalidMessageError, QuotaExceededError
+from postbud.testing import FakeGmail, MemoryTransport, replies
+
+TO = "you@example.com"
+
+
+@pytest.fixture(autouse=True)
+def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_outbox, "BASE_DELAY", 0.01)
+
+
+@pytest.fixture
+def mailer(fake_gmail: FakeGmail) -> Iterator[Mailer]:
+    m = fake_gmail.mailer()
+    yield m
+    m.close()
+
+
+def rows(spool: Path, where: str = "1") -> list[dict[str, object]]:
+    with sqlite3.connect(spool) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute(f"SELECT * FROM outbox WHERE {where} ORDER BY id")]
+
+
+def subjects(fake: FakeGmail) -> list[str | None]:
+    return [m["Subject"] for m in fake.messages]
+
+
+# -- the non-blocking path ------------------------------------------------------------------
+
+
+def test_submit_returns_the_message_id_and_the_worker_delivers(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    message_id = mailer.submit(TO, "Queued", "x")
+    assert message_id.startswith("<") and message_id.endswith("@gmail.com>")
+    assert mailer.flush(10) is True
+    [received] = fake_gmail.messages
+    assert received["Message-ID"] == message_id
+    assert rows(postbud_spool) == []  # sent rows are deleted
+    stats = mailer.stats()
+    assert (stats["submitted"], stats["sent"], stats["queued"], stats["quota_used"]) == (1, 1, 0, 1)
+
+
+def test_a_bad_message_raises_at_once(mailer: Mailer, postbud_spool: Path) -> None:
+    with pytest.raises(InvalidMessageError, match="not a valid email address"):
+        mailer.submit("nobody@", "x", "x")
+    with pytest.raises(InvalidMessageError, match="priority must be 'normal' or 'alert'"):
+        mailer.submit(TO, "x", "x", priority="urgent")  # type: ignore[arg-type]
+    assert mailer.stats()["submitted"] == 0
+
+
+def test_the_worker_has_its_own_connection(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    mailer.send(TO, "blocking", "x")
+    mailer.submit(TO, "queued", "x")
+    assert mailer.flush(10)
+    assert fake_gmail.connections == 2
+    assert sorted(s or "" for s in subjects(fake_gmail)) == ["blocking", "queued"]
+
+
+def test_alerts_go_before_ordinary_mail(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.delay(0.3, "DATA")  # the first message keeps the worker busy
+    mailer.submit(TO, "normal 1", "x")
+    time.sleep(0.1)
+    mailer.submit(TO, "normal 2", "x")
+    mailer.submit(TO, "normal 3", "x")
+    mailer.submit(TO, "ALERT", "x", priority="alert")
+    assert mailer.flush(10)
+    assert subjects(fake_gmail) == ["normal 1", "ALERT", "normal 2", "normal 3"]
+
+
+def test_memory_queue_is_bounded_and_drops_the_oldest_normal(fake_gmail: FakeGmail) -> None:
+    fake_gmail.delay(0.3, "DATA")
+    with fake_gmail.mailer(spool=None, queue_size=2) as m:
+        m.submit(TO, "in flight", "x")
+        time.sleep(0.1)
+        for subject in ("a", "b", "c"):
+            m.submit(TO, subject, "x")
+        m.submit(TO, "alert", "x", priority="alert")
+        assert m.flush(10)
+        assert m.stats()["dropped"] == 2
+    assert subjects(fake_gmail) == ["in flight", "alert", "c"]
+
+
+# -- retries ----------------------------------------------------------------------------------
+
+
+def test_server_down_at_first_then_up(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.disconnect_next("CONNECT", times=2)
+    message_id = mailer.submit(TO, "eventually", "x")
+    assert mailer.flush(10)
+    assert [m["Message-ID"] for m in fake_gmail.messages] == [message_id]
+    assert mailer.stats()["retried"] == 2
+
+
+def test_421_mid_batch(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    for n in range(2):
+        mailer.submit(TO, f"m{n}", "x")
+    assert mailer.flush(10)
+    fake_gmail.fail_next("MAIL", replies.TRY_AGAIN_LATER, close=True, times=2)
+    for n in range(2, 5):
+        mailer.submit(TO, f"m{n}", "x")
+    assert mailer.flush(10)
+    assert sorted(s or "" for s in subjects(fake_gmail)) == ["m0", "m1", "m2", "m3", "m4"]
+
+
+def test_drop_mid_data_is_retried_and_delivered_once(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.disconnect_next("DATA")
+    message_id = mailer.submit(TO, "once", "x" * 5000)
+    assert mailer.flush(10)
+    assert [m["Message-ID"] for m in fake_gmail.messages] == [message_id]
+
+
+def test_too_many_logins_backs_off_for_minutes(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    fake_gmail.fail_next("AUTH", replies.TOO_MANY_LOGINS)
+    mailer.submit(TO, "later", "x")
+    assert mailer.flush(2)  # settled: its retry is more than 2 s away
+    [row] = rows(postbud_spool)
+    assert float(str(row["next_try"])) - time.time() > 250
+    assert row["last_code"] == 454 and row["attempts"] == 1
+
+
+def test_permanent_refusal_is_dead_lettered_with_its_reason(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    fake_gmail.bad_recipients = {"nobody@example.com"}
+    mailer.submit("nobody@example.com", "never", "x")
+    assert mailer.flush(10)
+    [row] = rows(postbud_spool)
+    assert row["state"] == "dead" and row["last_code"] == 553
+    assert "5.1.3" in str(row["last_error"]) and "RFC 5321" in str(row["hint"])
+    assert mailer.stats()["dead"] == 1 and mailer.stats()["queued"] == 0
+
+
+def test_a_split_message_retries_only_the_recipients_not_yet_accepted(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    fake_gmail.fail_next(
+        "RCPT",
+        "450 4.2.1 The user you are trying to contact is receiving mail too quickly. {id} - gsmtp",
+    )
+    fake_gmail.bad_recipients = {"gone@example.com"}
+    message_id = mailer.submit(["slow@example.com", "b@example.com", "gone@example.com"], "s", "x")
+    assert mailer.flush(10)
+    assert [m.recipients for m in fake_gmail.messages] == [
+        ("b@example.com",),
+        ("slow@example.com",),
+    ]
+    assert {m["Message-ID"] for m in fake_gmail.messages} == {message_id}
+    [dead] = rows(postbud_spool)  # the permanent refusal, kept with its reason
+    assert json.loads(str(dead["recipients"])) == ["gone@example.com"]
+    assert dead["state"] == "dead" and dead["last_code"] == 553
+
+
+def test_max_age_gives_up(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    fake_gmail.fail_next(
+        "MAIL", replies.TEMPORARY_REJECTION.replace("451 4.3.0", "451 4.3.0"), times=1000
+    )
+    with fake_gmail.mailer(max_age=1) as m:
+        m.submit(TO, "too late", "x")
+        time.sleep(1.2)
+        assert m.flush(10)
+        assert m.stats()["dead"] == 1
+    [row] = rows(postbud_spool)
+    assert row["state"] == "dead" and "gave up after max_age" in str(row["last_error"])
+
+
+# -- Gmail's daily limit and our ledger -----------------------------------------------------
+
+
+def test_daily_limit_holds_without_dead_letters(
+    fake_gmail: FakeGmail, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_quota, "HOLD_SECONDS", 0.5)
+    fake_gmail.fail_next("MAIL", replies.DAILY_LIMIT_EXCEEDED, times=2)
+    with fake_gmail.mailer() as m:
+        message_id = m.submit(TO, "held", "x")
+        deadline = time.monotonic() + 10
+        while m.stats()["held"] < 2 and time.monotonic() < deadline:  # held, probed, held
+            time.sleep(0.05)
+        assert m.stats()["dead"] == 0
+        assert m.flush(10)
+        assert m.stats()["held"] == 2
+    assert [r["Message-ID"] for r in fake_gmail.messages] == [message_id]
+    assert rows(postbud_spool) == []
+
+
+def test_hold_delays_the_probe_by_an_hour(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    fake_gmail.fail_next("DATA", replies.DAILY_LIMIT_EXCEEDED)
+    mailer.submit(TO, "held", "x")
+    assert mailer.flush(2)
+    [row] = rows(postbud_spool)
+    assert row["state"] == "queued"
+    assert 3500 < float(str(row["next_try"])) - time.time() <= 3600
+    mailer.submit(TO, "also waits", "x")
+    assert mailer.flush(1)
+    assert fake_gmail.messages == []
+
+
+def test_quota_limit_and_alert_reserve(
+    fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="postbud")
+    with fake_gmail.mailer(daily_limit=10, alert_reserve=0.2) as m:
+        m.send([f"u{i}@example.com" for i in range(7)], "seven", "x")
+        connections = fake_gmail.connections
+        with pytest.raises(QuotaExceededError) as info:
+            m.send(["a@example.com", "b@example.com"], "two more", "x")  # 9 > 8
+        assert fake_gmail.connections == connections  # refused before connecting
+        assert info.value.retryable and info.value.retry_after is not None
+        assert info.value.retry_after > 86000
+        assert "ordinary mail stops at 8 to keep room for alerts" in str(info.value)
+        m.submit(["a@example.com", "b@example.com"], "alert", "x", priority="alert")
+        assert m.flush(10)
+        assert m.stats()["quota_used"] == 9
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("are used (80 % or more)" in t for t in messages)
+    assert any("The daily limit for postbud.test@gmail.com is reached" in t for t in messages)
+
+
+def test_ledger_is_shared_through_the_spool(fake_gmail: FakeGmail) -> None:
+    with fake_gmail.mailer(daily_limit=5) as a, fake_gmail.mailer(daily_limit=5) as b:
+        a.send([f"u{i}@example.com" for i in range(4)], "four", "x")
+        assert b.stats()["quota_used"] == 4
+        with pytest.raises(QuotaExceededError):
+            b.send(["x@example.com", "y@example.com"], "two", "x")
+
+
+# -- the spool ----------------------------------------------------------------------------------
+
+
+def test_spool_file_mode_is_0600(mailer: Mailer, postbud_spool: Path) -> None:
+    mailer.submit(TO, "x", "x")
+    assert mailer.flush(10)
+    for path in (postbud_spool, Path(f"{postbud_spool}-wal")):
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_unwritable_spool_falls_back_to_memory(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with fake_gmail.mailer(spool=str(blocker / "outbox.sqlite")) as m:
+        assert "cannot use the spool" in caplog.text and "kept in memory" in caplog.text
+        m.submit(TO, "from memory", "x")
+        assert m.flush(10)
+    assert subjects(fake_gmail) == ["from memory"]
+
+
+def test_busy_spool_spills_to_memory(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailer.submit(TO, "first", "x")
+    assert mailer.flush(10)
+    other = sqlite3.connect(postbud_spool, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holds the spool
+    try:
+        start = time.monotonic()
+        mailer.submit(TO, "spilled", "x")
+        assert time.monotonic() - start < 0.5  # submit did not wait for the lock
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert mailer.flush(10)
+    assert mailer.stats()["spilled"] == 1
+    assert "could not take a message" in caplog.text
+    assert subjects(fake_gmail) == ["first", "spilled"]
+
+
+def test_rows_belong_to_their_account(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    with fake_gmail.mailer(port=1, exit_timeout=0.2) as unreachable:  # nothing on port 1
+        unreachable.submit(TO, "mine", "x")
+        unreachable.flush(0.2)
+    other = Mailer(username="other@gmail.com", app_password="x", transport=MemoryTransport())
+    assert other.flush(1) and other.stats()["queued"] == 0
+    other.close()
+    with fake_gmail.mailer() as same_account:  # another host: still its row
+        assert same_account.flush(10)
+    assert subjects(fake_gmail) == ["mine"]
+
+
+def test_close_flushes_and_keeps_the_rest(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    m = fake_gmail.mailer(exit_timeout=0.3)
+    fake_gmail.fail_next("AUTH", replies.TOO_MANY_LOGINS)  # retry in 5 minutes
+    m.submit(TO, "waits", "x")
+    start = time.monotonic()
+    m.close()
+    assert time.monotonic() - start < 2
+    [row] = rows(postbud_spool)
+    assert row["state"] == "queued"  # not lost: the next Mailer will send it
+
+
+def test_flush_without_anything_queued_is_true_and_quick(mailer: Mailer) -> None:
+    start = time.monotonic()
+    assert mailer.flush(5) is True
+    assert time.monotonic() - start < 0.5
+
+
+def test_flush_gives_up_at_its_deadline(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.delay(2, "DATA")
+    mailer.submit(TO, "slow", "x")
+    start = time.monotonic()
+    assert mailer.flush(0.3) is False
+    assert time.monotonic() - start < 1
