@@ -188,6 +188,8 @@ class Outbox:
                     last_purge = now
                 item = self._next(now)
                 if item is None:
+                    if self._spool is not None:
+                        self._spool.checkpoint()
                     self._idle(now)
                     continue
                 self._handle(item)
@@ -247,8 +249,8 @@ class Outbox:
             self._settle(item, result, alert, now)
 
     def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
-        self._ledger.record(len(result.accepted), alert, now)
         self._counters.add("sent")
+        accepted = len(result.accepted)
         retry = [r for r, (code, text) in result.refused.items() if _temporary(code, text)]
         final = {r: v for r, v in result.refused.items() if r not in retry}
         if final:  # those recipients will never get it: a dead letter says why
@@ -267,12 +269,15 @@ class Outbox:
             self._counters.add("retried")
             codes = [result.refused[r] for r in retry]
             quota = any(code == 550 for code, _ in codes)
+            self._ledger.record(accepted, alert, now)
             when = self._ledger.hold(now) if quota else now + backoff(item.attempts + 1, None)
             self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
         elif item.on_disk:
             assert self._spool is not None
-            self._spool.delete(item.key)
+            # One commit: the row is gone and its recipients are counted, or neither.
+            self._spool.delete(item.key, lambda db: self._ledger.record(accepted, alert, now, db))
         else:
+            self._ledger.record(accepted, alert, now)
             self._memory.done(item)
 
     def _retry(

@@ -12,6 +12,7 @@ account is held for an hour, then one message probes whether the block is over.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
 from collections import deque
 
@@ -40,6 +41,7 @@ class Ledger:
         self._hold: tuple[float, float] | None = None  # (until, since) without a spool
         self._lock = threading.Lock()
         self._warned: set[str] = set()
+        self._seen = 0  # the last count read, plus what was recorded since
 
     # -- reading -----------------------------------------------------------------------
 
@@ -93,6 +95,7 @@ class Ledger:
                 "Nothing is lost: queued mail goes out when the block ends.",
             )
         used, _, oldest = self.used(now)
+        self._seen = used
         cap = self.limit if alert else int(self.limit * (1 - self.reserve))
         if used + recipients > cap:
             wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
@@ -113,22 +116,22 @@ class Ledger:
 
     # -- writing -----------------------------------------------------------------------
 
-    def record(self, recipients: int, alert: bool, now: float) -> None:
-        """Count ``recipients`` accepted now; the hold, if any, is over."""
+    def record(
+        self, recipients: int, alert: bool, now: float, db: sqlite3.Connection | None = None
+    ) -> None:
+        """Count ``recipients`` accepted now; the hold, if any, is over.
+
+        ``db``: a spool transaction to record in (the worker settles a row and counts
+        its recipients in one commit).
+        """
         if recipients <= 0:
             return
-        if self._spool is not None:
+        if db is not None:
+            self._record_in(db, recipients, alert, now)
+        elif self._spool is not None:
             try:
-                with self._spool.transaction(wait=1.0) as db:
-                    db.execute(
-                        "INSERT INTO ledger VALUES (?, ?, ?, ?)",
-                        (self.account, now, recipients, int(alert)),
-                    )
-                    db.execute(
-                        "DELETE FROM ledger WHERE account = ? AND at <= ?",
-                        (self.account, now - WINDOW),
-                    )
-                    db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
+                with self._spool.transaction(wait=1.0) as txn:
+                    self._record_in(txn, recipients, alert, now)
             except SpoolBusy:
                 log.warning(
                     "postbud could not record %d sent recipient(s) in the quota "
@@ -140,16 +143,24 @@ class Ledger:
                 self._entries.append((now, recipients, alert))
                 self._hold = None
         self._warned.discard("hold")
-        used, _, _ = self.used(now)
-        if used >= 0.8 * self.limit:
+        # The count check() just read, plus these: no second query per message.
+        self._seen += recipients
+        if self._seen >= 0.8 * self.limit:
             self._warn_once(
                 "80",
-                f"{used} of {self.limit} daily recipients for "
+                f"{self._seen} of {self.limit} daily recipients for "
                 f"{self.account} are used (80 % or more).",
             )
         else:
             self._warned.discard("80")
             self._warned.discard("full")
+
+    def _record_in(self, db: sqlite3.Connection, recipients: int, alert: bool, now: float) -> None:
+        db.execute(
+            "INSERT INTO ledger VALUES (?, ?, ?, ?)", (self.account, now, recipients, int(alert))
+        )
+        db.execute("DELETE FROM ledger WHERE account = ? AND at <= ?", (self.account, now - WINDOW))
+        db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
 
     def hold(self, now: float) -> float:
         """Hold delivery after a 550 5.4.5; returns when the next probe may go."""

@@ -19,7 +19,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import _fork
@@ -89,6 +89,67 @@ class Item:
     on_disk: bool = True
 
 
+class _Handle:
+    """One SQLite connection and the lock that serialises its users.
+
+    Writers of one process also share ``writes``: waiting on a Python lock wakes the
+    moment it is free, while SQLite's own busy handler sleeps 1 ms, then 2 ms, ...
+    (SQLite's locks still order writers of different processes).
+    """
+
+    def __init__(self, path: str, writes: threading.RLock) -> None:
+        self.db = sqlite3.connect(
+            path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+        )
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        # No checkpoint inside a commit (its fsync would land on whoever commits, a
+        # submit included): the worker checkpoints outside the write lock instead.
+        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.lock = threading.RLock()
+        self.writes = writes
+
+    @contextlib.contextmanager
+    def transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
+        if not self.writes.acquire(timeout=wait):
+            raise SpoolBusy("the spool is in use by another thread")
+        if not self.lock.acquire(timeout=wait):
+            self.writes.release()
+            raise SpoolBusy("the spool is in use by another thread")
+        try:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise SpoolBusy(str(exc)) from exc
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            try:
+                self.db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+                raise SpoolBusy(str(exc)) from exc
+        finally:
+            self.lock.release()
+            self.writes.release()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database without blocking writers (PASSIVE)."""
+        with self.lock:
+            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self.lock:
+            self.db.close()
+
+
 class DiskSpool:
     """The SQLite spool of one account. Thread-safe; every call is one short transaction.
 
@@ -105,67 +166,50 @@ class DiskSpool:
         # -wal and -shm files the database file's mode).
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
-        self._lock = threading.RLock()
-        self._db = self._connect()
-        self._db.executescript(_SCHEMA)
+        # Two handles: the callers' (``add`` only) and everyone else's, so a submit never
+        # queues behind a read; writes of both share one lock.
+        writes = threading.RLock()
+        self._front = _Handle(path, writes)
+        self._back = _Handle(path, writes)
+        self._back.db.executescript(_SCHEMA)
+        self._commits = 0
         _fork.register(self)
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(
-            self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
-        )
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
+    def transaction(
+        self, wait: float = LOCK_WAIT, *, front: bool = False
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); SpoolBusy if not had within ``wait``.
 
-    # -- plumbing -------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def transaction(self, wait: float = LOCK_WAIT) -> Iterator[sqlite3.Connection]:
-        """One write transaction (BEGIN IMMEDIATE); SpoolBusy if not had within ``wait``."""
-        if not self._lock.acquire(timeout=wait):
-            raise SpoolBusy("the spool is in use by another thread")
-        try:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise SpoolBusy(str(exc)) from exc
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            try:
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("ROLLBACK")
-                raise SpoolBusy(str(exc)) from exc
-        finally:
-            self._lock.release()
+        The worker's handle by default; ``front=True`` for the callers' (submit).
+        """
+        return (self._front if front else self._back).transaction(wait)
 
     def read(self, sql: str, *args: object) -> list[tuple[object, ...]]:
-        """Run a read-only query (WAL readers never wait for writers)."""
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        """Run a read-only query (WAL readers never wait for writers).
+
+        On the worker's handle: the callers' handle is kept for ``add`` alone, so a
+        submit never waits behind a query.
+        """
+        return self._back.read(sql, args)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._front.close()
+        self._back.close()
 
     def _after_fork(self) -> None:
         # SQLite handles must not cross fork: the child keeps the parent's alive but
-        # unused (closing it could disturb the parent's locks) and opens its own.
-        _graveyard.append(self._db)
-        self._lock = threading.RLock()
-        self._db = self._connect()
+        # unused (closing them could disturb the parent's locks) and opens its own.
+        _graveyard.extend([self._front, self._back])
+        writes = threading.RLock()
+        self._front = _Handle(self.path, writes)
+        self._back = _Handle(self.path, writes)
 
     # -- the queue -----------------------------------------------------------------------
 
     def add(self, envelope: Envelope, priority: int, now: float) -> int:
         """Store one message (one transaction). Raises SpoolBusy."""
         try:
-            with self.transaction() as db:
+            with self.transaction(front=True) as db:
                 if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
                     self._evict_dead(db)
                     if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
@@ -218,9 +262,20 @@ class DiskSpool:
         )
         return Item(int(row[0]), envelope, int(row[7]), float(row[8]), int(row[9]), float(row[10]))
 
-    def delete(self, key: int) -> None:
+    def delete(self, key: int, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Delete a sent row; ``also`` runs in the same transaction (the ledger)."""
         with self.transaction(wait=5.0) as db:
             db.execute("DELETE FROM outbox WHERE id = ?", (key,))
+            if also is not None:
+                also(db)
+        self._commits += 1
+        if self._commits % 200 == 0:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database (the worker calls it, outside any write)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._back.checkpoint()
 
     def retry(
         self,
@@ -326,7 +381,10 @@ class DiskSpool:
 
     @staticmethod
     def _bytes(db: sqlite3.Connection) -> int:
-        return int(db.execute("SELECT COALESCE(SUM(LENGTH(data)), 0) FROM outbox").fetchone()[0])
+        # The file's size in pages: O(1), unlike summing the rows (freed pages count
+        # until reused, which errs on the safe side).
+        pages = int(db.execute("PRAGMA page_count").fetchone()[0])
+        return pages * int(db.execute("PRAGMA page_size").fetchone()[0])
 
     @staticmethod
     def _evict_dead(db: sqlite3.Connection) -> None:
@@ -337,7 +395,7 @@ class DiskSpool:
 
 
 # Handles inherited across fork are kept alive here, never closed by the child.
-_graveyard: list[sqlite3.Connection] = []
+_graveyard: list[_Handle] = []
 
 
 class MemoryQueue:

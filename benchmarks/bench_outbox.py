@@ -1,0 +1,205 @@
+"""Caller latency of submit() and drain throughput of the outbox, next to the alternatives.
+
+Latency (µs per call, p50 and p99, medians over interleaved rounds), against a fast
+FakeGmail and one that takes 50 ms to accept each message:
+
+- build only: ``build_message`` (the floor any sender pays in the caller's thread);
+- submit, spool off / spool on: ``Mailer.submit`` (the worker drains meanwhile);
+- blocking send: ``Mailer.send``;
+- stdlib SMTPHandler: a connection, STARTTLS and login per record, in ``emit``;
+- stdlib QueueHandler + QueueListener(SMTPHandler): the usual non-blocking fix.
+
+Drain: N messages submitted with the spool on, timed until ``flush()`` says they are
+all delivered, vs the floor of bench_send.py (raw smtplib on one connection).
+
+The fake server runs in another process (``_remote_fake.py``): in production Gmail's
+work does not compete with the caller for the GIL, so it must not here either.
+
+Run: ``.venv/bin/python benchmarks/bench_outbox.py [--n 300 --rounds 5]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import logging.handlers
+import queue
+import smtplib
+import ssl
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from pathlib import Path
+
+from _remote_fake import RemoteFake
+from postbud import Mailer
+from postbud._message import build_message
+
+TO = "you@example.com"
+BODY = "Hello,\n\nthis is a benchmark message. " + "Some text. " * 40 + "\n"
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered), p99
+
+
+def timed_calls(call: Callable[[int], object], n: int) -> list[float]:
+    samples = []
+    for i in range(n):
+        start = time.perf_counter_ns()
+        call(i)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
+def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, folder: Path) -> None:
+    log = logging.getLogger("bench.outbox")
+    log.propagate = False
+    rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for speed, delay in (("fast server", 0.0), ("50 ms server", 0.05)):
+        fake.command(f"delay DATA {delay}")
+        fake587.command(f"delay DATA {delay}")
+        off = Mailer(**fake.settings(spool=None, queue_size=100_000, daily_limit=10**9))
+        on = Mailer(**fake.settings(spool=str(folder / f"{speed}.sqlite"), daily_limit=10**9))
+        blocking = Mailer(**fake.settings(spool=None, daily_limit=10**9))
+        smtp_handler = logging.handlers.SMTPHandler(
+            ("127.0.0.1", fake587.port),
+            fake.username,
+            [TO],
+            "Alert",
+            credentials=(fake587.username, fake587.app_password),
+            secure=(),
+            timeout=10,
+        )
+        q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        queued_handler = logging.handlers.QueueHandler(q)
+        listener = logging.handlers.QueueListener(q, smtp_handler)
+        listener.start()
+        slow_n = max(5, args.n // 30)
+        scenarios: dict[str, tuple[Callable[[int], object], int]] = {
+            "build only": (
+                lambda i: build_message(mail_from=fake.username, to=TO, subject=f"m{i}", text=BODY),
+                args.n,
+            ),
+            "submit, spool off": (lambda i: off.submit(TO, f"m{i}", BODY), args.n),
+            "submit, spool on": (lambda i: on.submit(TO, f"m{i}", BODY), args.n),
+            "blocking send": (lambda i: blocking.send(TO, f"m{i}", BODY), slow_n),
+            "stdlib SMTPHandler": (
+                lambda i: smtp_handler.emit(
+                    log.makeRecord("bench", logging.ERROR, __file__, 1, BODY, (), None)
+                ),
+                slow_n,
+            ),
+            "QueueHandler + QueueListener": (
+                lambda i: queued_handler.emit(
+                    log.makeRecord("bench", logging.ERROR, __file__, 1, BODY, (), None)
+                ),
+                args.n,
+            ),
+        }
+        results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
+        for _ in range(args.rounds):
+            for name, (call, n) in scenarios.items():
+                results[name].append(percentiles(timed_calls(call, n)))
+                if name.startswith("submit"):
+                    (off if "off" in name else on).flush(120)  # drain between rounds
+        listener.stop()
+        for m in (off, on, blocking):
+            m.close()
+        rows[speed] = results
+        fake.command("reset")
+        fake587.command("reset")
+    fake.command("delay DATA 0")
+    fake587.command("delay DATA 0")
+
+    print(
+        f"\nCaller latency per call, µs (median over {args.rounds} rounds of the p50 and p99 "
+        f"of each round; n={args.n}, blocking scenarios n={max(5, args.n // 30)}).\n"
+    )
+    print("| scenario | fast: p50 | fast: p99 | 50 ms: p50 | 50 ms: p99 |")
+    print("|---|---:|---:|---:|---:|")
+    for name in rows["fast server"]:
+        cells = []
+        for speed in rows:
+            p50s, p99s = zip(*rows[speed][name])
+            cells += [f"{statistics.median(p50s):,.0f}", f"{statistics.median(p99s):,.0f}"]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def drain(args: argparse.Namespace, fake: RemoteFake, folder: Path) -> None:
+    context = ssl.create_default_context(cafile=fake.ca_file)
+    n = args.n
+    counter = iter(range(10**9))
+
+    def floor() -> float:
+        start = time.perf_counter()
+        with smtplib.SMTP_SSL("127.0.0.1", fake.port, context=context) as smtp:
+            smtp.login(fake.username, fake.app_password)
+            for i in range(n):
+                msg = EmailMessage()
+                msg["From"] = fake.username
+                msg["To"] = TO
+                msg["Subject"] = f"Message {i}"
+                msg.set_content(BODY)
+                smtp.send_message(msg)
+        return n / (time.perf_counter() - start)
+
+    def outbox(spool: str | None) -> float:
+        mailer = Mailer(**fake.settings(spool=spool, queue_size=100_000, daily_limit=10**9))
+        start = time.perf_counter()
+        for i in range(n):
+            mailer.submit(TO, f"Message {i}", BODY)
+        assert mailer.flush(300)
+        rate = n / (time.perf_counter() - start)
+        mailer.close()
+        return rate
+
+    scenarios: dict[str, Callable[[], float]] = {
+        "smtplib + EmailMessage (floor)": floor,
+        "postbud submit + flush, spool on": lambda: outbox(str(folder / f"d{next(counter)}.db")),
+        "postbud submit + flush, spool off": lambda: outbox(None),
+    }
+    rates: dict[str, list[float]] = {name: [] for name in scenarios}
+    for round_no in range(args.rounds + 1):
+        for name, scenario in scenarios.items():
+            rate = scenario()
+            fake.command("reset")
+            if round_no:
+                rates[name].append(rate)
+    base = statistics.median(rates["smtplib + EmailMessage (floor)"])
+    print(
+        f"\nDrain of N={n} messages over one connection, messages/s (medians of "
+        f"{args.rounds} rounds, +1 warm-up).\n"
+    )
+    print("| scenario | median msg/s | min–max | × floor |")
+    print("|---|---:|---:|---:|")
+    for name, values in rates.items():
+        med = statistics.median(values)
+        print(
+            f"| {name} | {med:,.0f} | {min(values):,.0f}–{max(values):,.0f} | {med / base:.2f}× |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args()
+    logging.getLogger("mail.log").setLevel(logging.ERROR)
+    with (
+        RemoteFake("ssl") as fake,
+        RemoteFake("starttls") as fake587,
+        tempfile.TemporaryDirectory() as folder,
+    ):
+        latency(args, fake, fake587, Path(folder))
+        drain(args, fake, Path(folder))
+    print(f"\nPython {sys.version.split()[0]}.")
+
+
+if __name__ == "__main__":
+    main()
