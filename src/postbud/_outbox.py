@@ -127,9 +127,9 @@ class Outbox:
     def start(self) -> None:
         """Start the worker if it does not run (never at interpreter shutdown)."""
         with self._cond:
+            self._stopping = False  # a worker still winding down after close() goes on
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._stopping = False
             thread = threading.Thread(target=self._run, name="postbud-outbox", daemon=True)
             try:
                 thread.start()
@@ -170,6 +170,8 @@ class Outbox:
             log.warning("postbud dropped %d message(s) held in memory at close.", len(self._memory))
             self._counters.add("dropped", len(self._memory))
             self._memory.clear()
+        if self._spool is not None:
+            self._spool.close()  # reopened if this Mailer is used again
         return flushed
 
     def queued(self) -> int:
@@ -181,6 +183,7 @@ class Outbox:
     def _run(self) -> None:
         last_purge = 0.0
         while not self._stopping:
+            item = None
             try:
                 now = time.time()
                 if self._spool is not None and now - last_purge > 3600:
@@ -195,9 +198,14 @@ class Outbox:
                 self._handle(item)
             except Exception:  # a bug or a broken spool must not kill delivery for good
                 log.exception("postbud's outbox worker hit an unexpected error")
+                if item is not None and not item.on_disk:
+                    item.next_try = time.time() + POLL  # a disk row's lease frees it
+                    self._memory.put_back(item)
                 self._sleep(POLL)
             with self._cond:
                 self._cond.notify_all()
+        if self._transport is not None:  # the worker owns its connection
+            self._transport.close()
 
     def _next(self, now: float) -> Item | None:
         if self._ledger.held_until(now) is not None:
@@ -331,10 +339,9 @@ class Outbox:
             self._cond.notify_all()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(min(5.0, self.settings.timeout))
-        self._thread = None
-        if self._transport is not None:
-            self._transport.close()
+            # A send in progress finishes within its own deadline; the worker closes
+            # its connection when it leaves, so close() does not wait for that.
+            thread.join(min(1.0, self.settings.timeout))
 
     def _after_fork(self) -> None:
         # The child has no worker thread; what the parent had in memory is the

@@ -36,6 +36,7 @@ class Ledger:
         self.account = settings.username.lower()
         self.limit = settings.daily_limit
         self.reserve = settings.alert_reserve
+        self.max_share = settings.alert_max_share
         self._spool = spool
         self._entries: deque[tuple[float, int, bool]] = deque()  # without a spool
         self._hold: tuple[float, float] | None = None  # (until, since) without a spool
@@ -69,6 +70,15 @@ class Ledger:
                 sum(n for _, n, a in self._entries if a),
                 self._entries[0][0] if self._entries else None,
             )
+
+    def alerts_over_share(self, now: float) -> bool:
+        """Whether alerts used more than ``alert_max_share`` of the daily limit.
+
+        The alert handler then only sends digests, so one noisy error cannot eat the
+        whole day's quota.
+        """
+        _, alerts, _ = self.used(now)
+        return alerts >= self.max_share * self.limit
 
     def held_until(self, now: float) -> float | None:
         """End of the current hold after a 550 5.4.5, or None."""

@@ -98,16 +98,26 @@ class _Handle:
     """
 
     def __init__(self, path: str, writes: threading.RLock) -> None:
-        self.db = sqlite3.connect(
-            path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
-        )
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        # No checkpoint inside a commit (its fsync would land on whoever commits, a
-        # submit included): the worker checkpoints outside the write lock instead.
-        self.db.execute("PRAGMA wal_autocheckpoint=0")
+        self.path = path
         self.lock = threading.RLock()
         self.writes = writes
+        self._db: sqlite3.Connection | None = None
+        self.db  # noqa: B018 - connect now, so a bad path fails in the constructor
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, opened again after ``close()`` (a Mailer may be reused)."""
+        if self._db is None:
+            db = sqlite3.connect(
+                self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            # No checkpoint inside a commit (its fsync would land on whoever commits, a
+            # submit included): the worker checkpoints outside the write lock instead.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            self._db = db
+        return self._db
 
     @contextlib.contextmanager
     def transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
@@ -147,7 +157,9 @@ class _Handle:
 
     def close(self) -> None:
         with self.lock:
-            self.db.close()
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
 
 class DiskSpool:
@@ -210,30 +222,35 @@ class DiskSpool:
         """Store one message (one transaction). Raises SpoolBusy."""
         try:
             with self.transaction(front=True) as db:
-                if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
+                full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                if full:  # dead letters make room first (their eviction is committed)
                     self._evict_dead(db)
-                    if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
-                        raise SpoolBusy("the spool is full")
-                cursor = db.execute(
-                    "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
-                    "smtputf8, eightbit, priority, created, next_try) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        self.account,
-                        envelope.message_id,
-                        envelope.mail_from,
-                        json.dumps(envelope.recipients),
-                        envelope.data,
-                        envelope.smtputf8,
-                        envelope.eightbit,
-                        priority,
-                        now,
-                        now,
-                    ),
-                )
-                return int(cursor.lastrowid or 0)
+                    full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                if full:
+                    cursor = None
+                else:
+                    cursor = db.execute(
+                        "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
+                        "smtputf8, eightbit, priority, created, next_try) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (
+                            self.account,
+                            envelope.message_id,
+                            envelope.mail_from,
+                            json.dumps(envelope.recipients),
+                            envelope.data,
+                            envelope.smtputf8,
+                            envelope.eightbit,
+                            priority,
+                            now,
+                            now,
+                        ),
+                    )
         except sqlite3.Error as exc:  # disk full, read-only file...
             raise SpoolBusy(str(exc)) from exc
+        if cursor is None:
+            raise SpoolBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
+        return int(cursor.lastrowid or 0)
 
     def claim(self, now: float, timeout: float, owner: str) -> Item | None:
         """The next due row (alerts first, then oldest), leased to ``owner``.
@@ -381,10 +398,10 @@ class DiskSpool:
 
     @staticmethod
     def _bytes(db: sqlite3.Connection) -> int:
-        # The file's size in pages: O(1), unlike summing the rows (freed pages count
-        # until reused, which errs on the safe side).
+        # Pages in use, in O(1), unlike summing the rows' sizes.
         pages = int(db.execute("PRAGMA page_count").fetchone()[0])
-        return pages * int(db.execute("PRAGMA page_size").fetchone()[0])
+        free = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+        return (pages - free) * int(db.execute("PRAGMA page_size").fetchone()[0])
 
     @staticmethod
     def _evict_dead(db: sqlite3.Connection) -> None:

@@ -323,3 +323,36 @@ def test_flush_gives_up_at_its_deadline(fake_gmail: FakeGmail, mailer: Mailer) -
     start = time.monotonic()
     assert mailer.flush(0.3) is False
     assert time.monotonic() - start < 1
+
+
+def test_alert_share_is_tracked(fake_gmail: FakeGmail) -> None:
+    with fake_gmail.mailer(daily_limit=10, alert_max_share=0.3) as m:
+        m.submit(["a@example.com", "b@example.com"], "alert 1", "x", priority="alert")
+        m.submit(["c@example.com", "d@example.com", "e@example.com"], "normal", "x")
+        assert m.flush(10)
+        assert not m._ledger.alerts_over_share(time.time())  # 2 of 10 < 30 %
+        m.submit("f@example.com", "alert 2", "x", priority="alert")
+        assert m.flush(10)
+        assert m._ledger.alerts_over_share(time.time())  # 3 of 10: the share is used
+        assert m.stats()["quota_used"] == 6
+
+
+def test_spool_size_cap(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postbud import _spool
+
+    fake_gmail.bad_recipients = {"nobody@example.com"}
+    mailer.submit("nobody@example.com", "dead letter", "x" * 50_000)
+    assert mailer.flush(10)
+    assert [r["state"] for r in rows(postbud_spool)] == ["dead"]
+    with sqlite3.connect(postbud_spool) as db:  # pages in use, WAL included
+        size = _spool.DiskSpool._bytes(db)
+    monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", size + 1000)
+    fake_gmail.delay(0.5, "DATA")  # keep the next one queued while we look
+    mailer.submit(TO, "big", "y" * 30_000)  # over the cap: dead letters go first
+    assert [r["state"] for r in rows(postbud_spool)] == ["queued"]  # the dead letter left
+    mailer.submit(TO, "too big for the cap", "z" * 200_000)  # still over: memory
+    assert mailer.stats()["spilled"] == 1
+    assert mailer.flush(10)
+    assert sorted(s or "" for s in subjects(fake_gmail)) == ["big", "too big for the cap"]
