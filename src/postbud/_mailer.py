@@ -253,6 +253,8 @@ class Mailer:
     def submit_message(self, message: Message, *, priority: Priority = "normal") -> str:
         """Queue a ready ``email.message.Message``; return its Message-ID."""
         envelope = envelope_from_message(message, mail_from=self.settings.username)
+        if message["From"] is not None:
+            self._warn_foreign_from(str(message["From"]))
         return self.enqueue(envelope, priority)
 
     def enqueue(self, envelope: Envelope, priority: Priority = "normal") -> str:

@@ -29,7 +29,12 @@ from ._quota import Ledger
 from ._replies import enhanced_code
 from ._spool import ALERT, DiskSpool, Item, MemoryQueue, SpoolBusy
 from ._transport import Transport
-from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
+from .errors import (
+    AuthenticationError,
+    DeliveryError,
+    InvalidMessageError,
+    QuotaExceededError,
+)
 
 __all__ = ["Counters", "Outbox"]
 
@@ -39,6 +44,9 @@ log = logging.getLogger("postbud")
 BASE_DELAY = 1.0
 MAX_BACKOFF = 300.0
 POLL = 1.0  # how often an idle worker looks for rows other processes left in the spool
+#: After a login Gmail refuses for good, no new login for this long: a queue of 500
+#: messages must not become 500 failed logins (Gmail then locks the account).
+AUTH_PAUSE = 300.0
 
 
 class Counters:
@@ -49,6 +57,10 @@ class Counters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values = dict.fromkeys(self.NAMES, 0)
+        _fork.register(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -94,6 +106,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._warned_spill = False
+        self._paused_until = 0.0
         _fork.register(self)
         _live.add(self)
 
@@ -208,7 +221,7 @@ class Outbox:
             self._transport.close()
 
     def _next(self, now: float) -> Item | None:
-        if self._ledger.held_until(now) is not None:
+        if now < self._paused_until or self._ledger.held_until(now) is not None:
             return None
         item = self._memory.claim(now)  # memory first: a crash would lose these
         if item is None and self._spool is not None:
@@ -216,7 +229,8 @@ class Outbox:
         return item
 
     def _idle(self, now: float) -> None:
-        dues = [self._memory.next_due(), self._ledger.held_until(now)]
+        paused = self._paused_until if self._paused_until > now else None
+        dues = [self._memory.next_due(), self._ledger.held_until(now), paused]
         if self._spool is not None:
             dues.append(self._spool.next_due())
         soonest = min((d for d in dues if d is not None), default=now + POLL)
@@ -248,6 +262,15 @@ class Outbox:
         except DeliveryError as exc:
             if not exc.retryable:
                 self._dead(item, exc.code, exc.description, exc.hint)
+                if isinstance(exc, AuthenticationError):
+                    self._paused_until = now + AUTH_PAUSE
+                    log.warning(
+                        "postbud pauses delivery for %s for %.0f s after a refused "
+                        "login; fix the credentials and restart: %s",
+                        self.settings.username,
+                        AUTH_PAUSE,
+                        exc,
+                    )
                 return
             self._counters.add("retried")
             attempts = item.attempts + 1
@@ -324,9 +347,10 @@ class Outbox:
     # -- lifecycle ----------------------------------------------------------------------
 
     def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
-        held = self._ledger.held_until(time.time())
-        if held is not None and held > horizon:
-            return 0  # everything waits for the daily-limit hold, beyond the horizon
+        now = time.time()
+        held = max(self._ledger.held_until(now) or 0.0, self._paused_until)
+        if held > horizon:
+            return 0  # everything waits (daily-limit hold, login pause) beyond the horizon
         on_disk = self._spool.unsettled(upto_disk, horizon) if self._spool is not None else 0
         return on_disk + self._memory.unsettled(upto_memory, horizon)
 

@@ -16,6 +16,7 @@ import sqlite3
 import threading
 from collections import deque
 
+from . import _fork
 from ._config import Settings
 from ._spool import DiskSpool, SpoolBusy
 from .errors import QuotaExceededError
@@ -43,6 +44,10 @@ class Ledger:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._seen = 0  # the last count read, plus what was recorded since
+        _fork.register(self)
+
+    def _after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     # -- reading -----------------------------------------------------------------------
 
@@ -50,18 +55,22 @@ class Ledger:
         """(recipients, alert recipients, time of the oldest entry) in the window."""
         since = now - WINDOW
         if self._spool is not None:
-            rows = self._spool.read(
-                "SELECT COALESCE(SUM(recipients), 0), COALESCE(SUM(recipients * alert), 0), "
-                "MIN(at) FROM ledger WHERE account = ? AND at > ?",
-                self.account,
-                since,
-            )
-            total, alerts, oldest = rows[0]
-            return (
-                int(str(total)),
-                int(str(alerts)),
-                None if oldest is None else float(str(oldest)),
-            )
+            try:
+                rows = self._spool.read(
+                    "SELECT COALESCE(SUM(recipients), 0), COALESCE(SUM(recipients * alert), 0),"
+                    " MIN(at) FROM ledger WHERE account = ? AND at > ?",
+                    self.account,
+                    since,
+                )
+            except sqlite3.Error as exc:  # fall back to what this process counted
+                self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
+            else:
+                total, alerts, oldest = rows[0]
+                return (
+                    int(str(total)),
+                    int(str(alerts)),
+                    None if oldest is None else float(str(oldest)),
+                )
         with self._lock:
             while self._entries and self._entries[0][0] <= since:
                 self._entries.popleft()
@@ -82,11 +91,15 @@ class Ledger:
 
     def held_until(self, now: float) -> float | None:
         """End of the current hold after a 550 5.4.5, or None."""
+        until = self._hold[0] if self._hold else None  # this process's own view
         if self._spool is not None:
-            rows = self._spool.read("SELECT until FROM holds WHERE account = ?", self.account)
-            until = float(str(rows[0][0])) if rows else None
-        else:
-            until = self._hold[0] if self._hold else None
+            try:
+                rows = self._spool.read("SELECT until FROM holds WHERE account = ?", self.account)
+            except sqlite3.Error as exc:
+                self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
+            else:
+                if rows:
+                    until = max(until or 0.0, float(str(rows[0][0])))
         return until if until is not None and until > now else None
 
     def check(self, recipients: int, alert: bool, now: float, *, hold: bool = True) -> None:
@@ -111,8 +124,10 @@ class Ledger:
             wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
             self._warn_once(
                 "full",
-                f"The daily limit for {self.account} is reached: {used} of "
-                f"{self.limit} recipients in the last 24 h.",
+                f"The daily limit for {self.account} leaves no room: {used} of "
+                f"{self.limit} recipients used in the last 24 h"
+                + ("" if alert else f" (ordinary mail stops at {cap})")
+                + "; mail waits.",
             )
             raise QuotaExceededError(
                 f"Sending to {recipients} more recipient(s) would pass the daily limit of "
@@ -151,7 +166,8 @@ class Ledger:
         else:
             with self._lock:
                 self._entries.append((now, recipients, alert))
-                self._hold = None
+        with self._lock:
+            self._hold = None
         self._warned.discard("hold")
         # The count check() just read, plus these: no second query per message.
         self._seen += recipients
@@ -175,16 +191,18 @@ class Ledger:
     def hold(self, now: float) -> float:
         """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
         until = now + HOLD_SECONDS
-        if self._spool is not None:
-            with self._spool.transaction(wait=1.0) as db:
-                db.execute(
-                    "INSERT INTO holds VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE "
-                    "SET until = excluded.until",
-                    (self.account, until, now),
-                )
-        else:
-            with self._lock:
-                self._hold = (until, self._hold[1] if self._hold else now)
+        with self._lock:  # this process holds in any case...
+            self._hold = (until, self._hold[1] if self._hold else now)
+        if self._spool is not None:  # ...and tells the others through the spool
+            try:
+                with self._spool.transaction(wait=1.0) as db:
+                    db.execute(
+                        "INSERT INTO holds VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE "
+                        "SET until = excluded.until",
+                        (self.account, until, now),
+                    )
+            except (SpoolBusy, sqlite3.Error) as exc:
+                self._warn_once("write", f"postbud cannot record the hold in the spool ({exc}).")
         self._warn_once(
             "hold",
             f"Gmail refused mail for {self.account} with its daily-limit "

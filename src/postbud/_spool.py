@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -116,6 +117,9 @@ class _Handle:
             # No checkpoint inside a commit (its fsync would land on whoever commits, a
             # submit included): the worker checkpoints outside the write lock instead.
             db.execute("PRAGMA wal_autocheckpoint=0")
+            # Freed pages are zeroed: a delivered password-reset link does not linger
+            # in the file (SQLite's default depends on how it was compiled).
+            db.execute("PRAGMA secure_delete=ON")
             self._db = db
         return self._db
 
@@ -185,6 +189,8 @@ class DiskSpool:
         self._back = _Handle(path, writes)
         self._back.db.executescript(_SCHEMA)
         self._commits = 0
+        with contextlib.suppress(SpoolBusy, sqlite3.Error):
+            self.purge(time.time())  # expired dead letters go even if no worker runs
         _fork.register(self)
 
     def transaction(

@@ -234,7 +234,9 @@ def test_quota_limit_and_alert_reserve(
         assert m.stats()["quota_used"] == 9
     messages = [r.getMessage() for r in caplog.records]
     assert any("are used (80 % or more)" in t for t in messages)
-    assert any("The daily limit for postbud.test@gmail.com is reached" in t for t in messages)
+    assert any(
+        "The daily limit for postbud.test@gmail.com leaves no room: 7 of 10" in t for t in messages
+    )
 
 
 def test_ledger_is_shared_through_the_spool(fake_gmail: FakeGmail) -> None:
@@ -356,3 +358,17 @@ def test_spool_size_cap(
     assert mailer.stats()["spilled"] == 1
     assert mailer.flush(10)
     assert sorted(s or "" for s in subjects(fake_gmail)) == ["big", "too big for the cap"]
+
+
+def test_a_refused_login_pauses_instead_of_failing_every_message(
+    fake_gmail: FakeGmail, postbud_spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with fake_gmail.mailer(app_password="wrongwrongwrongw", exit_timeout=0.2) as m:
+        for n in range(3):
+            m.submit(TO, f"m{n}", "x")
+        assert m.flush(5)  # settled: the rest waits for the pause, beyond the horizon
+        assert m.stats()["dead"] == 1
+    assert fake_gmail.failed_logins == [fake_gmail.username]  # one login, not three
+    states = [r["state"] for r in rows(postbud_spool)]
+    assert sorted(states) == ["dead", "queued", "queued"]
+    assert "pauses delivery for postbud.test@gmail.com for 300 s" in caplog.text
