@@ -20,8 +20,10 @@ def test_daily_limit_is_retryable(fake_gmail: FakeGmail) -> None:
 
 
 def test_wrong_app_password_names_the_fix(fake_gmail: FakeGmail) -> None:
-    mailer = fake_gmail.mailer(app_password=WRONG)
-    with pytest.raises(AuthenticationError) as info:
+    with (
+        fake_gmail.mailer(app_password=WRONG) as mailer,
+        pytest.raises(AuthenticationError) as info,
+    ):
         mailer.send("you@example.com", "Hi", "Hello")
 
     assert (info.value.code, info.value.retryable) == (535, False)

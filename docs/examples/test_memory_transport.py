@@ -22,8 +22,8 @@ def transport(monkeypatch: pytest.MonkeyPatch) -> MemoryTransport:
 
 
 def test_reset_mail_holds_the_link(transport: MemoryTransport) -> None:
-    mailer = postbud.Mailer(postbud.Settings.from_env(), transport=transport)
-    send_reset_link(mailer, "ada@example.com", "t0k3n")
+    with postbud.Mailer(postbud.Settings.from_env(), transport=transport) as mailer:
+        send_reset_link(mailer, "ada@example.com", "t0k3n")
 
     [record] = transport.messages
     assert record.mail_from == "me@gmail.com"
@@ -32,8 +32,10 @@ def test_reset_mail_holds_the_link(transport: MemoryTransport) -> None:
 
 
 def test_a_refused_address_raises(transport: MemoryTransport) -> None:
-    mailer = postbud.Mailer(postbud.Settings.from_env(), transport=transport)
-    with pytest.raises(RecipientsRefusedError) as info:
+    with (
+        postbud.Mailer(postbud.Settings.from_env(), transport=transport) as mailer,
+        pytest.raises(RecipientsRefusedError) as info,
+    ):
         send_reset_link(mailer, "gone@example.com", "t0k3n")
 
     assert info.value.refused == {"gone@example.com": (550, "5.1.1 No such user")}

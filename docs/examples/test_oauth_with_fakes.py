@@ -33,14 +33,15 @@ def test_revoked_refresh_token_is_explained(
 ) -> None:
     token_file = fake_google_tokens.authorized_user_file(tmp_path / "token.json")
     fake_google_tokens.fail_next("invalid_grant")
-    mailer = postbud.Mailer(
-        fake_gmail.settings(
-            app_password=None,
-            oauth_token_file=str(token_file),
-            oauth_token_uri=fake_google_tokens.token_uri,
-        )
+    settings = fake_gmail.settings(
+        app_password=None,
+        oauth_token_file=str(token_file),
+        oauth_token_uri=fake_google_tokens.token_uri,
     )
-    with pytest.raises(postbud.errors.TokenRefreshError) as info:
+    with (
+        postbud.Mailer(settings) as mailer,
+        pytest.raises(postbud.errors.TokenRefreshError) as info,
+    ):
         mailer.send("you@example.com", "Hello", "x")
 
     assert not info.value.retryable  # retrying cannot fix a revoked token
