@@ -8,7 +8,7 @@ it gets it twice when the rest is retried.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -37,34 +37,33 @@ class SendResult:
     refused: Mapping[str, tuple[int, str]] = field(default_factory=lambda: MappingProxyType({}))
 
 
-def deliver(transport: Transport, envelope: Envelope) -> SendResult:
+def deliver(
+    transport: Transport, envelope: Envelope, before_each: Callable[[], None] | None = None
+) -> SendResult:
     """Send ``envelope`` in transactions of at most 100 recipients.
 
     Raises the first envelope's ``DeliveryError`` when nobody got the message; once
     somebody did, failures are reported in ``SendResult.refused`` instead.
+    ``before_each`` runs before every transaction (the outbox renews its lease there;
+    raising from it stops the delivery).
     """
     accepted: list[str] = []
     refused: Refused = {}
     chunks = envelope.split(MAX_RECIPIENTS)
     for index, chunk in enumerate(chunks):
         try:
-            done, bad = _send_chunk(transport, chunk)
+            _send_chunk(transport, chunk, accepted, refused, before_each)
         except RecipientsRefusedError as exc:
             if len(chunks) == 1:
                 raise
-            done, bad = [], dict(exc.refused)  # other envelopes may still go through
+            refused.update(exc.refused)  # other envelopes may still go through
         except DeliveryError as exc:
             if not accepted:
                 raise
-            # Part of the message is out: report the rest instead of raising, so the
-            # caller does not send it twice to those who have it. The connection or the
-            # account failed, so the remaining envelopes are not tried.
-            for rest in chunks[index:]:
-                for rcpt in rest.recipients:
-                    refused[rcpt] = (exc.code or 0, str(exc))
+            # The connection or the account failed: the remaining envelopes are not
+            # tried, and are reported instead of raised (see _report_rest).
+            _report_rest([r for rest in chunks[index:] for r in rest.recipients], refused, exc)
             break
-        accepted += done
-        refused.update(bad)
     if not accepted:
         raise RecipientsRefusedError(
             f"No recipient accepted the message {envelope.message_id}.",
@@ -75,33 +74,44 @@ def deliver(transport: Transport, envelope: Envelope) -> SendResult:
     return SendResult(envelope.message_id, tuple(accepted), MappingProxyType(refused))
 
 
-def _send_chunk(transport: Transport, chunk: Envelope) -> tuple[list[str], Refused]:
-    accepted: list[str] = []
-    refused: Refused = {}
+def _send_chunk(
+    transport: Transport,
+    chunk: Envelope,
+    accepted: list[str],
+    refused: Refused,
+    before_each: Callable[[], None] | None,
+) -> None:
+    first = len(accepted)
     pending = chunk
     while True:
+        if before_each is not None:
+            before_each()
         try:
             bad = transport.send(pending)
         except RecipientsRefusedError as exc:
-            if not accepted:
+            if len(accepted) == first:
                 raise
             bad = dict(exc.refused)
         except DeliveryError as exc:
-            if not accepted:
+            if len(accepted) == first:
                 raise
-            # The first part of this envelope is out: report the rest, do not raise
-            # (a caller retrying the whole message would send it twice).
-            refused.update({r: (exc.code or 0, str(exc)) for r in pending.recipients})
-            return accepted, refused
-        ok = [r for r in pending.recipients if r not in bad]
-        accepted += ok
+            _report_rest(pending.recipients, refused, exc)
+            return
+        accepted += [r for r in pending.recipients if r not in bad]
         # 452 4.5.3: the server takes fewer per transaction than we split to; the
         # overflow goes in the next transaction as long as each one progresses.
         over = [
             r for r, (code, text) in bad.items() if code == 452 and enhanced_code(text) == "4.5.3"
         ]
         refused.update({r: v for r, v in bad.items() if r not in over})
-        if not over or not ok:
+        if not over or len(over) == len(pending.recipients):
             refused.update({r: bad[r] for r in over})
-            return accepted, refused
+            return
         pending = pending.with_recipients(over)
+
+
+def _report_rest(recipients: Iterable[str], refused: Refused, exc: DeliveryError) -> None:
+    # Part of the message is out: the rest is reported, not raised, so that a caller
+    # retrying "the message" does not send it twice to those who have it.
+    for rcpt in recipients:
+        refused[rcpt] = (exc.code or 0, str(exc))

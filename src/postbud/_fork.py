@@ -7,6 +7,7 @@ Objects register here; in the child each gets ``_after_fork()`` and starts over.
 
 from __future__ import annotations
 
+import logging
 import os
 import weakref
 from typing import Protocol
@@ -26,7 +27,10 @@ def register(obj: ForkAware) -> None:
 
 def _in_child() -> None:
     for obj in list(_registered):
-        obj._after_fork()
+        try:
+            obj._after_fork()
+        except Exception:  # pragma: no cover - one failure must not keep the others
+            logging.getLogger("postbud").exception("postbud: a fork hook failed")
 
 
 if hasattr(os, "register_at_fork"):  # not on Windows

@@ -156,6 +156,38 @@ class Mailer:
             RecipientsRefusedError: When no recipient was accepted.
             DeliveryError: Any other failure, with ``retryable`` and ``retry_after``.
         """
+        envelope = self.build(
+            to,
+            subject,
+            text,
+            html,
+            cc=cc,
+            bcc=bcc,
+            reply_to=reply_to,
+            sender=sender,
+            headers=headers,
+            attachments=attachments,
+            inline=inline,
+        )
+        return self.deliver(envelope)
+
+    def build(
+        self,
+        to: Addresses,
+        subject: str,
+        text: str | None = None,
+        html: str | None = None,
+        *,
+        cc: Addresses = None,
+        bcc: Addresses = None,
+        reply_to: Addresses = None,
+        sender: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        attachments: Iterable[AttachmentLike] | None = None,
+        inline: Mapping[str, InlineLike] | None = None,
+    ) -> Envelope:
+        """Validate and render a message without sending it (``send`` = ``deliver(build())``,
+        ``submit`` = ``enqueue(build())``). Arguments as for ``send()``."""
         chosen_from = sender or self.settings.sender
         envelope = build_message(
             mail_from=self.settings.username,
@@ -173,7 +205,7 @@ class Mailer:
         )
         if chosen_from:
             self._warn_foreign_from(chosen_from)
-        return self.deliver(envelope)
+        return envelope
 
     def send_message(self, message: Message) -> SendResult:
         """Send a ready ``email.message.Message``/``EmailMessage`` now.
@@ -232,22 +264,19 @@ class Mailer:
                 the daily limit kept for alerts (``alert_reserve``).
             (others): as for ``send()``.
         """
-        envelope = build_message(
-            mail_from=self.settings.username,
-            to=to,
-            subject=subject,
-            text=text,
-            html=html,
+        envelope = self.build(
+            to,
+            subject,
+            text,
+            html,
             cc=cc,
             bcc=bcc,
             reply_to=reply_to,
-            sender=sender or self.settings.sender,
+            sender=sender,
             headers=headers,
             attachments=attachments,
             inline=inline,
         )
-        if sender or self.settings.sender:
-            self._warn_foreign_from(sender or self.settings.sender or "")
         return self.enqueue(envelope, priority)
 
     def submit_message(self, message: Message, *, priority: Priority = "normal") -> str:

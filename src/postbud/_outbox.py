@@ -24,10 +24,11 @@ from collections.abc import Callable
 from . import _fork
 from ._config import Settings
 from ._deliver import SendResult, deliver
+from ._memqueue import MemoryQueue
 from ._message import Envelope
 from ._quota import Ledger
 from ._replies import enhanced_code
-from ._spool import ALERT, DiskSpool, Item, MemoryQueue, SpoolBusy
+from ._spool import ALERT, DiskSpool, Item, SpoolBusy
 from ._transport import Transport
 from .errors import (
     AuthenticationError,
@@ -44,9 +45,16 @@ log = logging.getLogger("postbud")
 BASE_DELAY = 1.0
 MAX_BACKOFF = 300.0
 POLL = 1.0  # how often an idle worker looks for rows other processes left in the spool
+#: An idle worker ends after this long with nothing queued (the next submit restarts
+#: it), so a Mailer dropped without close() does not keep a thread for ever.
+IDLE_EXIT = 30.0
 #: After a login Gmail refuses for good, no new login for this long: a queue of 500
 #: messages must not become 500 failed logins (Gmail then locks the account).
 AUTH_PAUSE = 300.0
+
+
+class _LostLease(Exception):
+    """Another process took over the row (our lease expired): stop sending it."""
 
 
 class Counters:
@@ -106,7 +114,7 @@ class Outbox:
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._warned_spill = False
-        self._paused_until = 0.0
+        self._paused_until = 0.0  # no login before this (after a refused one)
         _fork.register(self)
         _live.add(self)
 
@@ -115,33 +123,38 @@ class Outbox:
     def submit(self, envelope: Envelope, priority: int) -> None:
         """Queue ``envelope``; never blocks on the network, never raises for the spool."""
         now = time.time()
-        stored = False
-        if self._spool is not None:
-            try:
-                self._spool.add(envelope, priority, now)
-                stored = True
-            except SpoolBusy as exc:
+        if not self._store(envelope, priority, now, warn=True):
+            dropped = self._memory.add(envelope, priority, now)
+            if dropped is not None:
+                self._counters.add("dropped")
+        self._counters.add("submitted")
+        self.start()
+
+    def _store(self, envelope: Envelope, priority: int, created: float, *, warn: bool) -> bool:
+        if self._spool is None:
+            return False
+        try:
+            self._spool.add(envelope, priority, created)
+        except SpoolBusy as exc:
+            if warn:
                 self._counters.add("spilled")
                 if not self._warned_spill:
                     self._warned_spill = True
                     log.warning(
-                        "postbud's spool %s could not take a message (%s); it is kept "
-                        "in memory and sent from there.",
+                        "postbud's spool %s could not take a message (%s); it is "
+                        "kept in memory and sent from there.",
                         self._spool.path,
                         exc,
                     )
-        if not stored and self._memory.add(envelope, priority, now) is not None:
-            self._counters.add("dropped")
-        self._counters.add("submitted")
-        self.start()
-        with self._cond:
-            self._cond.notify_all()
+            return False
+        return True
 
     def start(self) -> None:
-        """Start the worker if it does not run (never at interpreter shutdown)."""
+        """Make sure a worker runs (never starts one at interpreter shutdown)."""
         with self._cond:
-            self._stopping = False  # a worker still winding down after close() goes on
-            if self._thread is not None and self._thread.is_alive():
+            self._stopping = False  # a worker winding down after close() goes on instead
+            self._cond.notify_all()
+            if self._thread is not None:
                 return
             thread = threading.Thread(target=self._run, name="postbud-outbox", daemon=True)
             try:
@@ -153,36 +166,38 @@ class Outbox:
     def flush(self, timeout: float, *, start: bool = True) -> bool:
         """Wait until what was queued before the call is settled; True if it is.
 
-        Settled: delivered, dead-lettered, or waiting for a retry more than ``timeout``
-        away. Never raises.
+        Settled: delivered, dead-lettered, or waiting (a retry, a hold, a login pause)
+        until more than ``timeout`` from now. Never raises.
         """
         try:
             deadline = time.monotonic() + max(0.0, timeout)
             horizon = time.time() + max(0.0, timeout)
             upto_disk = self._spool.last_id() if self._spool is not None else 0
             upto_memory = self._memory.last_seq()
-            if start and self._unsettled(upto_disk, upto_memory, horizon):
-                self.start()
-            while True:
-                if not self._unsettled(upto_disk, upto_memory, horizon):
-                    return True
+            while self._unsettled(upto_disk, upto_memory, horizon):
+                if start:
+                    self.start()
                 left = deadline - time.monotonic()
-                if left <= 0 or not self._worker_alive():
+                if left <= 0 or self._thread is None:
                     return False
                 with self._cond:
                     self._cond.wait(min(left, 0.05))
+            return True
         except Exception:  # flush never raises: it only reports whether all is settled
             log.exception("postbud could not tell whether the outbox is flushed")
             return False
 
     def close(self, timeout: float) -> bool:
-        """Flush, then stop the worker. Mail still queued stays in the spool."""
+        """Flush, stop the worker, and keep what is left in the spool for later."""
         flushed = self.flush(timeout)
         self._stop()
-        if len(self._memory):
-            log.warning("postbud dropped %d message(s) held in memory at close.", len(self._memory))
-            self._counters.add("dropped", len(self._memory))
-            self._memory.clear()
+        left = self._memory.drain()  # spilled mail: to the spool now if it takes it
+        kept = [i for i in left if self._store(i.envelope, i.priority, i.created, warn=False)]
+        if len(kept) < len(left):
+            log.warning(
+                "postbud dropped %d message(s) held in memory at close.", len(left) - len(kept)
+            )
+            self._counters.add("dropped", len(left) - len(kept))
         if self._spool is not None:
             self._spool.close()  # reopened if this Mailer is used again
         return flushed
@@ -194,20 +209,27 @@ class Outbox:
     # -- the worker ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        last_purge = 0.0
-        while not self._stopping:
+        last_purge = idle_since = time.monotonic()
+        while True:
+            with self._cond:
+                if self._stopping or (
+                    time.monotonic() - idle_since > IDLE_EXIT and not self._pending()
+                ):
+                    self._thread = None  # decided under the lock: start() sees it
+                    break
+            now = time.time()
             item = None
             try:
-                now = time.time()
-                if self._spool is not None and now - last_purge > 3600:
+                if self._spool is not None and time.monotonic() - last_purge > 3600:
                     self._spool.purge(now)
-                    last_purge = now
+                    last_purge = time.monotonic()
                 item = self._next(now)
                 if item is None:
                     if self._spool is not None:
-                        self._spool.checkpoint()
+                        self._spool.checkpoint(truncate=not self._pending())
                     self._idle(now)
                     continue
+                idle_since = time.monotonic()
                 self._handle(item)
             except Exception:  # a bug or a broken spool must not kill delivery for good
                 log.exception("postbud's outbox worker hit an unexpected error")
@@ -220,13 +242,22 @@ class Outbox:
         if self._transport is not None:  # the worker owns its connection
             self._transport.close()
 
+    def _pending(self) -> bool:
+        return bool(len(self._memory) or (self._spool is not None and self._spool.counts()[0]))
+
     def _next(self, now: float) -> Item | None:
         if now < self._paused_until or self._ledger.held_until(now) is not None:
             return None
-        item = self._memory.claim(now)  # memory first: a crash would lose these
-        if item is None and self._spool is not None:
-            item = self._spool.claim(now, self.settings.timeout, self._owner)
-        return item
+        # Alerts first, then the oldest; of each, memory first (a crash would lose it).
+        for alerts_only in (True, False):
+            item = self._memory.claim(now, alerts_only=alerts_only)
+            if item is None and self._spool is not None:
+                item = self._spool.claim(
+                    now, self.settings.timeout, self._owner, alerts_only=alerts_only
+                )
+            if item is not None:
+                return item
+        return None
 
     def _idle(self, now: float) -> None:
         paused = self._paused_until if self._paused_until > now else None
@@ -245,39 +276,73 @@ class Outbox:
         envelope = item.envelope
         alert = item.priority == ALERT
         now = time.time()
-        if now - item.created > self.settings.max_age:
-            self._dead(item, None, f"gave up after max_age ({self.settings.max_age:g} s)", None)
-            return
         try:
             self._ledger.check(len(envelope.recipients), alert, now)
             if self._transport is None:
                 self._transport = self._make_transport()
-            result = deliver(self._transport, envelope)
+            result = deliver(self._transport, envelope, self._renewer(item))
+        except _LostLease:
+            log.warning(
+                "postbud: another process took over %s (its lease expired during "
+                "delivery); it finishes the delivery.",
+                envelope.message_id,
+            )
         except QuotaExceededError as exc:
+            if not exc.retryable:  # more recipients than a whole day allows
+                self._dead(item, exc.code, exc.description, exc.hint)
+                return
             until = self._ledger.hold(now) if exc.code == 550 else now + (exc.retry_after or 60)
             self._counters.add("held")
             self._retry(item, envelope.recipients, item.attempts, until, exc.code, str(exc))
         except InvalidMessageError as exc:
             self._dead(item, None, str(exc), None)
         except DeliveryError as exc:
-            if not exc.retryable:
-                self._dead(item, exc.code, exc.description, exc.hint)
-                if isinstance(exc, AuthenticationError):
-                    self._paused_until = now + AUTH_PAUSE
-                    log.warning(
-                        "postbud pauses delivery for %s for %.0f s after a refused "
-                        "login; fix the credentials and restart: %s",
-                        self.settings.username,
-                        AUTH_PAUSE,
-                        exc,
-                    )
-                return
-            self._counters.add("retried")
-            attempts = item.attempts + 1
-            wait = backoff(attempts, exc.retry_after)
-            self._retry(item, envelope.recipients, attempts, now + wait, exc.code, str(exc))
+            self._failed(item, exc, now)
         else:
             self._settle(item, result, alert, now)
+
+    def _renewer(self, item: Item) -> Callable[[], None] | None:
+        spool = self._spool
+        if not item.on_disk or spool is None:
+            return None
+        first = [True]
+
+        def renew() -> None:  # before every transaction but the first (just claimed)
+            if first[0]:
+                first[0] = False
+            elif not spool.renew(item.key, self._owner, time.time(), self.settings.timeout):
+                raise _LostLease
+
+        return renew
+
+    def _failed(self, item: Item, exc: DeliveryError, now: float) -> None:
+        if isinstance(exc, AuthenticationError):
+            # One refused or throttled login stops logins for the account for a while:
+            # trying again for every queued message gets accounts locked.
+            pause = AUTH_PAUSE if not exc.retryable else (exc.retry_after or POLL)
+            self._paused_until = max(self._paused_until, now + pause)
+            if not exc.retryable:
+                log.warning(
+                    "postbud pauses delivery for %s for %.0f s after a refused login; "
+                    "fix the credentials and restart: %s",
+                    self.settings.username,
+                    pause,
+                    exc,
+                )
+        if not exc.retryable:
+            self._dead(item, exc.code, exc.description, exc.hint)
+        elif now - item.created > self.settings.max_age:
+            self._dead(
+                item,
+                exc.code,
+                f"gave up after max_age ({self.settings.max_age:g} s): {exc.description}",
+                exc.hint,
+            )
+        else:
+            self._counters.add("retried")
+            attempts = item.attempts + 1
+            when = now + backoff(attempts, exc.retry_after)
+            self._retry(item, item.envelope.recipients, attempts, when, exc.code, str(exc))
 
     def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
         self._counters.add("sent")
@@ -286,10 +351,10 @@ class Outbox:
         final = {r: v for r, v in result.refused.items() if r not in retry}
         if final:  # those recipients will never get it: a dead letter says why
             code, text = next(iter(final.values()))
-            copy = item.envelope.with_recipients(tuple(final))
             self._counters.add("dead")
             if self._spool is not None:
-                self._spool.dead(None, copy, item.priority, item.created, now, code, text, None)
+                copy = item.envelope.with_recipients(tuple(final))
+                self._spool.dead(None, "", copy, item.priority, item.created, now, code, text, None)
             log.warning(
                 "postbud: %s was refused for %s: %s",
                 item.envelope.message_id,
@@ -297,16 +362,18 @@ class Outbox:
                 text,
             )
         if retry:  # a split message retries only the recipients not yet accepted
+            self._ledger.record(accepted, alert, now)
             self._counters.add("retried")
             codes = [result.refused[r] for r in retry]
             quota = any(code == 550 for code, _ in codes)
-            self._ledger.record(accepted, alert, now)
             when = self._ledger.hold(now) if quota else now + backoff(item.attempts + 1, None)
             self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
         elif item.on_disk:
             assert self._spool is not None
             # One commit: the row is gone and its recipients are counted, or neither.
-            self._spool.delete(item.key, lambda db: self._ledger.record(accepted, alert, now, db))
+            self._spool.delete(
+                item.key, self._owner, lambda db: self._ledger.record(accepted, alert, now, db)
+            )
         else:
             self._ledger.record(accepted, alert, now)
             self._memory.done(item)
@@ -322,7 +389,7 @@ class Outbox:
     ) -> None:
         if item.on_disk:
             assert self._spool is not None
-            self._spool.retry(item.key, recipients, attempts, when, code, error)
+            self._spool.retry(item.key, self._owner, recipients, attempts, when, code, error)
         else:
             item.envelope = item.envelope.with_recipients(recipients)
             item.attempts, item.next_try = attempts, when
@@ -339,7 +406,15 @@ class Outbox:
         if item.on_disk:
             assert self._spool is not None
             self._spool.dead(
-                item.key, item.envelope, item.priority, item.created, time.time(), code, error, hint
+                item.key,
+                self._owner,
+                item.envelope,
+                item.priority,
+                item.created,
+                time.time(),
+                code,
+                error,
+                hint,
             )
         else:
             self._memory.done(item)
@@ -354,18 +429,15 @@ class Outbox:
         on_disk = self._spool.unsettled(upto_disk, horizon) if self._spool is not None else 0
         return on_disk + self._memory.unsettled(upto_memory, horizon)
 
-    def _worker_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def _stop(self) -> None:
+    def _stop(self, wait: float = 1.0) -> None:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
-        thread = self._thread
+            thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             # A send in progress finishes within its own deadline; the worker closes
             # its connection when it leaves, so close() does not wait for that.
-            thread.join(min(1.0, self.settings.timeout))
+            thread.join(max(0.0, min(wait, self.settings.timeout)))
 
     def _after_fork(self) -> None:
         # The child has no worker thread; what the parent had in memory is the
@@ -376,17 +448,19 @@ class Outbox:
         self._memory = MemoryQueue(self.settings.queue_size)
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
-    def _at_exit(self) -> None:
-        # Python 3.12+ cannot start a thread at shutdown: only a running worker drains.
-        if self._worker_alive():
-            self.flush(self.settings.exit_timeout, start=False)
-            self._stop()
-
 
 _live: weakref.WeakSet[Outbox] = weakref.WeakSet()
 
 
 @atexit.register
 def _drain_at_exit() -> None:
-    for outbox in list(_live):
-        outbox._at_exit()
+    # One deadline for all Mailers, not one after the other. Python 3.12+ cannot start
+    # a thread at shutdown: only workers already running drain.
+    running = [o for o in list(_live) if o._thread is not None]
+    if not running:
+        return
+    deadline = time.monotonic() + max(o.settings.exit_timeout for o in running)
+    for outbox in running:
+        outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
+    for outbox in running:
+        outbox._stop(wait=max(0.0, deadline - time.monotonic()))

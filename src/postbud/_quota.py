@@ -120,6 +120,14 @@ class Ledger:
         used, _, oldest = self.used(now)
         self._seen = used
         cap = self.limit if alert else int(self.limit * (1 - self.reserve))
+        if recipients > cap:  # waiting cannot help: it will never fit in one day
+            raise QuotaExceededError(
+                f"This message has {recipients} recipients, more than the "
+                f"{cap} a day allows for {self.account}.",
+                retryable=False,
+                hint="Raise daily_limit if the account allows more (Workspace: 2,000), "
+                "or send to fewer people at a time.",
+            )
         if used + recipients > cap:
             wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
             self._warn_once(

@@ -24,9 +24,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from . import _fork
-from ._message import MAX_RECIPIENTS, Envelope
+from ._message import Envelope
 
-__all__ = ["DEAD_LETTER_DAYS", "DiskSpool", "Item", "MemoryQueue", "SpoolBusy"]
+__all__ = ["ALERT", "DEAD_LETTER_DAYS", "NORMAL", "DiskSpool", "Item", "SpoolBusy"]
 
 ALERT, NORMAL = 0, 1
 DEAD_LETTER_DAYS = 30
@@ -34,6 +34,8 @@ DEAD_LETTER_DAYS = 30
 #: new messages go to memory until the queue shrinks.
 MAX_SPOOL_BYTES = 512 * 1024 * 1024
 LOCK_WAIT = 0.05
+#: How long the worker waits to record what happened to a row it sent.
+SETTLE_WAIT = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -74,7 +76,7 @@ CREATE TABLE IF NOT EXISTS holds (
 
 
 class SpoolBusy(Exception):
-    """The spool could not be written within ~50 ms (or not at all)."""
+    """The spool could not be written within the time allowed (or not at all)."""
 
 
 @dataclass
@@ -95,7 +97,7 @@ class _Handle:
 
     Writers of one process also share ``writes``: waiting on a Python lock wakes the
     moment it is free, while SQLite's own busy handler sleeps 1 ms, then 2 ms, ...
-    (SQLite's locks still order writers of different processes).
+    (SQLite's locks still order writers of different processes, within ``wait``).
     """
 
     def __init__(self, path: str, writes: threading.RLock) -> None:
@@ -103,11 +105,10 @@ class _Handle:
         self.lock = threading.RLock()
         self.writes = writes
         self._db: sqlite3.Connection | None = None
-        self.db  # noqa: B018 - connect now, so a bad path fails in the constructor
 
     @property
     def db(self) -> sqlite3.Connection:
-        """The connection, opened again after ``close()`` (a Mailer may be reused)."""
+        """The connection, opened on first use (and again after ``close()``)."""
         if self._db is None:
             db = sqlite3.connect(
                 self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
@@ -131,29 +132,27 @@ class _Handle:
             self.writes.release()
             raise SpoolBusy("the spool is in use by another thread")
         try:
+            db = self.db
             try:
-                self.db.execute("BEGIN IMMEDIATE")
+                # Another process's write lock is waited for up to ``wait`` as well.
+                db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise SpoolBusy(str(exc)) from exc
             try:
-                yield self.db
+                yield db
             except BaseException:
-                self.db.execute("ROLLBACK")
+                db.execute("ROLLBACK")
                 raise
             try:
-                self.db.execute("COMMIT")
+                db.execute("COMMIT")
             except sqlite3.Error as exc:
                 with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
+                    db.execute("ROLLBACK")
                 raise SpoolBusy(str(exc)) from exc
         finally:
             self.lock.release()
             self.writes.release()
-
-    def checkpoint(self) -> None:
-        """Copy the WAL into the database without blocking writers (PASSIVE)."""
-        with self.lock:
-            self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         with self.lock:
@@ -182,16 +181,24 @@ class DiskSpool:
         # -wal and -shm files the database file's mode).
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         os.chmod(path, 0o600)
-        # Two handles: the callers' (``add`` only) and everyone else's, so a submit never
-        # queues behind a read; writes of both share one lock.
-        writes = threading.RLock()
-        self._front = _Handle(path, writes)
-        self._back = _Handle(path, writes)
-        self._back.db.executescript(_SCHEMA)
+        self._open_handles()
+        # Creating the tables waits for other processes' writers (many processes may
+        # start at once on a fresh file); it is not on anybody's hot path.
+        with self._back.transaction(wait=5.0) as db:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
         self._commits = 0
         with contextlib.suppress(SpoolBusy, sqlite3.Error):
             self.purge(time.time())  # expired dead letters go even if no worker runs
         _fork.register(self)
+
+    def _open_handles(self) -> None:
+        # Two handles: the callers' (``add`` only) and everyone else's, so a submit never
+        # queues behind a read; writes of both share one lock.
+        writes = threading.RLock()
+        self._front = _Handle(self.path, writes)
+        self._back = _Handle(self.path, writes)
 
     def transaction(
         self, wait: float = LOCK_WAIT, *, front: bool = False
@@ -216,109 +223,126 @@ class DiskSpool:
 
     def _after_fork(self) -> None:
         # SQLite handles must not cross fork: the child keeps the parent's alive but
-        # unused (closing them could disturb the parent's locks) and opens its own.
+        # unused (closing them could disturb the parent's locks) and opens its own,
+        # lazily (nothing here may fail and stop the other fork hooks).
         _graveyard.extend([self._front, self._back])
-        writes = threading.RLock()
-        self._front = _Handle(self.path, writes)
-        self._back = _Handle(self.path, writes)
+        self._open_handles()
 
     # -- the queue -----------------------------------------------------------------------
 
     def add(self, envelope: Envelope, priority: int, now: float) -> int:
-        """Store one message (one transaction). Raises SpoolBusy."""
+        """Store one message (one transaction, ~50 ms at most). Raises SpoolBusy."""
+        key = None
         try:
             with self.transaction(front=True) as db:
                 full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
                 if full:  # dead letters make room first (their eviction is committed)
                     self._evict_dead(db)
                     full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
-                if full:
-                    cursor = None
-                else:
-                    cursor = db.execute(
-                        "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
-                        "smtputf8, eightbit, priority, created, next_try) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            self.account,
-                            envelope.message_id,
-                            envelope.mail_from,
-                            json.dumps(envelope.recipients),
-                            envelope.data,
-                            envelope.smtputf8,
-                            envelope.eightbit,
-                            priority,
-                            now,
-                            now,
-                        ),
-                    )
+                if not full:
+                    key = self._insert(db, envelope, priority, now, now)
         except sqlite3.Error as exc:  # disk full, read-only file...
             raise SpoolBusy(str(exc)) from exc
-        if cursor is None:
+        if key is None:
             raise SpoolBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
-        return int(cursor.lastrowid or 0)
+        return key
 
-    def claim(self, now: float, timeout: float, owner: str) -> Item | None:
+    def claim(
+        self, now: float, timeout: float, owner: str, *, alerts_only: bool = False
+    ) -> Item | None:
         """The next due row (alerts first, then oldest), leased to ``owner``.
 
-        The lease lasts two attempt deadlines per envelope of 100 recipients; another
-        process may take the row over once it expires (a killed worker's claim).
+        The lease lasts two attempt deadlines; ``renew`` extends it before each
+        further transaction, and another process may take the row over once it
+        expires (a killed worker's claim). The message itself is read after the
+        claim's commit, so a big row does not hold the write lock.
         """
         with self.transaction(wait=1.0) as db:
             row = db.execute(
-                "SELECT id, message_id, mail_from, recipients, data, smtputf8, eightbit, "
-                "priority, created, attempts, next_try FROM outbox "
-                "WHERE account = ? AND state = 'queued' AND next_try <= ? AND lease_until <= ? "
+                "SELECT id FROM outbox WHERE account = ? AND state = 'queued' "
+                "AND next_try <= ? AND lease_until <= ? AND priority <= ? "
                 "ORDER BY priority, id LIMIT 1",
-                (self.account, now, now),
+                (self.account, now, now, ALERT if alerts_only else NORMAL),
             ).fetchone()
             if row is None:
                 return None
-            recipients = tuple(json.loads(row[3]))
-            lease = 2 * timeout * (1 + (len(recipients) - 1) // MAX_RECIPIENTS)
+            key = int(row[0])
             db.execute(
                 "UPDATE outbox SET lease_until = ?, lease_owner = ? WHERE id = ?",
-                (now + lease, owner, row[0]),
+                (now + 2 * timeout, owner, key),
             )
-        envelope = Envelope(
-            str(row[2]), recipients, bytes(row[4]), str(row[1]), bool(row[5]), bool(row[6])
+        found = self.read(
+            "SELECT message_id, mail_from, recipients, data, smtputf8, eightbit, priority, "
+            "created, attempts, next_try FROM outbox WHERE id = ?",
+            key,
         )
-        return Item(int(row[0]), envelope, int(row[7]), float(row[8]), int(row[9]), float(row[10]))
+        if not found:  # pragma: no cover - deleted by hand between the two statements
+            return None
+        mid, sender, rcpts, data, utf8, eightbit, priority, created, attempts, due = found[0]
+        envelope = Envelope(
+            str(sender),
+            tuple(json.loads(str(rcpts))),
+            bytes(data),  # type: ignore[call-overload]
+            str(mid),
+            bool(utf8),
+            bool(eightbit),
+        )
+        return Item(
+            key,
+            envelope,
+            int(str(priority)),
+            float(str(created)),
+            int(str(attempts)),
+            float(str(due)),
+        )
 
-    def delete(self, key: int, also: Callable[[sqlite3.Connection], None] | None = None) -> None:
-        """Delete a sent row; ``also`` runs in the same transaction (the ledger)."""
-        with self.transaction(wait=5.0) as db:
-            db.execute("DELETE FROM outbox WHERE id = ?", (key,))
+    def renew(self, key: int, owner: str, now: float, timeout: float) -> bool:
+        """Extend our lease before another transaction; False if we lost the row."""
+        with self.transaction(wait=SETTLE_WAIT) as db:
+            cursor = db.execute(
+                "UPDATE outbox SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                (now + 2 * timeout, key, owner),
+            )
+            return cursor.rowcount == 1
+
+    def delete(
+        self, key: int, owner: str, also: Callable[[sqlite3.Connection], None] | None = None
+    ) -> None:
+        """Delete a sent row; ``also`` runs in the same transaction (the ledger).
+
+        Waits up to SETTLE_WAIT for the lock: giving up here would send the message
+        again when the lease expires.
+        """
+        with self.transaction(wait=SETTLE_WAIT) as db:
+            db.execute("DELETE FROM outbox WHERE id = ? AND lease_owner = ?", (key, owner))
             if also is not None:
                 also(db)
         self._commits += 1
         if self._commits % 200 == 0:
             self.checkpoint()
 
-    def checkpoint(self) -> None:
-        """Fold the WAL into the database (the worker calls it, outside any write)."""
-        with contextlib.suppress(sqlite3.Error):
-            self._back.checkpoint()
-
     def retry(
         self,
         key: int,
+        owner: str,
         recipients: tuple[str, ...],
         attempts: int,
         next_try: float,
         code: int | None,
         error: str,
     ) -> None:
-        with self.transaction(wait=5.0) as db:
+        with self.transaction(wait=SETTLE_WAIT) as db:
             db.execute(
                 "UPDATE outbox SET recipients = ?, attempts = ?, next_try = ?, lease_until = 0,"
-                " lease_owner = NULL, last_code = ?, last_error = ? WHERE id = ?",
-                (json.dumps(recipients), attempts, next_try, code, error, key),
+                " lease_owner = NULL, last_code = ?, last_error = ? "
+                "WHERE id = ? AND lease_owner = ?",
+                (json.dumps(recipients), attempts, next_try, code, error, key, owner),
             )
 
     def dead(
         self,
         key: int | None,
+        owner: str,
         envelope: Envelope,
         priority: int,
         created: float,
@@ -328,36 +352,54 @@ class DiskSpool:
         hint: str | None,
     ) -> None:
         """Dead-letter a row (or store a new dead letter for ``envelope``)."""
-        with self.transaction(wait=5.0) as db:
-            if key is None:
-                db.execute(
-                    "INSERT INTO outbox (account, message_id, mail_from, recipients, data, "
-                    "smtputf8, eightbit, priority, created, next_try, state, dead_at, "
-                    "last_code, last_error, hint) VALUES (?,?,?,?,?,?,?,?,?,?,'dead',?,?,?,?)",
-                    (
-                        self.account,
-                        envelope.message_id,
-                        envelope.mail_from,
-                        json.dumps(envelope.recipients),
-                        envelope.data,
-                        envelope.smtputf8,
-                        envelope.eightbit,
-                        priority,
-                        created,
-                        now,
-                        now,
-                        code,
-                        error,
-                        hint,
-                    ),
-                )
+        with self.transaction(wait=SETTLE_WAIT) as db:
+            if key is None:  # a new dead letter (refused recipients of a sent message)
+                match: tuple[object, ...] = (self._insert(db, envelope, priority, created, now),)
+                where = "id = ?"
             else:
-                db.execute(
-                    "UPDATE outbox SET state = 'dead', dead_at = ?, recipients = ?, "
-                    "lease_until = 0, lease_owner = NULL, last_code = ?, last_error = ?, "
-                    "hint = ? WHERE id = ?",
-                    (now, json.dumps(envelope.recipients), code, error, hint, key),
-                )
+                match, where = (key, owner), "id = ? AND lease_owner = ?"
+            sql = (
+                "UPDATE outbox SET state = 'dead', dead_at = ?, recipients = ?, "  # noqa: S608 - fixed conditions only
+                "lease_until = 0, lease_owner = NULL, last_code = ?, last_error = ?, "
+                "hint = ? WHERE " + where  # one of two fixed conditions
+            )
+            db.execute(sql, (now, json.dumps(envelope.recipients), code, error, hint, *match))
+
+    def _insert(
+        self,
+        db: sqlite3.Connection,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        next_try: float,
+    ) -> int:
+        cursor = db.execute(
+            "INSERT INTO outbox (account, message_id, mail_from, recipients, data, smtputf8,"
+            " eightbit, priority, created, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.account,
+                envelope.message_id,
+                envelope.mail_from,
+                json.dumps(envelope.recipients),
+                envelope.data,
+                envelope.smtputf8,
+                envelope.eightbit,
+                priority,
+                created,
+                next_try,
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    def checkpoint(self, *, truncate: bool = False) -> None:
+        """Fold the WAL into the database (the worker calls it, outside any write).
+
+        ``truncate`` (when the queue is empty) also empties the WAL file, so the bodies
+        of delivered mail do not stay readable in it.
+        """
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        with contextlib.suppress(sqlite3.Error), self._back.lock:
+            self._back.db.execute(f"PRAGMA wal_checkpoint({mode})")
 
     # -- questions -----------------------------------------------------------------------
 
@@ -419,74 +461,3 @@ class DiskSpool:
 
 # Handles inherited across fork are kept alive here, never closed by the child.
 _graveyard: list[_Handle] = []
-
-
-class MemoryQueue:
-    """The queue without a spool (``spool=None``) or when the spool is busy: bounded.
-
-    When full, ``add`` drops the oldest normal-priority item (an alert only if there is
-    nothing else) and returns it, so the caller can count the drop.
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: list[Item] = []
-        self._in_flight: dict[int, Item] = {}
-        self._seq = 0
-        self._lock = threading.Lock()
-
-    def add(self, envelope: Envelope, priority: int, now: float) -> Item | None:
-        with self._lock:
-            self._seq += 1
-            dropped = None
-            if len(self._items) >= self.size:
-                normal = [i for i in self._items if i.priority == NORMAL]
-                dropped = min(normal or self._items, key=lambda i: i.key)
-                self._items.remove(dropped)
-            self._items.append(
-                Item(self._seq, envelope, priority, now, next_try=now, on_disk=False)
-            )
-            return dropped
-
-    def claim(self, now: float) -> Item | None:
-        with self._lock:
-            due = [i for i in self._items if i.next_try <= now]
-            if not due:
-                return None
-            item = min(due, key=lambda i: (i.priority, i.key))
-            self._items.remove(item)
-            self._in_flight[item.key] = item
-            return item
-
-    def done(self, item: Item) -> None:
-        """The worker settled ``item`` (sent or dead)."""
-        with self._lock:
-            self._in_flight.pop(item.key, None)
-
-    def put_back(self, item: Item) -> None:
-        """Queue ``item`` again (for a retry at ``item.next_try``)."""
-        with self._lock:
-            self._in_flight.pop(item.key, None)
-            self._items.append(item)
-
-    def last_seq(self) -> int:
-        with self._lock:
-            return self._seq
-
-    def unsettled(self, upto: int, horizon: float) -> int:
-        with self._lock:
-            waiting = sum(1 for i in self._items if i.key <= upto and i.next_try <= horizon)
-            return waiting + sum(1 for key in self._in_flight if key <= upto)
-
-    def next_due(self) -> float | None:
-        with self._lock:
-            return min((i.next_try for i in self._items), default=None)
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items) + len(self._in_flight)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._in_flight.clear()

@@ -454,7 +454,7 @@ class SMTPTransport:
         if smtp is None:
             return
         if polite:
-            smtp.deadline = time.monotonic() + min(self.settings.timeout, 5.0)
+            smtp.deadline = time.monotonic() + min(self.settings.timeout, 1.0)  # a courtesy
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 smtp.quit()
         smtp.close()

@@ -170,9 +170,7 @@ def test_a_split_message_retries_only_the_recipients_not_yet_accepted(
 
 
 def test_max_age_gives_up(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
-    fake_gmail.fail_next(
-        "MAIL", replies.TEMPORARY_REJECTION.replace("451 4.3.0", "451 4.3.0"), times=1000
-    )
+    fake_gmail.fail_next("MAIL", replies.TEMPORARY_REJECTION, times=1000)
     with fake_gmail.mailer(max_age=1) as m:
         m.submit(TO, "too late", "x")
         time.sleep(1.2)
@@ -294,9 +292,11 @@ def test_rows_belong_to_their_account(fake_gmail: FakeGmail, postbud_spool: Path
     with fake_gmail.mailer(port=1, exit_timeout=0.2) as unreachable:  # nothing on port 1
         unreachable.submit(TO, "mine", "x")
         unreachable.flush(0.2)
-    other = Mailer(username="other@gmail.com", app_password="x", transport=MemoryTransport())
-    assert other.flush(1) and other.stats()["queued"] == 0
-    other.close()
+    transport = MemoryTransport()
+    with Mailer(username="other@gmail.com", app_password="x", transport=transport) as other:
+        other.submit(TO, "theirs", "x")  # its worker runs on the same spool...
+        assert other.flush(5)
+    assert [m["Subject"] for m in transport.messages] == ["theirs"]  # ...and leaves ours
     with fake_gmail.mailer() as same_account:  # another host: still its row
         assert same_account.flush(10)
     assert subjects(fake_gmail) == ["mine"]
@@ -372,3 +372,143 @@ def test_a_refused_login_pauses_instead_of_failing_every_message(
     states = [r["state"] for r in rows(postbud_spool)]
     assert sorted(states) == ["dead", "queued", "queued"]
     assert "pauses delivery for postbud.test@gmail.com for 300 s" in caplog.text
+
+
+def test_a_busy_spool_after_delivery_does_not_send_twice(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    import threading
+
+    fake_gmail.delay(0.2, "DATA")
+    message_id = mailer.submit(TO, "once", "x")
+    other = sqlite3.connect(postbud_spool, isolation_level=None, check_same_thread=False)
+
+    def hold_the_lock() -> None:  # another process writes for 0.8 s as Gmail accepts
+        deadline = time.monotonic() + 5
+        while "DATA" not in fake_gmail.commands and time.monotonic() < deadline:
+            time.sleep(0.01)
+        other.execute("BEGIN IMMEDIATE")
+        time.sleep(0.8)
+        other.execute("ROLLBACK")
+
+    holder = threading.Thread(target=hold_the_lock)
+    holder.start()
+    assert mailer.flush(10)
+    holder.join()
+    other.close()
+    with fake_gmail.mailer() as successor:  # would find a leftover row, if any
+        assert successor.flush(5)
+    assert [m["Message-ID"] for m in fake_gmail.messages] == [message_id]
+
+
+def test_the_lease_is_renewed_between_transactions(fake_gmail: FakeGmail) -> None:
+    fake_gmail.max_recipients = 25  # 100 recipients: four transactions
+    fake_gmail.delay(0.7, "DATA")  # each slower than half the 2 s lease
+    people = [f"u{n}@example.com" for n in range(100)]
+    with fake_gmail.mailer(timeout=1) as first, fake_gmail.mailer(timeout=1) as second:
+        first.submit(people, "big", "x")
+        second.submit(TO, "small", "x")  # its worker polls the same spool meanwhile
+        assert first.flush(20)
+        assert second.flush(20)
+    delivered = [r for m in fake_gmail.messages for r in m.recipients]
+    assert sorted(delivered) == sorted([*people, TO])  # every recipient exactly once
+
+
+def test_a_mailer_used_again_right_after_close(fake_gmail: FakeGmail) -> None:
+    m = fake_gmail.mailer()
+    m.submit(TO, "before", "x")
+    assert m.flush(10)
+    fake_gmail.delay(2, "QUIT")  # the old worker is still saying goodbye
+    start = time.monotonic()
+    m.close()
+    assert time.monotonic() - start < 1.5  # close() does not wait for a slow QUIT
+    m.submit(TO, "after", "x")
+    assert m.flush(8)
+    m.close()
+    assert subjects(fake_gmail) == ["before", "after"]
+
+
+def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    m = fake_gmail.mailer(port=1, exit_timeout=0)  # nothing delivers in this test
+    m.submit(TO, "on disk", "x")
+    other = sqlite3.connect(postbud_spool, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    m.submit(TO, "spilled", "x")
+    other.execute("ROLLBACK")
+    other.close()
+    m.close()
+    assert m.stats()["spilled"] == 1 and m.stats()["dropped"] == 0
+    assert [r["state"] for r in rows(postbud_spool)] == ["queued", "queued"]  # both kept
+
+
+def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None:
+    from postbud._memqueue import MemoryQueue
+    from postbud._message import build_message
+    from postbud._spool import ALERT, NORMAL
+
+    def envelope(subject: str) -> object:
+        return build_message(mail_from="me@gmail.com", to=TO, subject=subject, text="x")
+
+    queue = MemoryQueue(2)
+    assert queue.add(envelope("alert 1"), ALERT, 1.0) is None  # type: ignore[arg-type]
+    assert queue.add(envelope("alert 2"), ALERT, 2.0) is None  # type: ignore[arg-type]
+    dropped = queue.add(envelope("normal"), NORMAL, 3.0)  # type: ignore[arg-type]
+    assert dropped is not None and dropped.priority == NORMAL  # the new one goes
+    dropped = queue.add(envelope("alert 3"), ALERT, 4.0)  # type: ignore[arg-type]
+    assert dropped is not None and dropped.key == 1  # an alert makes room for an alert
+
+
+def test_more_recipients_than_a_day_allows_is_dead_at_once(
+    fake_gmail: FakeGmail, postbud_spool: Path
+) -> None:
+    people = [f"u{n}@example.com" for n in range(12)]
+    with fake_gmail.mailer(daily_limit=10) as m:
+        with pytest.raises(QuotaExceededError) as info:
+            m.send(people, "too many", "x")
+        assert info.value.retryable is False and "more than the 9 a day" in str(info.value)
+        m.submit(people, "too many", "x")
+        assert m.flush(5)
+        assert m.stats()["dead"] == 1 and m.stats()["held"] == 0
+    assert fake_gmail.connections == 0
+
+
+def test_too_many_logins_pauses_all_logins(fake_gmail: FakeGmail) -> None:
+    fake_gmail.fail_next("AUTH", replies.TOO_MANY_LOGINS)
+    with fake_gmail.mailer(exit_timeout=0.2) as m:
+        for n in range(10):
+            m.submit(TO, f"m{n}", "x")
+        assert m.flush(2)  # all wait for the 5-minute pause, beyond the horizon
+    assert fake_gmail.connections == 1  # one login, not ten
+
+
+def test_a_dropped_mailers_worker_ends_when_idle(
+    fake_gmail: FakeGmail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    monkeypatch.setattr(_outbox, "IDLE_EXIT", 0.2)
+    m = fake_gmail.mailer()
+    m.submit(TO, "x", "x")
+    assert m.flush(10)
+    worker = m._outbox._thread
+    assert worker is not None
+    worker.join(5)
+    assert not worker.is_alive()
+    assert "postbud-outbox" not in [t.name for t in threading.enumerate() if t is worker]
+    m.submit(TO, "y", "x")  # a new submit starts a new worker
+    assert m.flush(10)
+    m.close()
+    assert subjects(fake_gmail) == ["x", "y"]
+
+
+def test_the_wal_is_emptied_when_the_queue_is(
+    fake_gmail: FakeGmail, mailer: Mailer, postbud_spool: Path
+) -> None:
+    mailer.submit(TO, "reset", "https://example.com/reset/SECRET-MARKER-123")
+    assert mailer.flush(10)
+    wal = Path(f"{postbud_spool}-wal")
+    deadline = time.monotonic() + 5
+    while wal.exists() and wal.stat().st_size and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not wal.exists() or b"SECRET-MARKER-123" not in wal.read_bytes()
+    assert b"SECRET-MARKER-123" not in postbud_spool.read_bytes()

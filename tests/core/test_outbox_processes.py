@@ -136,10 +136,16 @@ def test_a_forked_child_gets_its_own_worker(fake_gmail: FakeGmail, postbud_spool
     with fake_gmail.mailer() as mailer:
         mailer.submit("you@example.com", "parent before", "x")
         assert mailer.flush(10)
+        assert mailer._spool is not None
+        inherited = [mailer._spool._front, mailer._spool._back]
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
+                # Nothing crossed the fork: no worker, no SMTP socket, fresh SQLite handles.
+                assert mailer._outbox._thread is None
+                assert mailer._spool is not None and mailer._spool._back not in inherited
+                assert mailer._spool._back._db is None  # opened lazily, in the child
                 mailer.submit("you@example.com", "child", "x")
                 status = 0 if mailer.flush(10) else 2
             finally:
@@ -153,3 +159,35 @@ def test_a_forked_child_gets_its_own_worker(fake_gmail: FakeGmail, postbud_spool
         "parent after",
         "parent before",
     ]
+
+
+STUCK = r"""
+import json, sys, time
+import postbud
+cfg = json.loads(sys.argv[1])
+mailers = [postbud.Mailer(**cfg["settings"]) for _ in range(3)]
+for m in mailers:
+    m.submit("you@example.com", "stuck", "x")
+time.sleep(0.5)  # every worker is now waiting for its MAIL FROM reply
+print("exiting", flush=True)
+"""
+
+
+def test_exit_waits_once_for_all_mailers(fake_gmail: FakeGmail, tmp_path: Path) -> None:
+    fake_gmail.delay(30, "MAIL")
+    settings = settings_for(fake_gmail, tmp_path / "spool.sqlite", exit_timeout=1, timeout=20)
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", STUCK, json.dumps({"settings": settings})],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    elapsed = time.monotonic() - start
+    fake_gmail.delay(0, "MAIL")
+    assert result.returncode == 0, result.stderr
+    assert "exiting" in result.stdout
+    # 0.5 s of work, one shared exit_timeout of 1 s, about 1 s to stop the workers, and
+    # Python's start-up: not three exit_timeouts one after the other.
+    assert elapsed < 4.5, elapsed
