@@ -44,6 +44,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._seen = 0  # the last count read, plus what was recorded since
+        self._records = 0
         _fork.register(self)
 
     def _after_fork(self) -> None:
@@ -190,11 +191,18 @@ class Ledger:
             self._warned.discard("full")
 
     def _record_in(self, db: sqlite3.Connection, recipients: int, alert: bool, now: float) -> None:
+        # Runs inside the worker's write transaction, which a submit may be waiting
+        # for: only the insert every time, the housekeeping now and then.
         db.execute(
             "INSERT INTO ledger VALUES (?, ?, ?, ?)", (self.account, now, recipients, int(alert))
         )
-        db.execute("DELETE FROM ledger WHERE account = ? AND at <= ?", (self.account, now - WINDOW))
-        db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
+        self._records += 1
+        if self._records % 100 == 1:
+            db.execute(
+                "DELETE FROM ledger WHERE account = ? AND at <= ?", (self.account, now - WINDOW)
+            )
+        if self._hold is not None or self._records % 100 == 1:  # a hold ends with a success
+            db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
 
     def hold(self, now: float) -> float:
         """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
