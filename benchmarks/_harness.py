@@ -3,9 +3,12 @@ runs its scenarios in turn (A B C A B C ...) and compares medians within one run
 
 from __future__ import annotations
 
+import smtplib
+import ssl
 import statistics
 import time
 from collections.abc import Callable
+from email.message import EmailMessage
 
 Scenario = Callable[[], int]  # runs one round, returns how many messages it handled
 
@@ -38,3 +41,19 @@ def table(rates: dict[str, list[float]], floor: str) -> str:
             f"| {name} | {med:,.0f} | {min(values):,.0f}–{max(values):,.0f} | {med / base:.2f}× |"
         )
     return "\n".join(lines)
+
+
+def smtplib_floor(
+    port: int, context: ssl.SSLContext, username: str, password: str, n: int, body: str
+) -> None:
+    """The floor every send benchmark compares with: raw smtplib on one implicit-TLS
+    connection, each message built with ``EmailMessage`` + ``set_content``."""
+    with smtplib.SMTP_SSL("127.0.0.1", port, context=context) as smtp:
+        smtp.login(username, password)
+        for i in range(n):
+            msg = EmailMessage()
+            msg["From"] = username
+            msg["To"] = "you@example.com"
+            msg["Subject"] = f"Message {i}"
+            msg.set_content(body.format(i=i))
+            smtp.send_message(msg)

@@ -24,16 +24,15 @@ import argparse
 import logging
 import logging.handlers
 import queue
-import smtplib
 import ssl
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from email.message import EmailMessage
 from pathlib import Path
 
+from _harness import smtplib_floor, table
 from _remote_fake import RemoteFake
 from postbud import Mailer
 from postbud._message import build_message
@@ -144,15 +143,7 @@ def drain(args: argparse.Namespace, fake: RemoteFake, folder: Path) -> None:
 
     def floor() -> float:
         start = time.perf_counter()
-        with smtplib.SMTP_SSL("127.0.0.1", fake.port, context=context) as smtp:
-            smtp.login(fake.username, fake.app_password)
-            for i in range(n):
-                msg = EmailMessage()
-                msg["From"] = fake.username
-                msg["To"] = TO
-                msg["Subject"] = f"Message {i}"
-                msg.set_content(BODY)
-                smtp.send_message(msg)
+        smtplib_floor(fake.port, context, fake.username, fake.app_password, n, BODY)
         return n / (time.perf_counter() - start)
 
     def outbox(spool: str | None) -> float:
@@ -177,18 +168,11 @@ def drain(args: argparse.Namespace, fake: RemoteFake, folder: Path) -> None:
             fake.command("reset")
             if round_no:
                 rates[name].append(rate)
-    base = statistics.median(rates["smtplib + EmailMessage (floor)"])
     print(
         f"\nDrain of N={n} messages over one connection, messages/s (medians of "
         f"{args.rounds} rounds, +1 warm-up).\n"
     )
-    print("| scenario | median msg/s | min–max | × floor |")
-    print("|---|---:|---:|---:|")
-    for name, values in rates.items():
-        med = statistics.median(values)
-        print(
-            f"| {name} | {med:,.0f} | {min(values):,.0f}–{max(values):,.0f} | {med / base:.2f}× |"
-        )
+    print(table(rates, "smtplib + EmailMessage (floor)"))
 
 
 def main() -> None:

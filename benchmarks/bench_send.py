@@ -18,11 +18,9 @@ import argparse
 import logging
 import logging.handlers
 import os
-import smtplib
 import sys
-from email.message import EmailMessage
 
-from _harness import run_rounds, table
+from _harness import run_rounds, smtplib_floor, table
 from postbud.testing import FakeGmail
 
 TO = "you@example.com"
@@ -49,15 +47,7 @@ def main() -> None:
         mailer = fake.mailer(spool=None, daily_limit=10**9)  # no quota in a benchmark
 
         def floor() -> int:
-            with smtplib.SMTP_SSL("127.0.0.1", fake.port, context=context) as smtp:
-                smtp.login(fake.username, fake.app_password)
-                for i in range(n):
-                    msg = EmailMessage()
-                    msg["From"] = fake.username
-                    msg["To"] = TO
-                    msg["Subject"] = f"Message {i}"
-                    msg.set_content(BODY.format(i=i))
-                    smtp.send_message(msg)
+            smtplib_floor(fake.port, context, fake.username, fake.app_password, n, BODY)
             return n
 
         def postbud() -> int:

@@ -213,10 +213,7 @@ class Mailer:
         Recipients are taken from To, Cc and Bcc; Bcc is stripped from what is sent;
         missing ``From`` (the account), ``Date`` and ``Message-ID`` are added to a copy.
         """
-        envelope = envelope_from_message(message, mail_from=self.settings.username)
-        if message["From"] is not None:
-            self._warn_foreign_from(str(message["From"]))
-        return self.deliver(envelope)
+        return self.deliver(self._envelope_of(message))
 
     def deliver(self, envelope: Envelope) -> SendResult:
         """Send a built envelope now, in transactions of at most 100 recipients.
@@ -281,10 +278,7 @@ class Mailer:
 
     def submit_message(self, message: Message, *, priority: Priority = "normal") -> str:
         """Queue a ready ``email.message.Message``; return its Message-ID."""
-        envelope = envelope_from_message(message, mail_from=self.settings.username)
-        if message["From"] is not None:
-            self._warn_foreign_from(str(message["From"]))
-        return self.enqueue(envelope, priority)
+        return self.enqueue(self._envelope_of(message), priority)
 
     def enqueue(self, envelope: Envelope, priority: Priority = "normal") -> str:
         """Queue a built envelope for the outbox worker; return its Message-ID."""
@@ -355,6 +349,12 @@ class Mailer:
         return stats
 
     # -- helpers ----------------------------------------------------------------------
+
+    def _envelope_of(self, message: Message) -> Envelope:
+        envelope = envelope_from_message(message, mail_from=self.settings.username)
+        if message["From"] is not None:
+            self._warn_foreign_from(str(message["From"]))
+        return envelope
 
     def _warn_foreign_from(self, value: str) -> None:
         try:

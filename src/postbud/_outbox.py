@@ -27,7 +27,7 @@ from ._deliver import SendResult, deliver
 from ._memqueue import MemoryQueue
 from ._message import Envelope
 from ._quota import Ledger
-from ._replies import enhanced_code
+from ._replies import temporary
 from ._spool import ALERT, DiskSpool, Item, SpoolBusy
 from ._transport import Transport
 from .errors import (
@@ -84,11 +84,6 @@ def backoff(attempts: int, retry_after: float | None) -> float:
     if retry_after is not None:
         return retry_after
     return random.uniform(0, min(MAX_BACKOFF, BASE_DELAY * 2.0**attempts))
-
-
-def _temporary(code: int, text: str) -> bool:
-    # 0: no reply (the connection failed); 4xx; and Gmail's daily limit, which holds.
-    return code == 0 or 400 <= code < 500 or (code == 550 and enhanced_code(text) == "5.4.5")
 
 
 class Outbox:
@@ -347,7 +342,7 @@ class Outbox:
     def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
         self._counters.add("sent")
         accepted = len(result.accepted)
-        retry = [r for r, (code, text) in result.refused.items() if _temporary(code, text)]
+        retry = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
         final = {r: v for r, v in result.refused.items() if r not in retry}
         if final:  # those recipients will never get it: a dead letter says why
             code, text = next(iter(final.values()))

@@ -24,7 +24,7 @@ from .errors import (
     TransportError,
 )
 
-__all__ = ["Stage", "classify", "enhanced_code", "refusals_retryable", "summary"]
+__all__ = ["Stage", "classify", "enhanced_code", "refusals_retryable", "summary", "temporary"]
 
 Stage = Literal["connect", "helo", "starttls", "auth", "mail", "rcpt", "data"]
 
@@ -163,9 +163,18 @@ _FIX_CREDENTIALS = {
 }
 
 
+def temporary(code: int, text: str) -> bool:
+    """Whether a recipient refused with this reply may get the message later.
+
+    0 means no reply (the connection failed); 4xx is temporary; Gmail's daily limit
+    (550 5.4.5) ends within a day.
+    """
+    return code == 0 or 400 <= code < 500 or (code == 550 and enhanced_code(text) == "5.4.5")
+
+
 def refusals_retryable(refused: Mapping[str, tuple[int, str]]) -> bool:
-    """Whether sending again may reach some of these refused recipients (any 4xx)."""
-    return any(400 <= code < 500 for code, _ in refused.values())
+    """Whether sending again may reach some of these refused recipients."""
+    return any(temporary(code, text) for code, text in refused.values())
 
 
 def enhanced_code(text: str) -> str:
