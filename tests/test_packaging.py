@@ -83,6 +83,7 @@ def test_integrations_import_with_their_framework() -> None:
 def test_public_api_is_pinned() -> None:
     assert sorted(postbud.__all__) == sorted(
         [
+            "AlertHandler",
             "AppPassword",
             "AuthenticationError",
             "ConfigurationError",

@@ -15,6 +15,7 @@ from ._message import Envelope
 from ._oauth import OAuth2
 from ._secret import Secret
 from ._transport import SMTPTransport, Transport
+from .alerts import AlertHandler
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -26,6 +27,7 @@ from .errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlertHandler",
     "AppPassword",
     "AuthenticationError",
     "ConfigurationError",

@@ -185,6 +185,7 @@ class Settings:
         (it is almost always a typo of a real one). ``overrides`` win over the
         environment.
         """
+        _check_names(overrides, str)
         env = os.environ if environ is None else environ
         values = {k: v for k, v in env.items() if v != "" or k.upper() == "POSTBUD_SPOOL"}
         if not any(k.upper() == "POSTBUD_SPOOL" for k in values) and "spool" not in overrides:
@@ -209,7 +210,9 @@ class Settings:
                 values[key[len(up) :].lower()] = value
         _check_names(values, lambda n: up + n.upper())
         values.update(overrides)
-        with _spelled_as(lambda n: up + n.upper()):
+        # Errors name a value as its user wrote it: POSTBUD_PORT from the mapping,
+        # port from the overrides.
+        with _spelled_as(lambda n: n if n in overrides else up + n.upper()):
             return cls(**values)
 
     @classmethod

@@ -315,13 +315,14 @@ class Mailer:
         finally:
             self._transport.close()
 
-    def close(self) -> None:
-        """Flush the outbox for up to ``exit_timeout``, stop its worker, close connections.
+    def close(self, timeout: float | None = None) -> None:
+        """Flush the outbox for up to ``timeout`` (default ``exit_timeout``), stop its
+        worker, close connections.
 
         Mail still queued stays in the spool for the next Mailer of this account. The
         Mailer may be used again afterwards: it reconnects and restarts its worker.
         """
-        self._outbox.close(self.settings.exit_timeout)
+        self._outbox.close(self.settings.exit_timeout if timeout is None else timeout)
         self._transport.close()
 
     def __enter__(self) -> Mailer:

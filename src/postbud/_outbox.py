@@ -110,6 +110,10 @@ class Outbox:
         self._stopping = False
         self._warned_spill = False
         self._paused_until = 0.0  # no login before this (after a refused one)
+        #: Alert handlers that rely on this worker: while any is open the worker does
+        #: not end when idle (from Python 3.12 no thread may start at exit, and the
+        #: handler's last follow-up must still go out then).
+        self.keepers = 0
         _fork.register(self)
         _live.add(self)
 
@@ -124,6 +128,12 @@ class Outbox:
                 self._counters.add("dropped")
         self._counters.add("submitted")
         self.start()
+
+    def stored(self, count: int) -> None:
+        """``count`` messages were written to the spool directly: count and deliver them."""
+        if count:
+            self._counters.add("submitted", count)
+            self.start()
 
     def _store(self, envelope: Envelope, priority: int, created: float, *, warn: bool) -> bool:
         if self._spool is None:
@@ -208,7 +218,9 @@ class Outbox:
         while True:
             with self._cond:
                 if self._stopping or (
-                    time.monotonic() - idle_since > IDLE_EXIT and not self._pending()
+                    time.monotonic() - idle_since > IDLE_EXIT
+                    and not self.keepers
+                    and not self._pending()
                 ):
                     self._thread = None  # decided under the lock: start() sees it
                     break

@@ -247,6 +247,13 @@ class DiskSpool:
             raise SpoolBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
         return key
 
+    def insert(self, db: sqlite3.Connection, envelope: Envelope, priority: int, now: float) -> int:
+        """Store one message inside the caller's transaction (``transaction()``).
+
+        The alert handler commits its state and the mails it decided on together.
+        """
+        return self._insert(db, envelope, priority, now, now)
+
     def claim(
         self, now: float, timeout: float, owner: str, *, alerts_only: bool = False
     ) -> Item | None:

@@ -16,6 +16,7 @@ Rules for a fenced ``python`` block, by the HTML comment on the line before it:
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -78,6 +79,21 @@ def test_examples_run(
     monkeypatch.setenv("POSTBUD_USERNAME", "me@gmail.com")
     monkeypatch.setenv("POSTBUD_APP_PASSWORD", "abcd efgh ijkl mnop")
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    try:
+        run_blocks(page, namespace, docs_gmail)
+    finally:  # a logging recipe (dictConfig on the root logger) must not outlive its page
+        for handler in set(root.handlers) - set(saved[1]):
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(saved[0])
+        for handler in saved[1]:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+
+
+def run_blocks(page: Path, namespace: dict[str, object], docs_gmail: FakeGmail) -> None:
     with docs_gmail.intercept():
         for mark, arg, code, line in blocks(page):
             if mark == "skip":

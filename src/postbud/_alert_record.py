@@ -1,0 +1,193 @@
+"""What the alert handler keeps of a log record: a fingerprint and a masked description.
+
+The fingerprint is computed on the caller's thread for every record, so it is a few
+dictionary lookups: the exception type, the innermost frame of the user's own code
+(outside the stdlib and site-packages, else the innermost frame), and the message
+template (``record.msg`` before ``%`` arguments), so "user 17 failed" and "user 18
+failed" logged as ``log.error("user %s failed", uid)`` are one error. With no
+exception, ``record.pathname:lineno`` stands in for the frame.
+
+The description (text for the mail) is built later, on the handler's own thread. It
+masks the values of secret-looking keys in ``extra`` fields and in ``sys.argv``, and
+``key=value`` pairs and URL passwords anywhere in the text, before it is stored or sent.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import platform
+import re
+import site
+import socket
+import sys
+import sysconfig
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["Fingerprint", "describe", "digest_key", "fingerprint", "mask_argv", "mask_text"]
+
+Fingerprint = tuple[str, str, int, str]
+MASK = "********"
+#: How much of a traceback, a stack or one extra value goes into a mail.
+MAX_TRACEBACK = 20_000
+MAX_VALUE = 1_000
+
+# Keys whose values are never shown: password, token, secret, authorization, cookie...
+_SECRET_KEY = re.compile(
+    r"pass(word|wd|phrase)?|pwd|token|secret|authori[sz]ation|cookie|api[-_]?key|"
+    r"credential|private[-_]?key|session|signature|(^|[-_])auth($|[-_])",
+    re.IGNORECASE,
+)
+# ``password=hunter2``, ``token: abc``, ``--api-key=...`` inside any text.
+_INLINE = re.compile(
+    r"(?P<key>[\w-]*(?:pass(?:word|wd|phrase)?|pwd|token|secret|api[-_]?key|"
+    r"authorization|cookie|credential|session[-_]?id)[\w-]*)(?P<sep>\s*[=:]\s*)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,'\"]+)",
+    re.IGNORECASE,
+)
+# ``scheme://user:password@host``
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.IGNORECASE)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+def _library_roots() -> tuple[str, ...]:
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    try:
+        roots.update(site.getsitepackages())
+        roots.add(site.getusersitepackages())
+    except AttributeError:  # pragma: no cover - some embedded or virtualenv builds
+        pass
+    return tuple(os.path.join(os.path.normcase(r), "") for r in roots if r)
+
+
+_ROOTS = _library_roots()
+_is_library_cache: dict[str, bool] = {}
+
+
+def _is_library(filename: str) -> bool:
+    known = _is_library_cache.get(filename)
+    if known is None:
+        known = filename.startswith("<") or os.path.normcase(filename).startswith(_ROOTS)
+        if len(_is_library_cache) > 10_000:
+            _is_library_cache.clear()
+        _is_library_cache[filename] = known
+    return known
+
+
+def fingerprint(record: logging.LogRecord) -> Fingerprint:
+    """(exception type, file, line, template) identifying "the same error"."""
+    template = record.msg if isinstance(record.msg, str) else str(record.msg)
+    exc_info = record.exc_info
+    if exc_info and exc_info[0] is not None:
+        etype, tb = exc_info[0], exc_info[2]
+        mine: tuple[str, int] | None = None
+        last: tuple[str, int] | None = None
+        while tb is not None:
+            filename = tb.tb_frame.f_code.co_filename
+            last = (filename, tb.tb_lineno)
+            if not _is_library(filename):
+                mine = last
+            tb = tb.tb_next
+        where = mine or last or (record.pathname, record.lineno)
+        return (f"{etype.__module__}.{etype.__qualname__}", where[0], where[1], template)
+    return ("", record.pathname, record.lineno, template)
+
+
+def digest_key(fp: Fingerprint) -> str:
+    """A short stable name for a fingerprint (the spool's key; shown in mails)."""
+    return hashlib.sha1(repr(fp).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def mask_text(text: str) -> str:
+    """Mask ``password=…``-style pairs and URL passwords in free text."""
+    text = _INLINE.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
+    return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def mask_argv(argv: list[str]) -> list[str]:
+    """``sys.argv`` with the values of secret-looking options masked.
+
+    ``--password=x`` and ``--password x`` (the value is the next item) both become
+    ``--password=********`` / ``--password ********``.
+    """
+    masked: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            masked.append(MASK)
+            hide_next = False
+            continue
+        name, eq, _ = arg.partition("=")
+        if arg.startswith("-") and _SECRET_KEY.search(name.lstrip("-")):
+            if eq:
+                masked.append(f"{name}={MASK}")
+            else:
+                masked.append(arg)
+                hide_next = True
+            continue
+        masked.append(mask_text(arg))
+    return masked
+
+
+def _value(key: str, value: Any, depth: int = 0) -> str:
+    if _SECRET_KEY.search(key):
+        return MASK
+    if isinstance(value, Mapping) and depth < 3:
+        inner = ", ".join(f"{k!r}: {_value(str(k), v, depth + 1)}" for k, v in value.items())
+        return "{" + inner + "}"
+    try:
+        text = value if isinstance(value, str) and not depth else repr(value)
+    except Exception as exc:  # a broken __repr__ must not lose the alert
+        text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
+    return _clip(mask_text(text), MAX_VALUE)
+
+
+def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
+    if len(text) <= limit:
+        return text
+    if keep_end:  # a traceback's last lines are the ones that matter
+        return "… (cut) …\n" + text[-limit:]
+    return text[:limit] + " … (cut)"
+
+
+@functools.lru_cache(maxsize=1)
+def _hostname() -> str:
+    return socket.gethostname()
+
+
+def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, Any]:
+    """Everything the mail shows about one occurrence, masked, as JSON-able values."""
+    exc_info = record.exc_info
+    trace = ""
+    exc_type = ""
+    if exc_info and exc_info[0] is not None:
+        exc_type = exc_info[0].__name__
+        trace = record.exc_text or "".join(traceback.format_exception(*exc_info))
+    extras = {str(k): _value(str(k), v) for k, v in vars(record).items() if k not in _STANDARD}
+    return {
+        "message": mask_text(message),
+        "level": record.levelname,
+        "logger": record.name,
+        "at": at,
+        "where": f"{record.pathname}:{record.lineno} in {record.funcName}",
+        "host": _hostname(),
+        "pid": record.process,
+        "process": record.processName or "",
+        "thread": record.threadName or "",
+        "argv": " ".join(mask_argv(list(sys.argv))),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "exc_type": exc_type,
+        "traceback": _clip(mask_text(trace), MAX_TRACEBACK, keep_end=True),
+        "stack": _clip(mask_text(record.stack_info or ""), MAX_TRACEBACK, keep_end=True),
+        "extra": extras,
+    }

@@ -1,0 +1,212 @@
+"""Where alert state lives: in the spool (shared by processes) or in memory.
+
+With a spool, one tick is one write transaction: load the scope's state, add this
+process's counts, decide, save, and insert the resulting mails into the outbox table
+*in the same transaction*. Either all of it commits or none of it (the counts stay
+in memory for the next tick), so a count is never lost or reported twice, and of
+eight gunicorn workers exactly one sends each mail.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from ._alert_policy import Delta, FpState, Mail, ScopeState, merge, next_due
+from ._spool import DiskSpool, SpoolBusy
+
+__all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
+
+#: (scope, rows, first-occurrence details) -> mails; updates scope and rows.
+Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]]], list[Mail]]
+#: Receives the mails inside the transaction (``db``: the spool's, or None).
+Commit = Callable[[list[Mail], "sqlite3.Connection | None"], None]
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS alert_scope (
+        scope        TEXT PRIMARY KEY,
+        window_start REAL,
+        window_mails INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS alert_state (
+        scope         TEXT    NOT NULL,
+        fingerprint   TEXT    NOT NULL,
+        total         INTEGER NOT NULL,
+        first_at      REAL    NOT NULL,
+        last_at       REAL    NOT NULL,
+        mailed_at     REAL,
+        pending       INTEGER NOT NULL,
+        pending_since REAL,
+        digest        INTEGER NOT NULL,
+        digest_first  REAL,
+        digest_last   REAL,
+        detail        TEXT    NOT NULL,
+        PRIMARY KEY (scope, fingerprint)
+    )""",
+)
+_COLUMNS = (
+    "fingerprint, total, first_at, last_at, mailed_at, pending, pending_since, digest, "
+    "digest_first, digest_last, detail"
+)
+
+
+def _idle(row: FpState, now: float, cooldown: float) -> bool:
+    """Nothing to report and no cooldown running: the row can be forgotten."""
+    cooling = row.mailed_at is not None and now < row.mailed_at + cooldown
+    return row.pending == 0 and row.digest == 0 and not cooling
+
+
+class Store:
+    """The interface of both stores."""
+
+    shared = False
+
+    def run(
+        self,
+        deltas: dict[str, Delta],
+        now: float,
+        cooldown: float,
+        decide: Decide,
+        commit: Commit,
+    ) -> float | None:
+        """Merge ``deltas``, decide, commit; returns when to look again (or None)."""
+        raise NotImplementedError
+
+
+class MemoryStore(Store):
+    """Alert state of one process (``spool=None``)."""
+
+    def __init__(self) -> None:
+        self._scope = ScopeState()
+        self._rows: dict[str, FpState] = {}
+        self._lock = threading.Lock()
+
+    def run(
+        self,
+        deltas: dict[str, Delta],
+        now: float,
+        cooldown: float,
+        decide: Decide,
+        commit: Commit,
+    ) -> float | None:
+        with self._lock:
+            firsts = {k: merge(self._rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
+            mails = decide(self._scope, self._rows, firsts)
+            commit(mails, None)
+            for key in [k for k, r in self._rows.items() if _idle(r, now, cooldown)]:
+                del self._rows[key]
+            return next_due(self._scope, self._rows, cooldown)
+
+
+class SpoolStore(Store):
+    """Alert state in the spool database, shared by every process that uses it."""
+
+    shared = True
+
+    def __init__(self, spool: DiskSpool, scope: str) -> None:
+        self.spool = spool
+        self.scope = scope
+        self._ready = False
+
+    def run(
+        self,
+        deltas: dict[str, Delta],
+        now: float,
+        cooldown: float,
+        decide: Decide,
+        commit: Commit,
+    ) -> float | None:
+        try:
+            with self.spool.transaction(wait=1.0) as db:
+                if not self._ready:
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                scope, rows = self._load(db, deltas)
+                firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
+                mails = decide(scope, rows, firsts)
+                self._save(db, scope, rows, now, cooldown)
+                commit(mails, db)
+                self._ready = True
+                return next_due(scope, rows, cooldown)
+        except sqlite3.Error as exc:  # a full disk, a damaged file: like a busy spool
+            raise SpoolBusy(str(exc)) from exc
+
+    def _load(
+        self, db: sqlite3.Connection, deltas: dict[str, Delta]
+    ) -> tuple[ScopeState, dict[str, FpState]]:
+        found = db.execute(
+            "SELECT window_start, window_mails FROM alert_scope WHERE scope = ?", (self.scope,)
+        ).fetchone()
+        scope = ScopeState(*found) if found else ScopeState()
+        rows = {
+            r.key: r
+            for r in map(
+                self._row,
+                db.execute(
+                    f"SELECT {_COLUMNS} FROM alert_state WHERE scope = ? "  # noqa: S608 - constant
+                    "AND (pending > 0 OR digest > 0)",
+                    (self.scope,),
+                ),
+            )
+        }
+        for key in deltas.keys() - rows.keys():
+            got = db.execute(
+                f"SELECT {_COLUMNS} FROM alert_state WHERE scope = ? AND fingerprint = ?",  # noqa: S608
+                (self.scope, key),
+            ).fetchone()
+            if got is not None:
+                rows[key] = self._row(got)
+        return scope, rows
+
+    @staticmethod
+    def _row(values: tuple[Any, ...]) -> FpState:
+        return FpState(*values[:10], detail=json.loads(values[10]))  # type: ignore[misc]
+
+    def _save(
+        self,
+        db: sqlite3.Connection,
+        scope: ScopeState,
+        rows: dict[str, FpState],
+        now: float,
+        cooldown: float,
+    ) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO alert_scope VALUES (?, ?, ?)",
+            (self.scope, scope.window_start, scope.window_mails),
+        )
+        for r in rows.values():
+            if not r.changed:
+                continue
+            if _idle(r, now, cooldown):
+                db.execute(
+                    "DELETE FROM alert_state WHERE scope = ? AND fingerprint = ?",
+                    (self.scope, r.key),
+                )
+                continue
+            db.execute(
+                f"INSERT OR REPLACE INTO alert_state (scope, {_COLUMNS}) "  # noqa: S608 - constant
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    self.scope,
+                    r.key,
+                    r.total,
+                    r.first_at,
+                    r.last_at,
+                    r.mailed_at,
+                    r.pending,
+                    r.pending_since,
+                    r.digest,
+                    r.digest_first,
+                    r.digest_last,
+                    json.dumps(r.detail),
+                ),
+            )
+        # Rows whose cooldown ended with nothing to report are forgotten.
+        db.execute(
+            "DELETE FROM alert_state WHERE scope = ? AND pending = 0 AND digest = 0 "
+            "AND (mailed_at IS NULL OR mailed_at <= ?)",
+            (self.scope, now - cooldown),
+        )
