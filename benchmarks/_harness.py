@@ -43,6 +43,23 @@ def table(rates: dict[str, list[float]], floor: str) -> str:
     return "\n".join(lines)
 
 
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    """(p50, p99) of ``samples``."""
+    ordered = sorted(samples)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return statistics.median(ordered), p99
+
+
+def timed_calls(call: Callable[[int], object], n: int) -> list[float]:
+    """Microseconds each of ``n`` calls ``call(i)`` took."""
+    samples = []
+    for i in range(n):
+        start = time.perf_counter_ns()
+        call(i)
+        samples.append((time.perf_counter_ns() - start) / 1000)
+    return samples
+
+
 def smtplib_floor(
     port: int, context: ssl.SSLContext, username: str, password: str, n: int, body: str
 ) -> None:

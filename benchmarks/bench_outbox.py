@@ -32,28 +32,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import smtplib_floor, table
+from _harness import percentiles, smtplib_floor, table, timed_calls
 from _remote_fake import RemoteFake
 from postbud import Mailer
 from postbud._message import build_message
 
 TO = "you@example.com"
 BODY = "Hello,\n\nthis is a benchmark message. " + "Some text. " * 40 + "\n"
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-    return statistics.median(ordered), p99
-
-
-def timed_calls(call: Callable[[int], object], n: int) -> list[float]:
-    samples = []
-    for i in range(n):
-        start = time.perf_counter_ns()
-        call(i)
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    return samples
 
 
 def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, folder: Path) -> None:
