@@ -374,6 +374,21 @@ def test_mask_argv_keeps_harmless_options() -> None:
     ]
 
 
+def test_the_body_has_the_context_an_operator_needs(make: Make, fake_gmail: FakeGmail) -> None:
+    logger, handler = make()
+    logger.error("cache miss storm", stack_info=True, extra={"shard": 7})
+    [received] = mails(handler, fake_gmail)
+    text, page = received.text or "", received.html or ""
+    for label in ("Level:", "Logger:", "Time:", "Where:", "Host:", "Process:", "Thread:"):
+        assert label in text
+    assert "2027-01-15 08:00:00 UTC" in text and "local)" in text
+    assert "Python:" in text and ("CPython" in text or "PyPy" in text)
+    assert "Stack:" in text and "test_the_body_has_the_context" in text
+    assert "extra: shard: 7" in " ".join(text.split())
+    assert "cache miss storm" in page and "Stack" in page
+    check_html(page)
+
+
 def test_subject_is_one_line_short_and_tagged(make: Make, fake_gmail: FakeGmail) -> None:
     logger, handler = make(alert_tag="prod")
     logger.error("line one\r\nline two " + "x" * 400)
