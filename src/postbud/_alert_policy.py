@@ -166,10 +166,12 @@ def _one(
         mail = Mail("follow-up", row.pending, row.pending_since, row.last_at, row.detail, row.key)
         row.pending, row.pending_since = 0, None
         return mail
-    # A first alert reports one occurrence; the rest wait for the follow-up.
+    # A first alert reports one occurrence; the rest wait for the follow-up, which
+    # counts them since that first occurrence.
     detail = firsts.get(row.key, row.detail)
     row.pending -= 1
-    row.pending_since = now if row.pending else None
+    if not row.pending:
+        row.pending_since = None
     return Mail("first", 1, detail.get("at"), detail.get("at"), detail, row.key)
 
 
