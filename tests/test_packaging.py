@@ -85,6 +85,7 @@ def test_public_api_is_pinned() -> None:
         [
             "AlertHandler",
             "AppPassword",
+            "alert_on_crash",
             "AuthenticationError",
             "ConfigurationError",
             "Credentials",

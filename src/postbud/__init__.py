@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import errors
 from ._auth import AppPassword, Credentials
 from ._config import Settings
+from ._crash import alert_on_crash
 from ._mailer import Mailer, SendResult
 from ._message import Envelope
 from ._oauth import OAuth2
@@ -44,5 +45,6 @@ __all__ = [
     "Settings",
     "Transport",
     "__version__",
+    "alert_on_crash",
     "errors",
 ]

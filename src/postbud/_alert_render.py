@@ -17,7 +17,16 @@ from typing import Any
 from ._alert_policy import Mail
 from .errors import ConfigurationError
 
-__all__ = ["DEFAULT_SUBJECT", "SUBJECT_FIELDS", "check_template", "render"]
+__all__ = [
+    "DEFAULT_SUBJECT",
+    "SUBJECT_FIELDS",
+    "check_template",
+    "html_page",
+    "html_pre",
+    "html_table",
+    "one_line",
+    "render",
+]
 
 DEFAULT_SUBJECT = "[{level}] {logger}: {message}"
 SUBJECT_FIELDS = ("level", "logger", "message", "exc_type", "host")
@@ -44,7 +53,7 @@ def check_template(template: str) -> None:
         ) from None
 
 
-def _one_line(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     text = " ".join(text.split())  # CR, LF and tabs become single spaces
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
@@ -60,7 +69,7 @@ def _subject(template: str, tag: str | None, detail: Mapping[str, Any], suffix: 
     }
     text = template.format_map(fields)
     prefix = f"[{tag}] " if tag else ""
-    return _one_line(prefix + text, MAX_SUBJECT - len(suffix)) + suffix
+    return one_line(prefix + text, MAX_SUBJECT - len(suffix)) + suffix
 
 
 def _utc(at: float | None, fmt: str = "%Y-%m-%d %H:%M:%S UTC") -> str:
@@ -92,7 +101,7 @@ def _fields(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def _html_page(title: str, body: list[str]) -> str:
+def html_page(title: str, body: list[str]) -> str:
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
         + html.escape(title)
@@ -104,13 +113,18 @@ def _html_page(title: str, body: list[str]) -> str:
     )
 
 
-def _html_table(rows: list[tuple[str, str]]) -> str:
+def html_table(rows: list[tuple[str, str]]) -> str:
     cells = "".join(
         f'<tr><th style="{_HEAD}">{html.escape(k)}</th>'
         f'<td style="{_CELL};white-space:pre-wrap">{html.escape(v)}</td></tr>'
         for k, v in rows
     )
     return f'<table style="border-collapse:collapse;margin:8px 0">{cells}</table>'
+
+
+def html_pre(text: str) -> str:
+    """A block of preformatted text (a traceback, command output), escaped."""
+    return f'<pre style="{_PRE}">{html.escape(text)}</pre>'
 
 
 def _blocks(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -132,13 +146,13 @@ def _occurrence(mail: Mail, intro: str, footer: str) -> tuple[str, str]:
     text += ["", "-- ", footer]
     body = [
         f'<p style="margin:0 0 8px">{html.escape(intro)}</p>',
-        _html_table(rows),
+        html_table(rows),
     ]
     for title, block in blocks:
         body.append(f'<p style="margin:12px 0 4px;font-weight:600">{html.escape(title)}</p>')
-        body.append(f'<pre style="{_PRE}">{html.escape(block.rstrip())}</pre>')
+        body.append(html_pre(block.rstrip()))
     body.append(f'<p style="color:#777;font-size:12px;margin-top:16px">{html.escape(footer)}</p>')
-    return "\n".join(text) + "\n", _html_page(intro, body)
+    return "\n".join(text) + "\n", html_page(intro, body)
 
 
 def _headline(detail: Mapping[str, Any]) -> str:
@@ -166,7 +180,7 @@ def _digest(mail: Mail, footer: str) -> tuple[str, str]:
                 _utc(e.last_at, "%m-%d %H:%M:%S"),
                 str(d.get("level", "")),
                 str(d.get("logger", "")),
-                _one_line(_headline(d), 160),
+                one_line(_headline(d), 160),
                 str(d.get("where", "")),
             )
         )
@@ -190,21 +204,28 @@ def _digest(mail: Mail, footer: str) -> tuple[str, str]:
         f'<table style="border-collapse:collapse;margin:8px 0"><tr>{head}</tr>{body_rows}</table>',
         f'<p style="color:#777;font-size:12px;margin-top:16px">{html.escape(footer)}</p>',
     ]
-    return "\n".join(text) + "\n", _html_page(intro, body)
+    return "\n".join(text) + "\n", html_page(intro, body)
 
 
 def render(
-    mail: Mail, *, template: str, tag: str | None, cooldown: float, cap: int
+    mail: Mail,
+    *,
+    template: str,
+    tag: str | None,
+    cooldown: float,
+    cap: int,
+    intro: str | None = None,
+    footer: str | None = None,
 ) -> tuple[str, str, str]:
-    """(subject, text, html) of one alert mail."""
-    footer = (
+    """(subject, text, html) of one alert mail (``intro``, ``footer``: other words)."""
+    footer = footer or (
         f"Sent by postbud. Repeats of an error within {cooldown:g} s are counted and "
         f"reported in one follow-up; at most {cap} alert mail(s) an hour, the rest in an "
         "hourly digest. Counts are never dropped."
     )
     if mail.kind == "digest":
         prefix = f"[{tag}] " if tag else ""
-        subject = _one_line(
+        subject = one_line(
             f"{prefix}Alert digest: {mail.count} alert(s) of {len(mail.entries)} kind(s) "
             f"since {_utc(mail.since, '%H:%M UTC')}",
             MAX_SUBJECT,
@@ -219,7 +240,9 @@ def render(
         )
         subject = _subject(template, tag, mail.detail, f" ({mail.count} more since {since})")
     else:
-        intro = "An error was logged. Repeats in the next minutes are counted, not mailed."
+        intro = intro or (
+            "An error was logged. Repeats in the next minutes are counted, not mailed."
+        )
         subject = _subject(template, tag, mail.detail, "")
     text, page = _occurrence(mail, intro, footer)
     return subject, text, page

@@ -271,7 +271,13 @@ def _header(name: str, value: str, utf8: bool) -> str:
     policy = _POLICY_UTF8 if utf8 else _POLICY
     # header_factory(...).fold() encodes (RFC 2047/2231) and folds; policy.fold()
     # alone would pass short non-ASCII values through raw.
-    return str(policy.header_factory(name, value).fold(policy=policy))
+    folded = str(policy.header_factory(name, value).fold(policy=policy))
+    # The stdlib starts a value that fits one line on the next ("Subject:\r\n Hello"),
+    # which parsers then read with a leading space: keep its first part on the name's line.
+    empty_first = f"{name}:\r\n "
+    if folded.startswith(empty_first):
+        folded = f"{name}: " + folded[len(empty_first) :]
+    return folded
 
 
 def _text_part(content: str, subtype: str) -> bytes:

@@ -129,6 +129,24 @@ class Outbox:
         self._counters.add("submitted")
         self.start()
 
+    def keep(self, envelope: Envelope, priority: int) -> bool:
+        """Store ``envelope`` in the spool for a later process, without starting a worker.
+
+        The command line uses it after a failed attempt: it exits at once (75) and the
+        next command, or any Mailer of the account, delivers the row.
+        """
+        return self._store(envelope, priority, time.time(), warn=False)
+
+    def retry_now(self) -> int:
+        """Make the account's queued rows due now and start the worker; how many there are."""
+        if self._spool is None:
+            return 0
+        self._spool.retry_now(time.time())
+        pending = self._spool.counts()[0]
+        if pending:
+            self.start()
+        return pending
+
     def stored(self, count: int) -> None:
         """``count`` messages were written to the spool directly: count and deliver them."""
         if count:

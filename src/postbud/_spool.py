@@ -443,6 +443,59 @@ class DiskSpool:
         )
         return int(str(rows[0][0]))
 
+    # -- the outbox command (``postbud outbox``) ----------------------------------------------
+
+    def retry_now(self, now: float) -> int:
+        """Make every queued row of the account due now, whatever its backoff."""
+        with self.transaction(wait=1.0) as db:
+            cursor = db.execute(
+                "UPDATE outbox SET next_try = ? WHERE account = ? AND state = 'queued' "
+                "AND next_try > ?",
+                (now, self.account, now),
+            )
+            return cursor.rowcount
+
+    def rows(self, state: str | None = None) -> list[dict[str, object]]:
+        """The account's rows (oldest first) without their bodies; ``subject`` is parsed."""
+        found = self.read(
+            "SELECT id, state, message_id, recipients, priority, created, next_try, attempts,"
+            " dead_at, last_code, last_error, hint, substr(data, 1, 4096) FROM outbox"
+            " WHERE account = ? AND (? IS NULL OR state = ?) ORDER BY id",
+            self.account,
+            state,
+            state,
+        )
+        names = _ROW_NAMES
+        result = []
+        for row in found:
+            item = dict(zip(names, row[:-1], strict=True))
+            item["recipients"] = json.loads(str(item["recipients"]))
+            head = bytes(row[-1]) if isinstance(row[-1], bytes) else b""
+            item["subject"] = _subject_of(head)
+            result.append(item)
+        return result
+
+    def revive(self, ids: list[int] | None, now: float) -> int:
+        """Put dead letters (all, or those ``ids``) back in the queue, due now."""
+        with self.transaction(wait=1.0) as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = 'queued', next_try = ?, attempts = 0, dead_at = NULL,"
+                " lease_until = 0, lease_owner = NULL WHERE account = ? AND state = 'dead'"
+                " AND (? IS NULL OR id IN (SELECT value FROM json_each(?)))",
+                (now, self.account, None if ids is None else 1, json.dumps(ids or [])),
+            )
+            return cursor.rowcount
+
+    def forget_dead(self, ids: list[int] | None) -> int:
+        """Delete dead letters (all, or those ``ids``)."""
+        with self.transaction(wait=1.0) as db:
+            cursor = db.execute(
+                "DELETE FROM outbox WHERE account = ? AND state = 'dead'"
+                " AND (? IS NULL OR id IN (SELECT value FROM json_each(?)))",
+                (self.account, None if ids is None else 1, json.dumps(ids or [])),
+            )
+            return cursor.rowcount
+
     def purge(self, now: float) -> None:
         """Forget dead letters older than 30 days."""
         with self.transaction(wait=1.0) as db:
@@ -464,6 +517,33 @@ class DiskSpool:
             "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE state = 'dead' "
             "ORDER BY dead_at LIMIT 100)"
         )
+
+
+_ROW_NAMES = (
+    "id",
+    "state",
+    "message_id",
+    "recipients",
+    "priority",
+    "created",
+    "next_try",
+    "attempts",
+    "dead_at",
+    "last_code",
+    "last_error",
+    "hint",
+)
+
+
+def _subject_of(head: bytes) -> str:
+    from email.header import decode_header, make_header
+    from email.parser import BytesHeaderParser
+
+    value = BytesHeaderParser().parsebytes(head).get("Subject", "")
+    try:
+        return " ".join(str(make_header(decode_header(str(value)))).split())
+    except Exception:  # a damaged header: show it as it is
+        return str(value)
 
 
 # Handles inherited across fork are kept alive here, never closed by the child.

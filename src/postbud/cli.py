@@ -1,18 +1,25 @@
 """The ``postbud`` command line (also ``python -m postbud``).
 
-Every command prints one readable line per error (a traceback only with ``--debug``)
-and exits 0 when all went well, 1 for a delivery problem, 2 for a usage or
-configuration mistake, and 75 (EX_TEMPFAIL) when mail was kept for a later try.
+Every command reads its settings from ``POSTBUD_*`` environment variables (options
+override the non-secret ones; secrets are never taken from arguments), prints one
+readable line per error (a traceback only with ``--debug``) and exits 0 when all went
+well, 1 for a delivery problem, 2 for a usage or configuration mistake, and 75
+(EX_TEMPFAIL) when mail was kept in the spool for a later try. Every command with a
+spool first retries the mail an earlier run left there, for up to ``exit_timeout``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 
 from . import __version__
-from .errors import ConfigurationError, DeliveryError, PostbudError
+from ._config import Settings
+from ._mailer import Mailer
+from .errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
 __all__ = ["EXIT_CONFIG", "EXIT_DELIVERY", "EXIT_OK", "EXIT_TEMPFAIL", "main"]
 
@@ -21,6 +28,68 @@ EXIT_DELIVERY = 1
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75
 
+#: Settings an option may set (``--ca-file``); secrets come from the environment only.
+OPTION_SETTINGS = (
+    "username",
+    "sender",
+    "host",
+    "port",
+    "security",
+    "timeout",
+    "ca_file",
+    "spool",
+    "oauth_token_file",
+    "oauth_token_uri",
+    "oauth_client_id",
+    "service_account_file",
+    "daily_limit",
+    "exit_timeout",
+    "max_age",
+    "alert_tag",
+)
+
+
+def say(message: str) -> None:
+    """One line for the user, on stderr (stdout is for results)."""
+    print(f"postbud: {message}", file=sys.stderr, flush=True)
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """``Settings`` from ``POSTBUD_*``, with the options given on the command line."""
+    given = {
+        name: getattr(args, f"set_{name}")
+        for name in OPTION_SETTINGS
+        if getattr(args, f"set_{name}", None) is not None
+    }
+    return Settings.from_env(**given)
+
+
+def mailer_from(args: argparse.Namespace, *, drain: bool = True) -> Mailer:
+    """The Mailer for a command; first retries what an earlier run left in the spool."""
+    settings = settings_from(args)
+    mailer = Mailer(settings)
+    if drain:
+        pending = mailer._outbox.retry_now()
+        if pending:
+            mailer.flush(settings.exit_timeout)
+            left = mailer._outbox.queued()
+            sent = max(0, pending - left)
+            say(
+                f"{sent} of {pending} message(s) left in the spool by an earlier run "
+                + ("went out." if not left else f"went out; {left} still wait for a retry.")
+            )
+    return mailer
+
+
+def when(at: object) -> str:
+    """A spool timestamp as UTC text."""
+    if not isinstance(at, (int, float)):
+        return "-"
+    return datetime.fromtimestamp(float(at), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+# -- commands ------------------------------------------------------------------------------
+
 
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
@@ -28,23 +97,233 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo()
 
 
+def _send(args: argparse.Namespace) -> int:
+    from ._spool import ALERT, NORMAL
+
+    if sys.stdin is None or sys.stdin.isatty():
+        raise _Usage(
+            "postbud send reads the message body from stdin: "
+            "echo 'Backup done' | postbud send --to you@example.com --subject Backup"
+        )
+    text = sys.stdin.buffer.read().decode("utf-8", "replace")
+    html = None
+    if args.html:
+        try:
+            with open(args.html, encoding="utf-8") as fh:
+                html = fh.read()
+        except OSError as exc:
+            raise _Usage(f"--html: cannot read {args.html}: {exc.strerror}") from None
+    mailer = mailer_from(args)
+    try:
+        envelope = mailer.build(
+            args.to,
+            args.subject,
+            text,
+            html,
+            cc=args.cc,
+            bcc=args.bcc,
+            reply_to=args.reply_to,
+            attachments=args.attach,
+        )
+        try:
+            result = mailer.deliver(envelope)
+        except DeliveryError as exc:
+            priority = ALERT if args.priority == "alert" else NORMAL
+            if exc.retryable and mailer._outbox.keep(envelope, priority):
+                say(
+                    f"not sent yet: {exc} It is kept in the spool ({mailer.settings.spool}) "
+                    "and goes out with the next postbud command or Mailer of this account."
+                )
+                return EXIT_TEMPFAIL
+            raise
+        print(result.message_id)
+        for address, (code, reply) in result.refused.items():
+            say(f"{address} was refused: {code} {reply}")
+        return EXIT_DELIVERY if result.refused else EXIT_OK
+    finally:
+        mailer.close(timeout=0)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from ._cli_run import run_command
+
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise _Usage("postbud run needs a command after --, e.g. postbud run -- ./backup.sh")
+    mailer = mailer_from(args)
+    try:
+        return run_command(mailer, command, args.to, args.subject, args.always, args.lines)
+    finally:
+        mailer.close(timeout=0)
+
+
+def _check(args: argparse.Namespace) -> int:
+    from ._cli_check import run_checks
+
+    return run_checks(lambda: settings_from(args), args.send)
+
+
+def _outbox(args: argparse.Namespace) -> int:
+    mailer = mailer_from(args, drain=args.action != "purge")
+    try:
+        spool = mailer._spool
+        if spool is None:
+            raise _Usage(
+                "there is no spool (POSTBUD_SPOOL is empty, or the file cannot be used): "
+                "nothing is kept between runs."
+            )
+        now = time.time()
+        if args.action == "status":
+            queued, dead = spool.counts()
+            rows = spool.rows("queued")
+            used, _, _ = mailer._ledger.used(now)
+            held = mailer._ledger.held_until(now)
+            print(f"spool:      {spool.path}")
+            print(f"account:    {mailer.settings.username}")
+            print(f"queued:     {queued}")
+            print(f"oldest:     {when(rows[0]['created']) if rows else '-'}")
+            print(f"next retry: {when(spool.next_due()) if rows else '-'}")
+            print(f"dead:       {dead}")
+            print(f"quota:      {used} of {mailer.settings.daily_limit} recipients in 24 h")
+            if held is not None:
+                print(f"held until: {when(held)} (Gmail's daily limit)")
+            return EXIT_OK
+        if args.action == "list":
+            for row in spool.rows():
+                recipients = ", ".join(str(r) for r in row["recipients"])  # type: ignore[attr-defined]
+                print(
+                    f"{row['id']:>6}  {row['state']:<6}  {when(row['created'])}  "
+                    f"tries {row['attempts']}  to {recipients}  {row['subject']!r}"
+                )
+                if row["state"] == "dead":
+                    print(f"        dead since {when(row['dead_at'])}: {row['last_error']}")
+                    if row["hint"]:
+                        print(f"        hint: {row['hint']}")
+                elif row["last_error"]:
+                    print(f"        next try {when(row['next_try'])}; last: {row['last_error']}")
+            return EXIT_OK
+        ids = args.ids or None
+        if args.action == "retry":
+            count = spool.revive(ids, now)
+            print(f"{count} dead letter(s) back in the queue.")
+            if count:
+                mailer._outbox.start()
+                mailer.flush(mailer.settings.exit_timeout)
+                left = spool.counts()[0]
+                if left:
+                    say(f"{left} message(s) still wait for a retry.")
+                    return EXIT_TEMPFAIL
+            return EXIT_OK
+        count = spool.forget_dead(ids)
+        print(f"{count} dead letter(s) deleted.")
+        return EXIT_OK
+    finally:
+        mailer.close(timeout=0)
+
+
+# -- the parser ------------------------------------------------------------------------------
+
+
+class _Usage(Exception):
+    """A usage mistake: one line, exit 2."""
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    group = common.add_argument_group(
+        "settings",
+        "Each overrides its POSTBUD_* variable (--ca-file: POSTBUD_CA_FILE). Secrets "
+        "(POSTBUD_APP_PASSWORD, POSTBUD_OAUTH_CLIENT_SECRET, POSTBUD_OAUTH_REFRESH_TOKEN) "
+        "are read from the environment only.",
+    )
+    for name in OPTION_SETTINGS:
+        group.add_argument(
+            "--" + name.replace("_", "-"), dest=f"set_{name}", metavar=name.upper(), help="-"
+        )
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
+    common = _common()
     parser = argparse.ArgumentParser(
         prog="postbud",
         description="Send mail and error alerts through Gmail (app password or OAuth2). "
         "Settings come from POSTBUD_* environment variables; secrets never from arguments.",
+        epilog="Exit status: 0 ok, 1 delivery problem, 2 usage or configuration mistake, "
+        "75 kept in the spool for a later try.",
     )
     parser.add_argument("--version", action="version", version=f"postbud {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=description, parents=[common])
+
     demo = commands.add_parser(
         "demo",
         help="send mail through an embedded fake Gmail (no account needed)",
         description="Start a fake Gmail on 127.0.0.1, send with an app password over "
-        "implicit TLS and over STARTTLS and with OAuth2 (XOAUTH2), and print what the "
-        "server received.",
+        "implicit TLS and over STARTTLS and with OAuth2 (XOAUTH2), show storm control, "
+        "and print what the server received.",
     )
     demo.set_defaults(handler=_demo)
+
+    send = command(
+        "send",
+        "send one message now; the body comes from stdin",
+        "Send one message now, its text body read from stdin. If Gmail cannot be reached "
+        "(or refuses for now), the message is kept in the spool, postbud exits 75, and the "
+        "next postbud command delivers it.",
+    )
+    send.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
+    send.add_argument("--subject", required=True)
+    send.add_argument("--cc", action="append", help="copy recipient (repeatable)")
+    send.add_argument("--bcc", action="append", help="blind copy recipient (repeatable)")
+    send.add_argument("--reply-to", help="where replies should go")
+    send.add_argument("--html", metavar="FILE", help="an HTML body, next to the text")
+    send.add_argument("--attach", action="append", metavar="PATH", help="attach a file")
+    send.add_argument(
+        "--priority", choices=("normal", "alert"), default="normal", help="queue order if kept"
+    )
+    send.set_defaults(handler=_send)
+
+    run = command(
+        "run",
+        "run a command and mail its failure",
+        "Run CMD with its output passed through unchanged. If it exits non-zero or is "
+        "killed by a signal, mail the exit status, duration, host, command line (secrets "
+        "masked) and the last lines of output. Exits with CMD's status (128+N for signal N).",
+    )
+    run.add_argument("--to", action="append", help="recipient (default: the account itself)")
+    run.add_argument("--subject", help="subject prefix (default: the command line)")
+    run.add_argument("--always", action="store_true", help="mail on success too")
+    run.add_argument("--lines", type=int, default=100, help="lines of output to mail (100)")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    run.set_defaults(handler=_run)
+
+    check = command(
+        "check",
+        "check the configuration step by step",
+        "Walk the configuration: settings, DNS, TCP, the TLS certificate, EHLO, the "
+        "login (app password, or a token refresh then XOAUTH2) and the daily quota. Each "
+        "failure says what is wrong and how to fix it.",
+    )
+    check.add_argument("--send", metavar="TO", help="also send a test message to TO")
+    check.set_defaults(handler=_check)
+
+    outbox = command(
+        "outbox",
+        "show or manage the spool (queued mail and dead letters)",
+        "status: counts, oldest message, next retry, quota used. list: every message "
+        "with its last error. retry: put dead letters (all, or the IDS given) back in the "
+        "queue and send them. purge: delete dead letters (all, or the IDS given).",
+    )
+    outbox.add_argument("action", choices=("status", "list", "retry", "purge"))
+    outbox.add_argument("ids", nargs="*", type=int, metavar="ID", help="row ids (from list)")
+    outbox.set_defaults(handler=_outbox)
     return parser
 
 
@@ -58,11 +337,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         return handler(args)
+    except _Usage as exc:
+        say(str(exc))
+        return EXIT_CONFIG
     except PostbudError as exc:
         if args.debug:
             raise
-        print(f"postbud: {exc}", file=sys.stderr)
-        if isinstance(exc, ConfigurationError):
+        say(str(exc))  # a delivery error's text ends with its hint
+        if isinstance(exc, (ConfigurationError, InvalidMessageError)):
             return EXIT_CONFIG
         if isinstance(exc, DeliveryError):
             return EXIT_DELIVERY

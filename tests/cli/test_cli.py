@@ -39,6 +39,12 @@ def test_demo_sends_both_ways_and_exits_0(capsys: pytest.CaptureFixture[str]) ->
     assert "the token endpoint was asked once" in out
     assert "Commands: EHLO AUTH XOAUTH2 MAIL RCPT DATA MAIL RCPT DATA QUIT" in out
     assert "Hint: Gmail did not accept the app password" in out
+    assert "5. Error alerts with storm control" in out
+    assert "[first, count 1] [ERROR] demo.shop: payment for order 0 failed" in out
+    assert "[follow-up, count 999]" in out
+    assert "20 distinct errors: 8 mailed at once" in out
+    assert "[digest, count 12]" in out
+    assert "11 mails for 1,020 errors, and their counts add up to 1,020" in out
     assert "abcd efgh ijkl mnop" not in out and "abcdefghijklmnop" not in out
     assert captured.err == ""
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import sys
+import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -81,6 +83,9 @@ def test_examples_run(
     namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
     root = logging.getLogger()
     saved = (root.level, list(root.handlers))
+    # alert_on_crash() examples install hooks: they must not outlive their page.
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    monkeypatch.setattr(threading, "excepthook", threading.excepthook)
     try:
         run_blocks(page, namespace, docs_gmail)
     finally:  # a logging recipe (dictConfig on the root logger) must not outlive its page

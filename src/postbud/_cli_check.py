@@ -1,0 +1,193 @@
+"""``postbud check``: walk the configuration one step at a time and say what to fix.
+
+Settings, DNS, TCP, the TLS certificate, EHLO, the login (for OAuth2 a token refresh
+first, then XOAUTH2) and the quota ledger, in the order a connection needs them, so
+the first failure is the one to fix. Nothing secret is printed: not the password,
+not a token, not a line of the AUTH exchange.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import socket
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from ._auth import Credentials
+from ._config import Settings
+from ._mailer import Mailer, open_spool
+from ._oauth import OAuth2, refresh_error
+from ._quota import Ledger
+from ._transport import SMTPTransport
+from .errors import ConfigurationError, DeliveryError
+
+__all__ = ["run_checks"]
+
+CERT_HINT = (
+    "For smtp.gmail.com this means something between you and Gmail intercepts TLS (an "
+    "antivirus, a company proxy); point POSTBUD_CA_FILE at its CA only if you trust it. "
+    "For a test server, point POSTBUD_CA_FILE at that server's CA."
+)
+PORT_HINT = (
+    "Gmail listens on 465 (security 'ssl') and 587 (security 'starttls'): check "
+    "POSTBUD_HOST and POSTBUD_PORT, and that no firewall blocks outgoing SMTP (many "
+    "cloud providers block it by default)."
+)
+
+
+class _Failed(Exception):
+    def __init__(self, step: str, problem: str, fix: str | None, code: int = 1) -> None:
+        super().__init__(problem)
+        self.step, self.problem, self.fix, self.code = step, problem, fix, code
+
+
+def _line(status: str, step: str, text: str) -> None:
+    print(f"{status:<4} {step:<9} {text}", flush=True)
+
+
+def run_checks(load: Callable[[], Settings], send_to: str | None) -> int:
+    """Run every step; 0 when all passed, 1 for a delivery problem, 2 for configuration."""
+    try:
+        _steps(load, send_to)
+    except _Failed as failed:
+        _line("FAIL", failed.step, failed.problem)
+        if failed.fix:
+            _line("", "", f"fix: {failed.fix}")
+        return failed.code
+    print("All checks passed.")
+    return 0
+
+
+def _steps(load: Callable[[], Settings], send_to: str | None) -> None:
+    try:
+        settings = load()
+        credentials = settings.credentials()
+    except ConfigurationError as exc:
+        raise _Failed("settings", str(exc), None, code=2) from None
+    _line(
+        "ok",
+        "settings",
+        f"{settings.username} via {settings.host}:{settings.port} ({settings.security}), "
+        f"{credentials.credential}",
+    )
+    _network(settings)
+    transport = SMTPTransport(settings, credentials)
+    _tls_and_ehlo(settings, transport.ssl_context)
+    _login(settings, credentials, transport)
+    _quota(settings)
+    if send_to:
+        with Mailer(settings.replace(spool=None)) as mailer:
+            try:
+                result = mailer.send(
+                    send_to, "postbud check", "This test message was sent by postbud check.\n"
+                )
+            except DeliveryError as exc:
+                raise _Failed("send", exc.description, exc.hint) from None
+        _line("ok", "send", f"{send_to} accepted {result.message_id}")
+
+
+def _network(settings: Settings) -> None:
+    host, port, timeout = settings.host, settings.port, settings.timeout
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise _Failed(
+            "dns", f"cannot resolve {host}: {exc.strerror}", "Check POSTBUD_HOST and DNS."
+        ) from None
+    _line("ok", "dns", f"{host} is {', '.join(sorted({str(i[4][0]) for i in infos}))}")
+
+    try:
+        socket.create_connection((host, port), timeout).close()
+    except ConnectionRefusedError:
+        raise _Failed("tcp", f"{host}:{port} refused the connection.", PORT_HINT) from None
+    except OSError as exc:
+        raise _Failed(
+            "tcp", f"no connection to {host}:{port} within {timeout:g} s ({exc}).", PORT_HINT
+        ) from None
+    _line("ok", "tcp", f"connected to {host}:{port}")
+
+
+def _login(settings: Settings, credentials: Credentials, transport: SMTPTransport) -> None:
+    if isinstance(credentials, OAuth2):
+        try:
+            credentials.token(timeout=settings.timeout)  # never printed
+        except Exception as exc:
+            error = refresh_error(exc)
+            if error is None:
+                raise
+            raise _Failed("token", error.description, error.hint) from None
+        _line("ok", "token", "the token endpoint gave an access token")
+
+    try:
+        transport.open()
+    except DeliveryError as exc:
+        raise _Failed("login", exc.description, exc.hint) from None
+    finally:
+        transport.close()
+    _line("ok", "login", f"logged in as {settings.username} with the {credentials.credential}")
+
+
+def _quota(settings: Settings) -> None:
+    now = time.time()
+    spool = open_spool(settings)
+    ledger = Ledger(settings, spool)
+    used, _, _ = ledger.used(now)
+    held = ledger.held_until(now)
+    quota = f"{used} of {settings.daily_limit} recipients used in the last 24 h"
+    if held is not None:
+        raise _Failed(
+            "quota",
+            quota + f"; held for {held - now:.0f} s after Gmail's daily-limit reply.",
+            "Nothing is lost: queued mail goes out when the hold ends.",
+        )
+    _line("ok", "quota", quota + (f" (spool {spool.path})" if spool else " (no spool)"))
+    if spool is not None:
+        spool.close()
+
+
+def _tls_and_ehlo(settings: Settings, context: ssl.SSLContext) -> None:
+    host, port, timeout = settings.host, settings.port, settings.timeout
+    step = "tls"
+    try:
+        if settings.security == "ssl":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port, context=context, timeout=timeout)
+        else:
+            smtp = smtplib.SMTP(host, port, timeout=timeout)
+            smtp.ehlo("localhost")
+            if not smtp.has_extn("starttls"):
+                smtp.close()
+                raise _Failed(
+                    "tls",
+                    f"{host}:{port} does not offer STARTTLS; postbud never logs in unencrypted.",
+                    "Use port 465 with security 'ssl', or check that nothing strips "
+                    "STARTTLS on the way (a proxy or antivirus).",
+                )
+            smtp.starttls(context=context)
+        sock = smtp.sock
+        assert isinstance(sock, ssl.SSLSocket)
+        cert = sock.getpeercert() or {}
+        _line("ok", "tls", f"{sock.version()}, certificate of {_name(cert)} is trusted")
+        step = "ehlo"
+        smtp.ehlo("localhost")
+        auth = smtp.esmtp_features.get("auth", "").strip() or "none"
+        greeting = (smtp.ehlo_resp or b"").decode(errors="replace").splitlines()[0]
+        _line("ok", "ehlo", f"{greeting}; AUTH {auth}")
+        smtp.quit()
+    except ssl.SSLCertVerificationError as exc:
+        raise _Failed(
+            "tls", f"the certificate of {host} is not trusted: {exc.verify_message}.", CERT_HINT
+        ) from None
+    except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
+        raise _Failed(step, f"{type(exc).__name__}: {exc}", PORT_HINT) from None
+
+
+def _name(cert: Mapping[str, Any]) -> str:
+    subject = cert.get("subject") or ()
+    for rdn in subject:
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    alt = cert.get("subjectAltName") or ()
+    return ", ".join(str(v) for _, v in alt) or "the server"

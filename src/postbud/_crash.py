@@ -1,0 +1,153 @@
+"""``postbud.alert_on_crash()``: mail an uncaught exception before the program dies.
+
+It wraps ``sys.excepthook`` (the main thread) and ``threading.excepthook`` (other
+threads). The alert is sent at once, within ``exit_timeout``; if Gmail cannot be
+reached it is kept in the spool (the next postbud command or Mailer of the account
+sends it) and one line on stderr says so. The previous hooks run afterwards, so the
+traceback is still printed as usual. Ctrl-C (``KeyboardInterrupt``) is not a crash.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+from ._alert_policy import Mail
+from ._alert_record import describe
+from ._alert_render import DEFAULT_SUBJECT, check_template, render
+from ._config import Settings
+from ._mailer import Mailer
+from ._spool import ALERT
+from .alerts import AlertHandler
+from .errors import ConfigurationError, DeliveryError
+
+__all__ = ["alert_on_crash"]
+
+_state: dict[str, Any] = {}
+
+
+def alert_on_crash(
+    to: str | Sequence[str] | None = None,
+    subject: str | None = None,
+    *,
+    mailer: Mailer | None = None,
+    **settings: Any,
+) -> None:
+    """Mail uncaught exceptions (of the main thread and of other threads) as alerts.
+
+    Call it once, early in a script::
+
+        postbud.alert_on_crash(to="oncall@example.com")
+
+    Args:
+        to: Recipients (default: the sending account itself).
+        subject: A subject template as for ``AlertHandler`` (default
+            ``"[{level}] {logger}: {message}"``; the logger is the script's name).
+        mailer: A Mailer to send with; else one is built from ``**settings`` over the
+            ``POSTBUD_*`` environment variables. Each attempt is bounded by
+            ``exit_timeout``.
+
+    Raises:
+        ConfigurationError: At once, for any bad value.
+    """
+    if mailer is not None and settings:
+        raise ConfigurationError("alert_on_crash takes either mailer= or settings, not both.")
+    if mailer is None:
+        base = Settings.from_env(**settings)
+        # The program is dying: one attempt may take exit_timeout, not the full timeout.
+        mailer = Mailer(base.replace(timeout=max(1.0, min(base.timeout, base.exit_timeout))))
+    template = DEFAULT_SUBJECT if subject is None else subject
+    check_template(template)
+    _state.update(
+        mailer=mailer,
+        to=AlertHandler._recipients(to, mailer.settings.username),
+        subject=template,
+    )
+    if "sys" not in _state:  # install once; later calls only change the settings
+        _state["sys"] = sys.excepthook
+        _state["threading"] = threading.excepthook
+        sys.excepthook = _sys_hook
+        threading.excepthook = _thread_hook
+
+
+def _sys_hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    try:
+        _report(exc_type, exc, tb, threading.current_thread().name)
+    finally:
+        _state["sys"](exc_type, exc, tb)
+
+
+def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    try:
+        if args.exc_value is not None:
+            name = args.thread.name if args.thread is not None else "?"
+            _report(args.exc_type, args.exc_value, args.exc_traceback, name)
+    finally:
+        _state["threading"](args)
+
+
+def _report(
+    exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None, thread: str
+) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        return
+    mailer: Mailer = _state["mailer"]
+    try:
+        where = traceback.extract_tb(tb)[-1] if tb is not None else None
+        script = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        place = "" if thread == "MainThread" else f" in thread {thread}"
+        message = f"Uncaught {exc_type.__name__}{place}: {exc}"
+        record = logging.LogRecord(
+            script,
+            logging.CRITICAL,
+            where.filename if where else "?",
+            (where.lineno or 0) if where else 0,
+            message,
+            None,
+            (exc_type, exc, tb),
+        )
+        record.threadName = thread
+        record.funcName = where.name if where else ""
+        at = time.time()
+        detail = describe(record, message, at)
+        s = mailer.settings
+        subject, text, html = render(
+            Mail("first", 1, at, at, detail, "crash"),
+            template=_state["subject"],
+            tag=s.alert_tag,
+            cooldown=s.alert_cooldown,
+            cap=s.alert_cap,
+            intro=f"{script} crashed: an exception nobody caught{place}.",
+            footer="Sent by postbud.alert_on_crash().",
+        )
+        envelope = mailer.build(
+            list(_state["to"]),
+            subject,
+            text,
+            html,
+            headers={"X-Postbud-Alert": "crash", "X-Postbud-Count": "1"},
+        )
+    except Exception as error:  # never hide the original crash behind our own
+        print(f"postbud: could not build the crash alert: {error}", file=sys.stderr)
+        return
+    try:
+        mailer.deliver(envelope)
+    except DeliveryError as error:
+        if error.retryable and mailer._outbox.keep(envelope, ALERT):
+            print(
+                f"postbud: the crash alert was not sent ({error.description}); it is kept in "
+                f"the spool {s.spool} and goes out with the next postbud command or Mailer "
+                "of this account.",
+                file=sys.stderr,
+            )
+        else:
+            print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)
+    except Exception as error:
+        print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)
