@@ -14,34 +14,25 @@ hourly cap is used up or alerts passed their share of the daily quota.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._alert_record import describe
-
-__all__ = ["WINDOW", "Delta", "FpState", "Mail", "ScopeState", "decide", "merge", "next_due"]
+__all__ = ["WINDOW", "Counted", "FpState", "Mail", "ScopeState", "decide", "merge", "next_due"]
 
 #: The cap counts mails per window of this many seconds; a digest closes each window.
 WINDOW = 3600.0
 
 
 @dataclass
-class Delta:
-    """Occurrences of one fingerprint counted in memory since the last tick."""
+class Counted:
+    """Occurrences of one fingerprint since the last tick, already described (the
+    handler describes them before it opens a spool transaction)."""
 
     count: int
     first_at: float
     last_at: float
-    first: logging.LogRecord
-    first_message: str
-    last: logging.LogRecord
-    last_message: str
-
-    def add(self, record: logging.LogRecord, message: str, at: float) -> None:
-        self.count += 1
-        self.last_at = at
-        self.last, self.last_message = record, message
+    first: dict[str, Any]  # the first occurrence, described
+    last: dict[str, Any]  # the last one (the same dict when count is 1)
 
 
 @dataclass
@@ -83,20 +74,17 @@ class Mail:
     entries: list[FpState] = field(default_factory=list)  # a digest's fingerprints
 
 
-def merge(row: FpState, delta: Delta) -> dict[str, Any]:
-    """Add ``delta`` to ``row``; returns the description of the delta's first occurrence."""
-    first = describe(delta.first, delta.first_message, delta.first_at)
+def merge(row: FpState, counted: Counted) -> dict[str, Any]:
+    """Add ``counted`` to ``row``; returns the description of its first occurrence."""
     if row.total == 0:
-        row.first_at = delta.first_at
-    row.total += delta.count
-    row.last_at = max(row.last_at, delta.last_at)
-    row.pending += delta.count
-    row.pending_since = min(row.pending_since or delta.first_at, delta.first_at)
-    row.detail = (
-        first if delta.count == 1 else describe(delta.last, delta.last_message, delta.last_at)
-    )
+        row.first_at = counted.first_at
+    row.total += counted.count
+    row.last_at = max(row.last_at, counted.last_at)
+    row.pending += counted.count
+    row.pending_since = min(row.pending_since or counted.first_at, counted.first_at)
+    row.detail = counted.last
     row.changed = True
-    return first
+    return counted.first
 
 
 def decide(

@@ -36,21 +36,25 @@ MASK = "********"
 MAX_TRACEBACK = 20_000
 MAX_VALUE = 1_000
 
-# Keys whose values are never shown: password, token, secret, authorization, cookie...
-_SECRET_KEY = re.compile(
-    r"pass(word|wd|phrase)?|pwd|token|secret|authori[sz]ation|cookie|api[-_]?key|"
-    r"credential|private[-_]?key|session|signature|(^|[-_])auth($|[-_])",
-    re.IGNORECASE,
+# One list of secret words, for keys (``extra``, dicts, options) and for free text.
+_WORDS = (
+    r"pass(?:word|wd|phrase)?|pwd|token|secret|authori[sz]ation|cookie|api[-_]?key|"
+    r"credential|private[-_]?key|session|signature"
 )
-# ``password=hunter2``, ``token: abc``, ``--api-key=...`` inside any text.
+# Keys whose values are never shown (also ``auth``, ``sig`` as whole parts of a key).
+_SECRET_KEY = re.compile(rf"{_WORDS}|(?:^|[-_])(?:auth|sig)(?:$|[-_])", re.IGNORECASE)
+# ``password=hunter2``, ``"token": "abc"``, ``X-Amz-Signature=…`` inside any text.
 _INLINE = re.compile(
-    r"(?P<key>[\w-]*(?:pass(?:word|wd|phrase)?|pwd|token|secret|api[-_]?key|"
-    r"authorization|cookie|credential|session[-_]?id)[\w-]*)(?P<sep>\s*[=:]\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,'\"]+)",
+    rf"(?P<key>[\"']?[\w-]*(?:{_WORDS}|\bsig)[\w-]*[\"']?)(?P<sep>\s*[=:]\s*)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,'\"}\])]+)",
     re.IGNORECASE,
 )
-# ``scheme://user:password@host``
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]+:)[^/\s@]+(?=@)", re.IGNORECASE)
+# ``Authorization: Bearer abc…``: the scheme is no secret, the credential after it is.
+_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Digest)\s+[\w.~+/=-]{6,}", re.IGNORECASE)
+# ``scheme://user:password@host`` and ``redis://:password@host``
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
+# What a mail cannot carry: NUL and other control characters (tab and newline stay).
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
@@ -108,8 +112,18 @@ def digest_key(fp: Fingerprint) -> str:
     return hashlib.sha1(repr(fp).encode(), usedforsecurity=False).hexdigest()[:16]
 
 
+def clean(text: str) -> str:
+    """Text a mail can carry: lone surrogates escaped, control characters replaced."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that was not UTF-8, say
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub("\ufffd", text)
+
+
 def mask_text(text: str) -> str:
-    """Mask ``password=…``-style pairs and URL passwords in free text."""
+    """Mask ``password=…``-style pairs, credentials after ``Bearer`` and URL passwords."""
+    text = _SCHEME.sub(lambda m: f"{m['scheme']} {MASK}", clean(text))
     text = _INLINE.sub(lambda m: f"{m['key']}{m['sep']}{MASK}", text)
     return _URL_PASSWORD.sub(lambda m: f"{m['head']}{MASK}", text)
 
@@ -139,17 +153,36 @@ def mask_argv(argv: list[str]) -> list[str]:
     return masked
 
 
-def _value(key: str, value: Any, depth: int = 0) -> str:
+def _value(key: str, value: Any) -> str:
+    return _clip(_shown(key, value, 0, set()), MAX_VALUE)
+
+
+def _shown(key: str, value: Any, depth: int, seen: set[int]) -> str:
+    """``value`` as text with secrets masked: keys of mappings at any depth, and
+    ``(name, value)`` pairs in lists (HTTP headers); free text by ``mask_text``."""
     if _SECRET_KEY.search(key):
         return MASK
-    if isinstance(value, Mapping) and depth < 3:
-        inner = ", ".join(f"{k!r}: {_value(str(k), v, depth + 1)}" for k, v in value.items())
-        return "{" + inner + "}"
+    nested = isinstance(value, (Mapping, list, tuple, set, frozenset))
+    if nested and (depth >= 20 or id(value) in seen):
+        return "…"
+    if isinstance(value, Mapping):
+        seen.add(id(value))
+        items = list(value.items())[:100]
+        inner = ", ".join(f"{k!r}: {_shown(str(k), v, depth + 1, seen)}" for k, v in items)
+        return "{" + inner + (", …" if len(value) > 100 else "") + "}"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        seen.add(id(value))
+        items = list(value)[:100]
+        if isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str):
+            return f"({value[0]!r}, {_shown(value[0], value[1], depth + 1, seen)})"
+        inner = ", ".join(_shown("", v, depth + 1, seen) for v in items)
+        more = ", …" if len(value) > 100 else ""
+        return ("[" + inner + more + "]") if isinstance(value, list) else ("(" + inner + more + ")")
     try:
         text = value if isinstance(value, str) and not depth else repr(value)
     except Exception as exc:  # a broken __repr__ must not lose the alert
         text = f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
-    return _clip(mask_text(text), MAX_VALUE)
+    return mask_text(text)
 
 
 def _clip(text: str, limit: int, *, keep_end: bool = False) -> str:
@@ -173,20 +206,22 @@ def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, An
     if exc_info and exc_info[0] is not None:
         exc_type = exc_info[0].__name__
         trace = record.exc_text or "".join(traceback.format_exception(*exc_info))
-    extras = {str(k): _value(str(k), v) for k, v in vars(record).items() if k not in _STANDARD}
+    extras = {
+        clean(str(k)): _value(str(k), v) for k, v in vars(record).items() if k not in _STANDARD
+    }
     return {
         "message": mask_text(message),
-        "level": record.levelname,
-        "logger": record.name,
+        "level": clean(str(record.levelname)),
+        "logger": clean(str(record.name)),
         "at": at,
-        "where": f"{record.pathname}:{record.lineno} in {record.funcName}",
+        "where": clean(f"{record.pathname}:{record.lineno} in {record.funcName}"),
         "host": _hostname(),
         "pid": record.process,
-        "process": record.processName or "",
-        "thread": record.threadName or "",
+        "process": clean(str(record.processName or "")),
+        "thread": clean(str(record.threadName or "")),
         "argv": " ".join(mask_argv(list(sys.argv))),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "exc_type": exc_type,
+        "exc_type": clean(exc_type),
         "traceback": _clip(mask_text(trace), MAX_TRACEBACK, keep_end=True),
         "stack": _clip(mask_text(record.stack_info or ""), MAX_TRACEBACK, keep_end=True),
         "extra": extras,

@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ._alert_policy import Mail
+from ._alert_record import clean
 from .errors import ConfigurationError
 
 __all__ = [
@@ -54,7 +55,7 @@ def check_template(template: str) -> None:
 
 
 def one_line(text: str, limit: int) -> str:
-    text = " ".join(text.split())  # CR, LF and tabs become single spaces
+    text = " ".join(clean(text).split())  # CR, LF, tabs, NUL... become single spaces
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
@@ -67,7 +68,10 @@ def _subject(template: str, tag: str | None, detail: Mapping[str, Any], suffix: 
         "exc_type": detail.get("exc_type", ""),
         "host": detail.get("host", ""),
     }
-    text = template.format_map(fields)
+    try:
+        text = template.format_map(fields)
+    except (KeyError, IndexError, ValueError, AttributeError, TypeError):
+        text = DEFAULT_SUBJECT.format_map(fields)  # "{message[0]}" of an empty message
     prefix = f"[{tag}] " if tag else ""
     return one_line(prefix + text, MAX_SUBJECT - len(suffix)) + suffix
 

@@ -9,19 +9,21 @@ eight gunicorn workers exactly one sends each mail.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
-from ._alert_policy import Delta, FpState, Mail, ScopeState, merge, next_due
+from ._alert_policy import Counted, FpState, Mail, ScopeState, merge, next_due
 from ._spool import DiskSpool, SpoolBusy
 
 __all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
 
-#: (scope, rows, first-occurrence details) -> mails; updates scope and rows.
-Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]]], list[Mail]]
+#: (scope, rows, first-occurrence details, force) -> mails; updates scope and rows.
+Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]], bool], list[Mail]]
 #: Receives the mails inside the transaction (``db``: the spool's, or None).
 Commit = Callable[[list[Mail], "sqlite3.Connection | None"], None]
 
@@ -30,6 +32,12 @@ _SCHEMA = (
         scope        TEXT PRIMARY KEY,
         window_start REAL,
         window_mails INTEGER NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS alert_presence (
+        scope   TEXT NOT NULL,
+        owner   TEXT NOT NULL,
+        seen_at REAL NOT NULL,
+        PRIMARY KEY (scope, owner)
     )""",
     """CREATE TABLE IF NOT EXISTS alert_state (
         scope         TEXT    NOT NULL,
@@ -59,6 +67,13 @@ def _idle(row: FpState, now: float, cooldown: float) -> bool:
     return row.pending == 0 and row.digest == 0 and not cooling
 
 
+#: A handler that has not looked at the spool for this long counts as gone.
+PRESENCE = 15.0
+#: Alert state untouched for this long is forgotten, whatever its scope: a handler
+#: whose recipients or tag changed leaves its old scope behind (with masked tracebacks).
+STALE = 7 * 86400.0
+
+
 class Store:
     """The interface of both stores."""
 
@@ -66,13 +81,22 @@ class Store:
 
     def run(
         self,
-        deltas: dict[str, Delta],
+        deltas: dict[str, Counted],
         now: float,
         cooldown: float,
         decide: Decide,
         commit: Commit,
+        *,
+        force: bool = False,
+        leaving: bool = False,
     ) -> float | None:
-        """Merge ``deltas``, decide, commit; returns when to look again (or None)."""
+        """Merge ``deltas``, decide, commit; returns when to look again (or None).
+
+        ``force`` (flush, close, exit) reports pending counts now, but on a shared
+        spool only when no other process's handler of the scope is running: that one
+        reports them in time, and eight gunicorn workers recycled one by one must not
+        send eight digests. ``leaving``: this handler stops.
+        """
         raise NotImplementedError
 
 
@@ -82,20 +106,27 @@ class MemoryStore(Store):
     def __init__(self) -> None:
         self._scope = ScopeState()
         self._rows: dict[str, FpState] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def run(
         self,
-        deltas: dict[str, Delta],
+        deltas: dict[str, Counted],
         now: float,
         cooldown: float,
         decide: Decide,
         commit: Commit,
+        *,
+        force: bool = False,
+        leaving: bool = False,
     ) -> float | None:
         with self._lock:
-            firsts = {k: merge(self._rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
-            mails = decide(self._scope, self._rows, firsts)
+            # All or nothing, as in the spool: work on copies, keep them if commit worked.
+            scope = dataclasses.replace(self._scope)
+            rows = {k: dataclasses.replace(r) for k, r in self._rows.items()}
+            firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
+            mails = decide(scope, rows, firsts, force)
             commit(mails, None)
+            self._scope, self._rows = scope, rows
             for key in [k for k, r in self._rows.items() if _idle(r, now, cooldown)]:
                 del self._rows[key]
             return next_due(self._scope, self._rows, cooldown)
@@ -106,27 +137,33 @@ class SpoolStore(Store):
 
     shared = True
 
-    def __init__(self, spool: DiskSpool, scope: str) -> None:
+    def __init__(self, spool: DiskSpool, scope: str, owner: str) -> None:
         self.spool = spool
         self.scope = scope
+        self.owner = owner
         self._ready = False
+        self._purged = 0.0
 
     def run(
         self,
-        deltas: dict[str, Delta],
+        deltas: dict[str, Counted],
         now: float,
         cooldown: float,
         decide: Decide,
         commit: Commit,
+        *,
+        force: bool = False,
+        leaving: bool = False,
     ) -> float | None:
         try:
             with self.spool.transaction(wait=1.0) as db:
                 if not self._ready:
                     for statement in _SCHEMA:
                         db.execute(statement)
+                alone = self._presence(db, leaving)
                 scope, rows = self._load(db, deltas)
                 firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
-                mails = decide(scope, rows, firsts)
+                mails = decide(scope, rows, firsts, force and alone)
                 self._save(db, scope, rows, now, cooldown)
                 commit(mails, db)
                 self._ready = True
@@ -134,8 +171,34 @@ class SpoolStore(Store):
         except sqlite3.Error as exc:  # a full disk, a damaged file: like a busy spool
             raise SpoolBusy(str(exc)) from exc
 
+    def _presence(self, db: sqlite3.Connection, leaving: bool) -> bool:
+        """Note (or end) this handler's presence; whether it is the only one running.
+
+        Inside the transaction, so of two handlers closing at once exactly one sees
+        itself alone and reports what is pending.
+        """
+        wall = time.time()
+        if leaving:
+            db.execute(
+                "DELETE FROM alert_presence WHERE scope = ? AND owner = ?", (self.scope, self.owner)
+            )
+        else:
+            db.execute(
+                "INSERT OR REPLACE INTO alert_presence VALUES (?, ?, ?)",
+                (self.scope, self.owner, wall),
+            )
+        if wall - self._purged > 3600:
+            self._purged = wall
+            db.execute("DELETE FROM alert_presence WHERE seen_at < ?", (wall - PRESENCE,))
+            db.execute("DELETE FROM alert_state WHERE last_at < ?", (wall - STALE,))
+        others = db.execute(
+            "SELECT COUNT(*) FROM alert_presence WHERE scope = ? AND owner != ? AND seen_at > ?",
+            (self.scope, self.owner, wall - PRESENCE),
+        ).fetchone()[0]
+        return not others
+
     def _load(
-        self, db: sqlite3.Connection, deltas: dict[str, Delta]
+        self, db: sqlite3.Connection, deltas: dict[str, Counted]
     ) -> tuple[ScopeState, dict[str, FpState]]:
         found = db.execute(
             "SELECT window_start, window_mails FROM alert_scope WHERE scope = ?", (self.scope,)

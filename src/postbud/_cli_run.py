@@ -144,7 +144,7 @@ def _report(
     ok = status == "exit status 0"
     tag = f"[{mailer.settings.alert_tag}] " if mailer.settings.alert_tag else ""
     head = subject or shown
-    title = one_line(f"{tag}{'OK' if ok else 'FAILED'}: {head} ({status}) on {host}", 200)
+    title = one_line(f"{tag}{'OK' if ok else 'FAILED'} ({status}): {head} on {host}", 200)
     rows = [
         ("Command", shown),
         ("Result", status),

@@ -110,9 +110,9 @@ class Outbox:
         self._stopping = False
         self._warned_spill = False
         self._paused_until = 0.0  # no login before this (after a refused one)
-        #: Alert handlers that rely on this worker: while any is open the worker does
-        #: not end when idle (from Python 3.12 no thread may start at exit, and the
-        #: handler's last follow-up must still go out then).
+        # Alert handlers that rely on this worker: while any is open the worker does
+        # not end when idle, nor at exit before logging.shutdown() closed them (from
+        # Python 3.12 no thread may start at exit, and their last mails must go out).
         self.keepers = 0
         _fork.register(self)
         _live.add(self)
@@ -146,6 +146,11 @@ class Outbox:
         if pending:
             self.start()
         return pending
+
+    def hold_open(self, on: bool) -> None:
+        """An alert handler starts (``True``) or stops relying on this worker."""
+        with self._cond:
+            self.keepers = max(0, self.keepers + (1 if on else -1))
 
     def stored(self, count: int) -> None:
         """``count`` messages were written to the spool directly: count and deliver them."""
@@ -488,4 +493,5 @@ def _drain_at_exit() -> None:
     for outbox in running:
         outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
     for outbox in running:
-        outbox._stop(wait=max(0.0, deadline - time.monotonic()))
+        if not outbox.keepers:  # an alert handler's close() stops the others later
+            outbox._stop(wait=max(0.0, deadline - time.monotonic()))

@@ -92,6 +92,21 @@ class Item:
     on_disk: bool = True
 
 
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. On a new file that takes an exclusive lock and SQLite answers
+    "locked" at once instead of waiting: processes starting together on a fresh
+    spool try again for a few seconds here, rather than fall back to memory."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class _Handle:
     """One SQLite connection and the lock that serialises its users.
 
@@ -113,7 +128,8 @@ class _Handle:
             db = sqlite3.connect(
                 self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout = 5000")
+            _wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             # No checkpoint inside a commit (its fsync would land on whoever commits, a
             # submit included): the worker checkpoints outside the write lock instead.
@@ -121,6 +137,7 @@ class _Handle:
             # Freed pages are zeroed: a delivered password-reset link does not linger
             # in the file (SQLite's default depends on how it was compiled).
             db.execute("PRAGMA secure_delete=ON")
+            db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT * 1000)}")
             self._db = db
         return self._db
 
@@ -251,7 +268,10 @@ class DiskSpool:
         """Store one message inside the caller's transaction (``transaction()``).
 
         The alert handler commits its state and the mails it decided on together.
+        Raises ``SpoolBusy`` when the spool is full.
         """
+        if self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
+            raise SpoolBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
         return self._insert(db, envelope, priority, now, now)
 
     def claim(

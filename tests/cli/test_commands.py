@@ -158,7 +158,7 @@ def test_run_failure_mails_status_output_and_masked_command(
 ) -> None:
     script = (
         "import sys\nfor i in range(150): print('line', i)\n"
-        "print('boom', file=sys.stderr)\nsys.exit(3)"
+        "sys.stdout.flush()\nprint('boom', file=sys.stderr)\nsys.exit(3)"
     )
     result = postbud(
         env,
@@ -176,7 +176,7 @@ def test_run_failure_mails_status_output_and_masked_command(
     [received] = fake_gmail.messages
     assert received.recipients == ("ops@example.com",)
     subject = received["Subject"] or ""
-    assert subject.startswith("FAILED: ") and "(exit status 3)" in subject
+    assert subject.startswith("FAILED (exit status 3): ")
     text = received.text or ""
     assert "Result:    exit status 3" in text
     assert "Duration:" in text and "Host:" in text
@@ -189,7 +189,7 @@ def test_run_always_mails_success_too(env: dict[str, str], fake_gmail: FakeGmail
     result = postbud(env, "run", "--always", "--subject", "Backup", "--", "true")
     assert result.returncode == 0
     [received] = fake_gmail.messages
-    assert (received["Subject"] or "").startswith("OK: Backup (exit status 0) on ")
+    assert (received["Subject"] or "").startswith("OK (exit status 0): Backup on ")
 
 
 def test_run_reports_a_signal_and_exits_128_plus_n(

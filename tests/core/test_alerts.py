@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from postbud import AlertHandler, ConfigurationError
-from postbud._alert_record import fingerprint, mask_argv
+from postbud._alert_record import _value, fingerprint, mask_argv, mask_text
 from postbud.testing import FakeGmail, ReceivedMessage
 
 TO = "ops@example.com"
@@ -50,6 +50,22 @@ def fake_settings(fake: FakeGmail, **overrides: Any) -> dict[str, Any]:
 
 
 Make = Callable[..., tuple[logging.Logger, AlertHandler]]
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """dictConfig and fileConfig change loggers for good: put them back after each test."""
+    manager = logging.Logger.manager
+    loggers = [
+        logging.getLogger(),
+        *(x for x in manager.loggerDict.values() if isinstance(x, logging.Logger)),
+    ]
+    saved = [(x, list(x.handlers), x.level, x.propagate, x.disabled) for x in loggers]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate, logger.disabled = propagate, disabled
 
 
 @pytest.fixture
@@ -271,6 +287,7 @@ def test_two_processes_on_one_spool_send_one_first_alert(
     for child in children:
         _, err = child.communicate(timeout=60)
         assert child.returncode == 0, err
+        assert "cannot use the spool" not in err  # a fresh file, opened by both at once
     got = kinds(fake_gmail)
     assert [k for k, _ in got].count("first") == 1, got
     assert sum(n for _, n in got) == 100
@@ -360,6 +377,108 @@ def test_secrets_in_extras_argv_and_text_are_masked(
     assert "extra: user_id:  42" in text
     assert "'path': '/login'" in text
     assert "postgres://app:********@db/main" in text
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("Authorization: Bearer eyJhbGciOi.abc", "Authorization: ******** ********"),
+        ('{"password": "pw-1", "user": "bob"}', '{"password": ********, "user": "bob"}'),
+        ("{'api_key': 'k-2'}", "{'api_key': ********}"),
+        ("redis://:pw-3@cache:6379/0", "redis://:********@cache:6379/0"),
+        ("s3?X-Amz-Signature=abc&sig=def&id=7", "s3?X-Amz-Signature=********&sig=********&id=7"),
+        ("token expired for user 7", "token expired for user 7"),
+    ],
+)
+def test_free_text_is_masked(text: str, shown: str) -> None:
+    assert mask_text(text) == shown
+
+
+def test_nested_extras_are_masked_at_any_depth() -> None:
+    loop: dict[str, object] = {"password": "pw-loop"}
+    loop["self"] = loop
+    value = {
+        "a": {"b": {"c": {"d": {"e": {"secret": "deep-1"}}}}},
+        "headers": [("Authorization", "Basic dXNlcjpwYXNz"), ("Accept", "*/*")],
+        "rows": [{"token": "t-2"}],
+        "loop": loop,
+    }
+    shown = _value("request", value)
+    for secret in ("deep-1", "dXNlcjpwYXNz", "t-2", "pw-loop"):
+        assert secret not in shown
+    assert "'Accept', '*/*'" in shown
+
+
+def test_a_record_that_cannot_be_encoded_is_still_mailed(make: Make, fake_gmail: FakeGmail) -> None:
+    logger, handler = make(subject="{message[0]}: {level}")
+    logger.error("file caf\udce9.csv failed\x00 badly")  # a lone surrogate and a NUL
+    logger.error("")  # {message[0]} of an empty message
+    mails(handler, fake_gmail)
+    got = [m["Subject"] or "" for m in fake_gmail.messages]
+    assert len(got) == 2
+    assert "caf\\udce9.csv" in (fake_gmail.messages[0].text or "")
+    assert got[1].startswith("[ERROR] app.t0:")  # the default template stood in
+
+
+def test_records_logged_while_emit_runs_are_ignored(make: Make, fake_gmail: FakeGmail) -> None:
+    logger, handler = make()
+
+    class Noisy:
+        def __str__(self) -> str:
+            logger.error("logged from __str__")
+            return "noisy"
+
+    # Straight to the handler: pytest's own handlers would format (and count) it too.
+    handler.handle(logging.LogRecord("app", logging.ERROR, __file__, 1, "%s", (Noisy(),), None))
+    assert handler.stats()["records"] == 1
+
+
+def test_handlers_with_different_levels_keep_their_own_counts(
+    fake_gmail: FakeGmail, clock: Clock
+) -> None:
+    mailer = fake_gmail.mailer()
+    errors = AlertHandler(TO, mailer=mailer, clock=clock)
+    critical = AlertHandler(TO, level="CRITICAL", mailer=mailer, clock=clock)
+    logger = logging.getLogger("two.handlers")
+    logger.propagate = False
+    logger.handlers[:] = [errors, critical]
+    for _ in range(3):
+        logger.critical("disk full")
+    logger.handlers[:] = []
+    errors.close()
+    critical.close()
+    mailer.close()
+    assert sorted(kinds(fake_gmail)) == [("first", 1), ("first", 1)] + [("follow-up", 2)] * 2
+
+
+def test_on_a_shared_spool_the_last_handler_to_close_reports(
+    fake_gmail: FakeGmail, clock: Clock
+) -> None:
+    # Two handlers of one scope, as two gunicorn workers would have: the first to
+    # close leaves its counts in the spool; the survivor reports them.
+    first, second = (AlertHandler(TO, clock=clock, **fake_settings(fake_gmail)) for _ in range(2))
+    first.name = second.name = "mail"  # as dictConfig names them
+    one, two = logging.getLogger("worker.one"), logging.getLogger("worker.two")
+    for logger, handler in ((one, first), (two, second)):
+        logger.propagate = False
+        logger.handlers[:] = [handler]
+        fail(logger, 3)
+    first.tick()
+    second.tick()
+    first.close()
+    assert kinds(fake_gmail) == [("first", 1)]  # no follow-up: worker two still runs
+    second.close()
+    assert kinds(fake_gmail) == [("first", 1), ("follow-up", 5)]
+    one.handlers[:] = two.handlers[:] = []
+
+
+def test_after_fork_the_child_forgets_the_parents_counts(make: Make) -> None:
+    logger, handler = make(spool=None)
+    fail(logger, 4)
+    handler.tick()
+    handler._after_fork()  # what os.fork() runs in the child
+    assert handler.stats()["records"] == 0
+    assert handler._store is None and handler._deltas == {}
 
 
 def test_mask_argv_keeps_harmless_options() -> None:
