@@ -60,6 +60,25 @@ def timed_calls(call: Callable[[int], object], n: int) -> list[float]:
     return samples
 
 
+LatencyRows = dict[str, dict[str, list[tuple[float, float]]]]
+
+
+def latency_table(rows: LatencyRows, first_column: str, digits: int = 0) -> str:
+    """Markdown: per scenario, the median p50 and p99 of each server speed's rounds."""
+    speeds = list(rows)
+    lines = [
+        f"| {first_column} | " + " | ".join(f"{s}: p50 | {s}: p99" for s in speeds) + " |",
+        "|---|" + "---:|" * (2 * len(speeds)),
+    ]
+    for name in rows[speeds[0]]:
+        cells = []
+        for speed in speeds:
+            p50s, p99s = zip(*rows[speed][name])
+            cells += [f"{statistics.median(v):,.{digits}f}" for v in (p50s, p99s)]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def smtplib_floor(
     port: int, context: ssl.SSLContext, username: str, password: str, n: int, body: str
 ) -> None:

@@ -26,7 +26,6 @@ import itertools
 import logging
 import logging.handlers
 import queue
-import statistics
 import sys
 import tempfile
 import threading
@@ -35,7 +34,7 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import percentiles, timed_calls
+from _harness import LatencyRows, latency_table, percentiles, timed_calls
 from _remote_fake import RemoteFake
 from postbud import AlertHandler, Mailer
 from postbud.testing import FakeGmail
@@ -64,7 +63,7 @@ def exception_call(log: logging.Logger) -> Callable[[int], None]:
 
 
 def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, folder: Path) -> None:
-    rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    rows: LatencyRows = {}
     round_no = itertools.count()
     for speed, delay in (("fast server", 0.0), ("50 ms server", 0.05)):
         fake.command(f"delay DATA {delay}")
@@ -133,14 +132,7 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
         f"\nCaller latency of logger.exception(), µs (median over {args.rounds} rounds of the "
         f"p50 and p99 of each round; n={args.n}, SMTPHandler n={max(5, args.n // 30)}).\n"
     )
-    print("| handler | fast: p50 | fast: p99 | 50 ms: p50 | 50 ms: p99 |")
-    print("|---|---:|---:|---:|---:|")
-    for name in rows["fast server"]:
-        cells = []
-        for speed in rows:
-            p50s, p99s = zip(*rows[speed][name])
-            cells += [f"{statistics.median(p50s):,.1f}", f"{statistics.median(p99s):,.1f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(latency_table(rows, "handler", 1))
 
 
 class StormClock:

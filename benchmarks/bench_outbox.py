@@ -25,14 +25,13 @@ import logging
 import logging.handlers
 import queue
 import ssl
-import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import percentiles, smtplib_floor, table, timed_calls
+from _harness import LatencyRows, latency_table, percentiles, smtplib_floor, table, timed_calls
 from _remote_fake import RemoteFake
 from postbud import Mailer
 from postbud._message import build_message
@@ -44,7 +43,7 @@ BODY = "Hello,\n\nthis is a benchmark message. " + "Some text. " * 40 + "\n"
 def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, folder: Path) -> None:
     log = logging.getLogger("bench.outbox")
     log.propagate = False
-    rows: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    rows: LatencyRows = {}
     for speed, delay in (("fast server", 0.0), ("50 ms server", 0.05)):
         fake.command(f"delay DATA {delay}")
         fake587.command(f"delay DATA {delay}")
@@ -111,14 +110,7 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
         f"\nCaller latency per call, µs (median over {args.rounds} rounds of the p50 and p99 "
         f"of each round; n={args.n}, blocking scenarios n={max(5, args.n // 30)}).\n"
     )
-    print("| scenario | fast: p50 | fast: p99 | 50 ms: p50 | 50 ms: p99 |")
-    print("|---|---:|---:|---:|---:|")
-    for name in rows["fast server"]:
-        cells = []
-        for speed in rows:
-            p50s, p99s = zip(*rows[speed][name])
-            cells += [f"{statistics.median(p50s):,.0f}", f"{statistics.median(p99s):,.0f}"]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    print(latency_table(rows, "scenario", 0))
 
 
 def drain(args: argparse.Namespace, fake: RemoteFake, folder: Path) -> None:

@@ -26,7 +26,6 @@ from typing import IO
 from ._alert_record import mask_argv, mask_text
 from ._alert_render import html_page, html_pre, html_table, one_line
 from ._mailer import Mailer
-from ._spool import ALERT
 from .errors import DeliveryError
 
 __all__ = ["run_command"]
@@ -175,17 +174,12 @@ def _report(
         headers={"X-Postbud-Alert": "run", "X-Postbud-Count": "1"},
     )
     try:
-        mailer.deliver(envelope)
+        outcome = mailer._send_or_keep(envelope, "alert")
     except DeliveryError as exc:
-        if exc.retryable and mailer._outbox.keep(envelope, ALERT):
-            print(
-                f"postbud: the report was not sent ({exc}); it is kept in the spool and "
-                "goes out with the next postbud command.",
-                file=sys.stderr,
-                flush=True,
-            )
-        else:
-            print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
+        print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
+        return
+    if isinstance(outcome, DeliveryError):
+        print(f"postbud: {mailer.kept_line('the report', outcome)}", file=sys.stderr, flush=True)
 
 
 def _utc(at: float) -> str:

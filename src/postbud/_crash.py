@@ -24,7 +24,6 @@ from ._alert_record import describe
 from ._alert_render import DEFAULT_SUBJECT, check_template, render
 from ._config import Settings
 from ._mailer import Mailer
-from ._spool import ALERT
 from .alerts import AlertHandler
 from .errors import ConfigurationError, DeliveryError
 
@@ -138,16 +137,8 @@ def _report(
         print(f"postbud: could not build the crash alert: {error}", file=sys.stderr)
         return
     try:
-        mailer.deliver(envelope)
-    except DeliveryError as error:
-        if error.retryable and mailer._outbox.keep(envelope, ALERT):
-            print(
-                f"postbud: the crash alert was not sent ({error.description}); it is kept in "
-                f"the spool {s.spool} and goes out with the next postbud command or Mailer "
-                "of this account.",
-                file=sys.stderr,
-            )
-        else:
-            print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)
-    except Exception as error:
+        outcome = mailer._send_or_keep(envelope, "alert")
+        if isinstance(outcome, DeliveryError):
+            print(f"postbud: {mailer.kept_line('the crash alert', outcome)}", file=sys.stderr)
+    except Exception as error:  # DeliveryError included: one line, then the traceback
         print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)

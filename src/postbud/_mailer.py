@@ -31,7 +31,7 @@ from ._outbox import Counters, Outbox
 from ._quota import Ledger
 from ._spool import ALERT, NORMAL, DiskSpool
 from ._transport import SMTPTransport, Transport
-from .errors import InvalidMessageError, QuotaExceededError
+from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
 
 __all__ = ["Mailer", "Priority", "SendResult"]
 
@@ -230,6 +230,31 @@ class Mailer:
         self._ledger.record(len(result.accepted), alert=False, now=time.time())
         self._counters.add("sent")
         return result
+
+    def _send_or_keep(self, envelope: Envelope, priority: Priority) -> SendResult | DeliveryError:
+        """Send now (the command line, crash alerts); after a transient failure keep the
+        message in the spool for the next process and return the error instead.
+
+        Raises the ``DeliveryError`` when the message cannot be kept (a permanent
+        failure, or no spool).
+        """
+        try:
+            return self.deliver(envelope)
+        except DeliveryError as exc:
+            kept = exc.retryable and self._outbox.keep(
+                envelope, ALERT if priority == "alert" else NORMAL
+            )
+            if kept:
+                return exc
+            raise
+
+    def kept_line(self, what: str, exc: DeliveryError) -> str:
+        """The one line that tells a user ``what`` waits in the spool, and why."""
+        return (
+            f"{what} was not sent ({exc.description}); it is kept in the spool "
+            f"{self.settings.spool} and goes out with the next postbud command or Mailer "
+            "of this account."
+        )
 
     # -- queueing ---------------------------------------------------------------------
 

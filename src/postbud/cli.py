@@ -98,8 +98,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from ._spool import ALERT, NORMAL
-
     if sys.stdin is None or sys.stdin.isatty():
         raise _Usage(
             "postbud send reads the message body from stdin: "
@@ -125,17 +123,10 @@ def _send(args: argparse.Namespace) -> int:
             reply_to=args.reply_to,
             attachments=args.attach,
         )
-        try:
-            result = mailer.deliver(envelope)
-        except DeliveryError as exc:
-            priority = ALERT if args.priority == "alert" else NORMAL
-            if exc.retryable and mailer._outbox.keep(envelope, priority):
-                say(
-                    f"not sent yet: {exc} It is kept in the spool ({mailer.settings.spool}) "
-                    "and goes out with the next postbud command or Mailer of this account."
-                )
-                return EXIT_TEMPFAIL
-            raise
+        result = mailer._send_or_keep(envelope, args.priority)
+        if isinstance(result, DeliveryError):
+            say(mailer.kept_line("the message", result))
+            return EXIT_TEMPFAIL
         print(result.message_id)
         for address, (code, reply) in result.refused.items():
             say(f"{address} was refused: {code} {reply}")
