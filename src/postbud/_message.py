@@ -116,7 +116,7 @@ class Address:
         return str(_StdAddress(self.display_name, self.local, self.domain))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """What goes over SMTP for one message: envelope addresses plus the bytes.
 

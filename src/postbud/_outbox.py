@@ -45,6 +45,8 @@ log = logging.getLogger("postbud")
 BASE_DELAY = 1.0
 MAX_BACKOFF = 300.0
 POLL = 1.0  # how often an idle worker looks for rows other processes left in the spool
+#: The WAL is emptied (delivered bodies gone from it) after this long without work.
+QUIET_TRUNCATE = 1.0
 #: An idle worker ends after this long with nothing queued (the next submit restarts
 #: it), so a Mailer dropped without close() does not keep a thread for ever.
 IDLE_EXIT = 30.0
@@ -256,7 +258,11 @@ class Outbox:
                 item = self._next(now)
                 if item is None:
                     if self._spool is not None:
-                        self._spool.checkpoint(truncate=not self._pending())
+                        # TRUNCATE blocks writers (a submit) while it syncs the file:
+                        # only once the queue has been quiet for a while, not in the
+                        # gaps of a burst. PASSIVE never blocks anybody.
+                        quiet = time.monotonic() - idle_since > QUIET_TRUNCATE
+                        self._spool.checkpoint(truncate=quiet and not self._pending())
                     self._idle(now)
                     continue
                 idle_since = time.monotonic()

@@ -79,7 +79,7 @@ class SpoolBusy(Exception):
     """The spool could not be written within the time allowed (or not at all)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Item:
     """One queued message as the worker sees it."""
 

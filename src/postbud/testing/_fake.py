@@ -458,6 +458,10 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         self.stop()
 
     def stop(self, timeout: float | None = None) -> None:
+        # Clients still connected (a Mailer nobody closed) would leave transports for
+        # the garbage collector, which warns about them (ResourceWarning) at exit.
+        if getattr(self, "loop", None) is not None and self.loop.is_running():
+            self.close_connections()
         super().stop(timeout)
         if os.path.exists(self.ca_file):
             os.unlink(self.ca_file)
