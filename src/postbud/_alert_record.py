@@ -45,14 +45,20 @@ _WORDS = (
 _SECRET_KEY = re.compile(rf"{_WORDS}|(?:^|[-_])(?:auth|sig)(?:$|[-_])", re.IGNORECASE)
 # ``password=hunter2``, ``"token": "abc"``, ``X-Amz-Signature=…`` inside any text.
 _INLINE = re.compile(
-    rf"(?P<key>[\"']?[\w-]*(?:{_WORDS}|\bsig)[\w-]*[\"']?)(?P<sep>\s*[=:]\s*)"
+    # Bounded, and anchored where a key can start: unbounded [\w-]* before the words
+    # made a long run of letters (a hex dump) take seconds.
+    rf"(?<![\w-])(?P<key>[\"']?[\w-]{{0,40}}?(?:{_WORDS}|sig)[\w-]{{0,40}}[\"']?)"
+    r"(?P<sep>\s*[=:]\s*)"
     r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,'\"}\])]+)",
     re.IGNORECASE,
 )
 # ``Authorization: Bearer abc…``: the scheme is no secret, the credential after it is.
 _SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Digest)\s+[\w.~+/=-]{6,}", re.IGNORECASE)
 # ``scheme://user:password@host`` and ``redis://:password@host``
-_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+(?=@)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(
+    r"(?<![a-z0-9+.-])(?P<head>[a-z][a-z0-9+.-]{0,30}://[^/\s:@]{0,200}:)[^/\s@]{1,500}(?=@)",
+    re.IGNORECASE,
+)
 # What a mail cannot carry: NUL and other control characters (tab and newline stay).
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
@@ -210,7 +216,7 @@ def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, An
         clean(str(k)): _value(str(k), v) for k, v in vars(record).items() if k not in _STANDARD
     }
     return {
-        "message": mask_text(message),
+        "message": mask_text(_clip(message, MAX_TRACEBACK)),
         "level": clean(str(record.levelname)),
         "logger": clean(str(record.name)),
         "at": at,
@@ -222,7 +228,7 @@ def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, An
         "argv": " ".join(mask_argv(list(sys.argv))),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "exc_type": clean(exc_type),
-        "traceback": _clip(mask_text(trace), MAX_TRACEBACK, keep_end=True),
-        "stack": _clip(mask_text(record.stack_info or ""), MAX_TRACEBACK, keep_end=True),
+        "traceback": mask_text(_clip(trace, MAX_TRACEBACK, keep_end=True)),
+        "stack": mask_text(_clip(record.stack_info or "", MAX_TRACEBACK, keep_end=True)),
         "extra": extras,
     }

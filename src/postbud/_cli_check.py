@@ -18,10 +18,11 @@ from typing import Any
 from ._auth import Credentials
 from ._config import Settings
 from ._mailer import Mailer, open_spool
+from ._message import parse_address
 from ._oauth import OAuth2, refresh_error
 from ._quota import Ledger
 from ._transport import SMTPTransport
-from .errors import ConfigurationError, DeliveryError
+from .errors import ConfigurationError, DeliveryError, InvalidMessageError
 
 __all__ = ["run_checks"]
 
@@ -64,7 +65,9 @@ def _steps(load: Callable[[], Settings], send_to: str | None) -> None:
     try:
         settings = load()
         credentials = settings.credentials()
-    except ConfigurationError as exc:
+        if send_to:
+            parse_address(send_to)
+    except (ConfigurationError, InvalidMessageError) as exc:
         raise _Failed("settings", str(exc), None, code=2) from None
     _line(
         "ok",
@@ -78,7 +81,7 @@ def _steps(load: Callable[[], Settings], send_to: str | None) -> None:
     _login(settings, credentials, transport)
     _quota(settings)
     if send_to:
-        with Mailer(settings.replace(spool=None)) as mailer:
+        with Mailer(settings) as mailer:  # counted in the quota ledger like any mail
             try:
                 result = mailer.send(
                     send_to, "postbud check", "This test message was sent by postbud check.\n"
@@ -92,9 +95,10 @@ def _network(settings: Settings) -> None:
     host, port, timeout = settings.host, settings.port, settings.timeout
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: "smtp..gmail.com"
+        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
         raise _Failed(
-            "dns", f"cannot resolve {host}: {exc.strerror}", "Check POSTBUD_HOST and DNS."
+            "dns", f"cannot resolve {host}: {reason}", "Check POSTBUD_HOST and DNS."
         ) from None
     _line("ok", "dns", f"{host} is {', '.join(sorted({str(i[4][0]) for i in infos}))}")
 

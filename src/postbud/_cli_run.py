@@ -26,11 +26,19 @@ from typing import IO
 from ._alert_record import mask_argv, mask_text
 from ._alert_render import html_page, html_pre, html_table, one_line
 from ._mailer import Mailer
-from .errors import DeliveryError
+from ._message import Envelope
 
 __all__ = ["run_command"]
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM)
+# Passed on to the command. SIGKILL cannot be: a job whose postbud is killed with -9
+# goes on running on its own (and nothing is mailed).
+_NAMES = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT")
+_FORWARDED = tuple(getattr(signal, name) for name in _NAMES if hasattr(signal, name))
+#: After the command exited, how long to wait for its output pipes to close (a
+#: background process it started may hold them open for ever).
+PIPE_GRACE = 2.0
+#: A line longer than this is cut in the report (the pass-through is untouched).
+MAX_LINE = 2000
 
 
 class _Tail:
@@ -40,25 +48,42 @@ class _Tail:
         self.lines: collections.deque[str] = collections.deque(maxlen=max(0, size))
         self._lock = threading.Lock()
 
-    def pump(self, source: IO[bytes], sink: IO[bytes]) -> None:
-        partial = b""
-        while True:
-            chunk = os.read(source.fileno(), 65536)
-            if not chunk:
-                break
-            try:
-                sink.write(chunk)
-                sink.flush()
-            except (OSError, ValueError):  # our own stdout went away: keep collecting
-                pass
-            parts = (partial + chunk).split(b"\n")
-            partial = parts.pop()
-            with self._lock:
-                self.lines.extend(p.decode("utf-8", "replace").rstrip("\r") for p in parts)
-        if partial:
-            with self._lock:
-                self.lines.append(partial.decode("utf-8", "replace"))
-        source.close()
+    def add(self, line: bytes, length: int) -> None:
+        text = line[:MAX_LINE].decode("utf-8", "replace").rstrip("\r")
+        if length > MAX_LINE:
+            text += f" … (a line of {length:,} bytes)"
+        with self._lock:
+            self.lines.append(text)
+
+    def pump(self, source: IO[bytes], sink: IO[bytes] | None) -> None:
+        partial = bytearray()  # the current line, at most MAX_LINE + 1 bytes of it
+        length = 0  # its whole length
+        try:
+            while True:
+                chunk = os.read(source.fileno(), 65536)
+                if not chunk:
+                    break
+                if sink is not None:
+                    try:
+                        sink.write(chunk)
+                        sink.flush()
+                    except (OSError, ValueError):
+                        # Our reader went away (``postbud run -- yes | head -1``): stop
+                        # reading, so the command gets SIGPIPE as it would without us.
+                        break
+                pieces = chunk.split(b"\n")
+                for number, piece in enumerate(pieces):
+                    if len(partial) <= MAX_LINE:
+                        partial += piece[: MAX_LINE + 1 - len(partial)]
+                    length += len(piece)
+                    if number < len(pieces) - 1:  # a newline ends this line
+                        self.add(bytes(partial), length)
+                        partial.clear()
+                        length = 0
+            if length:
+                self.add(bytes(partial), length)
+        finally:
+            source.close()
 
 
 def _status_text(code: int) -> tuple[str, int]:
@@ -85,46 +110,64 @@ def run_command(
     tail = _Tail(lines)
     started = time.time()
     tty = sys.stdin is not None and sys.stdin.isatty()
-    try:
-        # Without a terminal (cron, CI) the child gets its own session, so a signal
-        # sent to our process group reaches it once: from us. At a terminal it stays
-        # in the foreground group, where Ctrl-C already reaches it.
-        child = subprocess.Popen(  # noqa: S603 - running the user's command is the job
-            list(command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=not tty,
-        )
-    except OSError as exc:
-        message = f"postbud: cannot run {command[0]}: {exc.strerror or exc}"
-        print(message, file=sys.stderr, flush=True)
-        tail.lines.append(message)
-        code, status = 127, "could not be started"
-        _report(mailer, command, to, subject, status, started, tail)
-        return code
+    child: list[subprocess.Popen[bytes]] = []
+    pending: list[int] = []
 
     def forward(signum: int, frame: object) -> None:
-        if not (tty and signum == signal.SIGINT):
-            child.send_signal(signum)
+        if tty and signum == signal.SIGINT:
+            return  # at a terminal, Ctrl-C reached the command already
+        if child:
+            child[0].send_signal(signum)
+        else:
+            pending.append(signum)  # arrived while the command was starting
 
+    # Handlers first: a SIGTERM between start and handler would orphan the command.
     previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
-    pumps = [
-        threading.Thread(target=tail.pump, args=(child.stdout, sys.stdout.buffer), daemon=True),
-        threading.Thread(target=tail.pump, args=(child.stderr, sys.stderr.buffer), daemon=True),
-    ]
     try:
+        try:
+            # Without a terminal (cron, CI) the command gets its own session, so a
+            # signal sent to our process group reaches it once: from us. At a
+            # terminal it stays in the foreground group, where Ctrl-C reaches it.
+            child.append(
+                subprocess.Popen(  # noqa: S603 - running the user's command is the job
+                    list(command),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    start_new_session=not tty,
+                )
+            )
+        except OSError as exc:
+            message = f"postbud: cannot run {command[0]}: {exc.strerror or exc}"
+            print(message, file=sys.stderr, flush=True)
+            tail.add(message.encode(), len(message))
+            failed = "could not be started"
+            _report(mailer, command, to, subject, failed, started, time.time(), tail)
+            return 127
+        for signum in pending:
+            child[0].send_signal(signum)
+        proc = child[0]
+        pumps = [
+            threading.Thread(target=tail.pump, args=(pipe, _binary(ours)), daemon=True)
+            for pipe, ours in ((proc.stdout, sys.stdout), (proc.stderr, sys.stderr))
+        ]
         for pump in pumps:
             pump.start()
-        returncode = child.wait()
+        returncode = proc.wait()
+        ended = time.time()
+        grace = time.monotonic() + PIPE_GRACE
         for pump in pumps:
-            pump.join()
+            pump.join(max(0.0, grace - time.monotonic()))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     status, code = _status_text(returncode)
     if returncode != 0 or always:
-        _report(mailer, command, to, subject, status, started, tail)
+        _report(mailer, command, to, subject, status, started, ended, tail)
     return code
+
+
+def _binary(stream: IO[str] | None) -> IO[bytes] | None:
+    return getattr(stream, "buffer", None)  # None when postbud's own stream is closed
 
 
 def _report(
@@ -134,10 +177,35 @@ def _report(
     subject: str | None,
     status: str,
     started: float,
+    ended: float,
     tail: _Tail,
 ) -> None:
-    """Mail the result now; if Gmail cannot be reached, keep it in the spool."""
-    ended = time.time()
+    """Mail the result now; if Gmail cannot be reached, keep it in the spool.
+
+    Never raises: whatever happens to the report, postbud exits with the command's
+    status."""
+    try:
+        envelope = _envelope(mailer, command, to, subject, status, started, ended, tail)
+        result, kept = mailer._send_or_keep(envelope, "alert")
+    except Exception as exc:  # DeliveryError included: one line, the status stays
+        print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
+        return
+    if kept is not None:
+        print(f"postbud: {mailer.kept_line('the report', kept)}", file=sys.stderr, flush=True)
+    for address, (code, reply) in result.refused.items() if result else ():
+        print(f"postbud: {address} was refused: {code} {reply}", file=sys.stderr, flush=True)
+
+
+def _envelope(
+    mailer: Mailer,
+    command: Sequence[str],
+    to: list[str] | None,
+    subject: str | None,
+    status: str,
+    started: float,
+    ended: float,
+    tail: _Tail,
+) -> Envelope:
     shown = shlex.join(mask_argv(list(command)))
     host = socket.gethostname()
     ok = status == "exit status 0"
@@ -152,7 +220,7 @@ def _report(
         ("Duration", f"{ended - started:.1f} s"),
         ("Host", host),
         ("User", _user()),
-        ("Directory", os.getcwd()),
+        ("Directory", _cwd()),
     ]
     output = [mask_text(line) for line in tail.lines]
     text = "\n".join(f"{k + ':':<10} {v}" for k, v in rows)
@@ -166,24 +234,24 @@ def _report(
             html_pre("\n".join(output)),
         ],
     )
-    envelope = mailer.build(
+    return mailer.build(
         to or [mailer.settings.username],
         title,
         text,
         page,
         headers={"X-Postbud-Alert": "run", "X-Postbud-Count": "1"},
     )
-    try:
-        outcome = mailer._send_or_keep(envelope, "alert")
-    except DeliveryError as exc:
-        print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
-        return
-    if isinstance(outcome, DeliveryError):
-        print(f"postbud: {mailer.kept_line('the report', outcome)}", file=sys.stderr, flush=True)
 
 
 def _utc(at: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:  # the job removed its own directory
+        return "(removed)"
 
 
 def _user() -> str:

@@ -25,7 +25,7 @@ from ._alert_render import DEFAULT_SUBJECT, check_template, render
 from ._config import Settings
 from ._mailer import Mailer
 from .alerts import AlertHandler
-from .errors import ConfigurationError, DeliveryError
+from .errors import ConfigurationError
 
 __all__ = ["alert_on_crash"]
 
@@ -58,17 +58,18 @@ def alert_on_crash(
     """
     if mailer is not None and settings:
         raise ConfigurationError("alert_on_crash takes either mailer= or settings, not both.")
-    if mailer is None:
-        base = Settings.from_env(**settings)
-        # The program is dying: one attempt may take exit_timeout, not the full timeout.
-        mailer = Mailer(base.replace(timeout=max(1.0, min(base.timeout, base.exit_timeout))))
+    owned = mailer is None
+    config = Settings.from_env(**settings) if mailer is None else mailer.settings
+    recipients = AlertHandler._recipients(to, config.username)
     template = DEFAULT_SUBJECT if subject is None else subject
     check_template(template)
-    _state.update(
-        mailer=mailer,
-        to=AlertHandler._recipients(to, mailer.settings.username),
-        subject=template,
-    )
+    if mailer is None:
+        # The program is dying: one attempt may take exit_timeout, not the full timeout.
+        timeout = max(1.0, min(config.timeout, config.exit_timeout))
+        mailer = Mailer(config.replace(timeout=timeout))
+    if _state.get("owned"):  # a second call replaces the first one's Mailer
+        _state["mailer"].close(timeout=0)
+    _state.update(mailer=mailer, owned=owned, to=recipients, subject=template)
     if "sys" not in _state:  # install once; later calls only change the settings
         _state["sys"] = sys.excepthook
         _state["threading"] = threading.excepthook
@@ -95,8 +96,8 @@ def _thread_hook(args: threading.ExceptHookArgs) -> None:
 def _report(
     exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None, thread: str
 ) -> None:
-    if issubclass(exc_type, KeyboardInterrupt):
-        return
+    if issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+        return  # Ctrl-C, and sys.exit() in a thread, are no crashes
     mailer: Mailer = _state["mailer"]
     try:
         where = traceback.extract_tb(tb)[-1] if tb is not None else None
@@ -137,8 +138,8 @@ def _report(
         print(f"postbud: could not build the crash alert: {error}", file=sys.stderr)
         return
     try:
-        outcome = mailer._send_or_keep(envelope, "alert")
-        if isinstance(outcome, DeliveryError):
-            print(f"postbud: {mailer.kept_line('the crash alert', outcome)}", file=sys.stderr)
+        _, kept = mailer._send_or_keep(envelope, "alert")
+        if kept is not None:
+            print(f"postbud: {mailer.kept_line('the crash alert', kept)}", file=sys.stderr)
     except Exception as error:  # DeliveryError included: one line, then the traceback
         print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)

@@ -29,6 +29,7 @@ from ._message import (
 )
 from ._outbox import Counters, Outbox
 from ._quota import Ledger
+from ._replies import temporary
 from ._spool import ALERT, NORMAL, DiskSpool
 from ._transport import SMTPTransport, Transport
 from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
@@ -215,45 +216,51 @@ class Mailer:
         """
         return self.deliver(self._envelope_of(message))
 
-    def deliver(self, envelope: Envelope) -> SendResult:
+    def deliver(self, envelope: Envelope, *, alert: bool = False) -> SendResult:
         """Send a built envelope now, in transactions of at most 100 recipients.
 
-        Raises ``QuotaExceededError`` before connecting when the daily limit is used up.
+        Raises ``QuotaExceededError`` before connecting when the daily limit is used up
+        (``alert=True`` may use the part kept for alerts, ``alert_reserve``).
         """
-        self._ledger.check(len(envelope.recipients), alert=False, now=time.time(), hold=False)
+        self._ledger.check(len(envelope.recipients), alert=alert, now=time.time(), hold=False)
         try:
             result = deliver(self._transport, envelope)
         except QuotaExceededError as exc:
             if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
                 self._ledger.hold(time.time())
             raise
-        self._ledger.record(len(result.accepted), alert=False, now=time.time())
+        self._ledger.record(len(result.accepted), alert=alert, now=time.time())
         self._counters.add("sent")
         return result
 
-    def _send_or_keep(self, envelope: Envelope, priority: Priority) -> SendResult | DeliveryError:
-        """Send now (the command line, crash alerts); after a transient failure keep the
-        message in the spool for the next process and return the error instead.
+    def _send_or_keep(
+        self, envelope: Envelope, priority: Priority
+    ) -> tuple[SendResult | None, str | None]:
+        """Send now (the command line, crash alerts); keep in the spool, for the next
+        process, what failed for now: the whole message, or the recipients refused
+        only for now. Returns (the result or None, why something was kept or None).
 
         Raises the ``DeliveryError`` when the message cannot be kept (a permanent
         failure, or no spool).
         """
+        spool_priority = ALERT if priority == "alert" else NORMAL
         try:
-            return self.deliver(envelope)
+            result = self.deliver(envelope, alert=priority == "alert")
         except DeliveryError as exc:
-            kept = exc.retryable and self._outbox.keep(
-                envelope, ALERT if priority == "alert" else NORMAL
-            )
-            if kept:
-                return exc
+            if exc.retryable and self._outbox.keep(envelope, spool_priority):
+                return None, exc.description
             raise
+        later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
+        if later and self._outbox.keep(envelope.with_recipients(later), spool_priority):
+            code, text = result.refused[later[0]]
+            return result, f"{', '.join(later)} refused for now: {code} {text}"
+        return result, None
 
-    def kept_line(self, what: str, exc: DeliveryError) -> str:
+    def kept_line(self, what: str, why: str) -> str:
         """The one line that tells a user ``what`` waits in the spool, and why."""
         return (
-            f"{what} was not sent ({exc.description}); it is kept in the spool "
-            f"{self.settings.spool} and goes out with the next postbud command or Mailer "
-            "of this account."
+            f"{what} was not sent ({why}); it is kept in the spool {self.settings.spool} "
+            "and goes out with the next postbud command or Mailer of this account."
         )
 
     # -- queueing ---------------------------------------------------------------------

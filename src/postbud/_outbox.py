@@ -220,7 +220,7 @@ class Outbox:
     def close(self, timeout: float) -> bool:
         """Flush, stop the worker, and keep what is left in the spool for later."""
         flushed = self.flush(timeout)
-        self._stop()
+        self._stop(wait=min(1.0, timeout))
         left = self._memory.drain()  # spilled mail: to the spool now if it takes it
         kept = [i for i in left if self._store(i.envelope, i.priority, i.created, warn=False)]
         if len(kept) < len(left):
@@ -492,7 +492,8 @@ _live: weakref.WeakSet[Outbox] = weakref.WeakSet()
 def _drain_at_exit() -> None:
     # One deadline for all Mailers, not one after the other. Python 3.12+ cannot start
     # a thread at shutdown: only workers already running drain.
-    running = [o for o in list(_live) if o._thread is not None]
+    # A worker already told to stop (close()) is not waited for a second time.
+    running = [o for o in list(_live) if o._thread is not None and not o._stopping]
     if not running:
         return
     deadline = time.monotonic() + max(o.settings.exit_timeout for o in running)

@@ -496,13 +496,18 @@ class DiskSpool:
         return result
 
     def revive(self, ids: list[int] | None, now: float) -> int:
-        """Put dead letters (all, or those ``ids``) back in the queue, due now."""
+        """Put dead letters (all, or those ``ids``) back in the queue, due now.
+
+        Their age starts again (``created``), or a letter older than ``max_age`` (the
+        usual result of an outage) would die again after one try.
+        """
         with self.transaction(wait=1.0) as db:
             cursor = db.execute(
-                "UPDATE outbox SET state = 'queued', next_try = ?, attempts = 0, dead_at = NULL,"
+                "UPDATE outbox SET state = 'queued', next_try = ?, created = ?, attempts = 0,"
+                " dead_at = NULL,"
                 " lease_until = 0, lease_owner = NULL WHERE account = ? AND state = 'dead'"
                 " AND (? IS NULL OR id IN (SELECT value FROM json_each(?)))",
-                (now, self.account, None if ids is None else 1, json.dumps(ids or [])),
+                (now, now, self.account, None if ids is None else 1, json.dumps(ids or [])),
             )
             return cursor.rowcount
 

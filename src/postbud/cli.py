@@ -11,6 +11,8 @@ spool first retries the mail an earlier run left there, for up to ``exit_timeout
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +21,8 @@ from datetime import datetime, timezone
 from . import __version__
 from ._config import Settings
 from ._mailer import Mailer
+from ._message import parse_addresses
+from ._replies import temporary
 from .errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
 __all__ = ["EXIT_CONFIG", "EXIT_DELIVERY", "EXIT_OK", "EXIT_TEMPFAIL", "main"]
@@ -123,14 +127,19 @@ def _send(args: argparse.Namespace) -> int:
             reply_to=args.reply_to,
             attachments=args.attach,
         )
-        result = mailer._send_or_keep(envelope, args.priority)
-        if isinstance(result, DeliveryError):
-            say(mailer.kept_line("the message", result))
-            return EXIT_TEMPFAIL
-        print(result.message_id)
-        for address, (code, reply) in result.refused.items():
-            say(f"{address} was refused: {code} {reply}")
-        return EXIT_DELIVERY if result.refused else EXIT_OK
+        result, kept = mailer._send_or_keep(envelope, args.priority)
+        if result is not None:
+            print(result.message_id)
+        refused_for_good = False
+        for address, (code, reply) in result.refused.items() if result else ():
+            if not temporary(code, reply):
+                refused_for_good = True
+                say(f"{address} was refused: {code} {reply}")
+        if kept is not None:
+            say(mailer.kept_line("the message" if result is None else "a copy", kept))
+        if refused_for_good:
+            return EXIT_DELIVERY
+        return EXIT_TEMPFAIL if kept is not None else EXIT_OK
     finally:
         mailer.close(timeout=0)
 
@@ -143,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise _Usage("postbud run needs a command after --, e.g. postbud run -- ./backup.sh")
+    for address in args.to or ():  # checked before the job runs, not after it
+        parse_addresses(address)
     mailer = mailer_from(args)
     try:
         return run_command(mailer, command, args.to, args.subject, args.always, args.lines)
@@ -153,6 +164,10 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from ._cli_check import run_checks
 
+    # Like every command: first what earlier runs left in the spool (a settings
+    # mistake is for the first step below to explain).
+    with contextlib.suppress(PostbudError):
+        mailer_from(args).close(timeout=0)
     return run_checks(lambda: settings_from(args), args.send)
 
 
@@ -197,15 +212,23 @@ def _outbox(args: argparse.Namespace) -> int:
             return EXIT_OK
         ids = args.ids or None
         if args.action == "retry":
+            wanted = {int(str(r["id"])) for r in spool.rows("dead")}
+            revived = wanted if ids is None else wanted & set(ids)
             count = spool.revive(ids, now)
             print(f"{count} dead letter(s) back in the queue.")
-            if count:
-                mailer._outbox.start()
-                mailer.flush(mailer.settings.exit_timeout)
-                left = spool.counts()[0]
-                if left:
-                    say(f"{left} message(s) still wait for a retry.")
-                    return EXIT_TEMPFAIL
+            if not count:
+                return EXIT_OK
+            mailer._outbox.start()
+            mailer.flush(mailer.settings.exit_timeout)
+            after = [r for r in spool.rows() if int(str(r["id"])) in revived]
+            failed = [r for r in after if r["state"] == "dead"]
+            for row in failed:
+                say(f"{row['id']} failed again: {row['last_code']} {row['last_error']}")
+            if failed:
+                return EXIT_DELIVERY
+            if after:
+                say(f"{len(after)} message(s) still wait for a retry.")
+                return EXIT_TEMPFAIL
             return EXIT_OK
         count = spool.forget_dead(ids)
         print(f"{count} dead letter(s) deleted.")
@@ -217,13 +240,22 @@ def _outbox(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------------
 
 
+EPILOG = (
+    "Exit status: 0 ok, 1 delivery problem, 2 usage or configuration mistake, 75 kept "
+    "in the spool for a later try (postbud run: the command's own status)."
+)
+
+
 class _Usage(Exception):
     """A usage mistake: one line, exit 2."""
 
 
 def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    # SUPPRESS: "postbud --debug send" must not be reset by the subcommand's default.
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+    )
     group = common.add_argument_group(
         "settings",
         "Each overrides its POSTBUD_* variable (--ca-file: POSTBUD_CA_FILE). Secrets "
@@ -232,7 +264,10 @@ def _common() -> argparse.ArgumentParser:
     )
     for name in OPTION_SETTINGS:
         group.add_argument(
-            "--" + name.replace("_", "-"), dest=f"set_{name}", metavar=name.upper(), help="-"
+            "--" + name.replace("_", "-"),
+            dest=f"set_{name}",
+            metavar=name.upper(),
+            help=f"overrides POSTBUD_{name.upper()}",
         )
     return common
 
@@ -243,15 +278,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postbud",
         description="Send mail and error alerts through Gmail (app password or OAuth2). "
         "Settings come from POSTBUD_* environment variables; secrets never from arguments.",
-        epilog="Exit status: 0 ok, 1 delivery problem, 2 usage or configuration mistake, "
-        "75 kept in the spool for a later try.",
+        epilog=EPILOG,
     )
     parser.add_argument("--version", action="version", version=f"postbud {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=summary, description=description, parents=[common])
+        return commands.add_parser(
+            name, help=summary, description=description, parents=[common], epilog=EPILOG
+        )
 
     demo = commands.add_parser(
         "demo",
@@ -292,7 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--subject", help="subject prefix (default: the command line)")
     run.add_argument("--always", action="store_true", help="mail on success too")
     run.add_argument("--lines", type=int, default=100, help="lines of output to mail (100)")
-    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    run.add_argument(
+        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run"
+    )
     run.set_defaults(handler=_run)
 
     check = command(
@@ -322,6 +360,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    own = logging.getLogger("postbud")
+    stream = logging.StreamHandler()  # postbud's warnings, in the one-line style
+    stream.setFormatter(logging.Formatter("postbud: %(message)s"))
+    if not own.handlers:
+        own.addHandler(stream)
+    try:
+        return _dispatch(parser, args)
+    finally:
+        own.removeHandler(stream)
+
+
+def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
@@ -342,3 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug, or something we did not foresee: still one line
+        if args.debug:
+            raise
+        say(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
+        return EXIT_DELIVERY

@@ -158,7 +158,8 @@ def test_run_failure_mails_status_output_and_masked_command(
 ) -> None:
     script = (
         "import sys\nfor i in range(150): print('line', i)\n"
-        "sys.stdout.flush()\nprint('boom', file=sys.stderr)\nsys.exit(3)"
+        "sys.stdout.flush()\nimport time; time.sleep(0.3)\n"  # stdout's lines first
+        "print('boom', file=sys.stderr)\nsys.exit(3)"
     )
     result = postbud(
         env,
@@ -428,3 +429,127 @@ def test_every_command_has_help(env: dict[str, str], command: str) -> None:
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: postbud {command}")
     assert "POSTBUD_" in result.stdout and "--username" in result.stdout
+
+
+# -- edge cases found in review ------------------------------------------------------------
+
+
+def test_run_does_not_wait_for_a_background_process_holding_its_output(
+    env: dict[str, str], fake_gmail: FakeGmail
+) -> None:
+    started = time.monotonic()
+    result = postbud(env, "run", "--", "sh", "-c", "sleep 30 & echo started; exit 3")
+    assert result.returncode == 3
+    assert time.monotonic() - started < 15  # not the 30 s of the background sleep
+    [received] = fake_gmail.messages
+    assert "started" in (received.text or "")
+
+
+def test_run_lets_the_command_see_a_closed_pipe(env: dict[str, str]) -> None:
+    pipeline = f"{sys.executable} -m postbud run -- yes | head -1"
+    result = subprocess.run(
+        ["sh", "-c", pipeline], capture_output=True, text=True, env=env, timeout=30, check=False
+    )
+    assert result.stdout == "y\n"  # and it ended: yes got SIGPIPE once head left
+
+
+def test_run_reports_a_huge_line_quickly_and_cut(
+    env: dict[str, str], fake_gmail: FakeGmail
+) -> None:
+    code = "print('ab12' * 50_000); raise SystemExit(2)"
+    started = time.monotonic()
+    result = postbud(env, "run", "--", sys.executable, "-c", code)
+    assert result.returncode == 2 and time.monotonic() - started < 15
+    [received] = fake_gmail.messages
+    assert "(a line of 200,000 bytes)" in (received.text or "")
+
+
+def test_run_checks_the_recipients_before_running(env: dict[str, str], tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    result = postbud(env, "run", "--to", "not an address", "--", "touch", str(marker))
+    assert result.returncode == 2 and not marker.exists()
+    no_traceback(result)
+
+
+def test_send_keeps_recipients_refused_for_now(env: dict[str, str], fake_gmail: FakeGmail) -> None:
+    fake_gmail.fail_next("RCPT", replies.TEMPORARY_REJECTION)
+    result = postbud(
+        env,
+        "send",
+        "--to",
+        "a@example.com",
+        "--to",
+        "b@example.com",
+        "--subject",
+        "Two",
+        stdin="x\n",
+    )
+    assert result.returncode == 75, result.stderr
+    assert "a@example.com refused for now: 451" in result.stderr
+    [received] = fake_gmail.messages
+    assert received.recipients == ("b@example.com",)
+    with sqlite3.connect(env["POSTBUD_SPOOL"]) as db:
+        assert [r for (r,) in db.execute("SELECT recipients FROM outbox")] == ['["a@example.com"]']
+
+
+def test_a_report_may_use_the_alert_reserve(env: dict[str, str], fake_gmail: FakeGmail) -> None:
+    limited = dict(env, POSTBUD_DAILY_LIMIT="10")
+    with Mailer(fake_gmail.settings(spool=env["POSTBUD_SPOOL"], daily_limit=10)) as mailer:
+        mailer.send([f"u{n}@example.com" for n in range(9)], "Nine", "x")  # 9 of 10 used
+    result = postbud(limited, "send", "--to", "a@example.com", "--subject", "Normal", stdin="x\n")
+    assert result.returncode == 75  # ordinary mail stops at 90 %
+    result = postbud(limited, "run", "--", "false")
+    assert result.returncode == 1
+    assert "FAILED (exit status 1)" in (fake_gmail.messages[-1]["Subject"] or "")
+
+
+def test_alert_on_crash_ignores_sys_exit_in_a_thread(
+    env: dict[str, str], fake_gmail: FakeGmail, tmp_path: Path
+) -> None:
+    script = tmp_path / "quits.py"
+    script.write_text(
+        "import sys, threading, postbud\n"
+        "postbud.alert_on_crash()\n"
+        "t = threading.Thread(target=sys.exit, args=(0,))\n"
+        "t.start(); t.join()\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0 and fake_gmail.messages == []
+
+
+def test_outbox_retry_gives_an_old_dead_letter_a_new_life_and_says_if_it_died_again(
+    env: dict[str, str], fake_gmail: FakeGmail
+) -> None:
+    with Mailer(fake_gmail.settings(spool=env["POSTBUD_SPOOL"])) as mailer:
+        fake_gmail.fail_next("RCPT", replies.BAD_RECIPIENT, times=2)
+        mailer.submit("a@example.com", "Old one", "x")
+        mailer.submit("b@example.com", "Bad one", "x")
+        assert mailer.flush(10)
+    with sqlite3.connect(env["POSTBUD_SPOOL"]) as db:  # both older than max_age
+        db.execute("UPDATE outbox SET created = created - 10 * 86400")
+    first, second = (
+        line.split()[0] for line in postbud(env, "outbox", "list").stdout.splitlines()[::3]
+    )
+    assert postbud(env, "outbox", "retry", first).returncode == 0
+    assert [m["Subject"] for m in fake_gmail.messages] == ["Old one"]
+    fake_gmail.fail_next("RCPT", replies.BAD_RECIPIENT)
+    again = postbud(env, "outbox", "retry", second)
+    assert again.returncode == 1 and f"{second} failed again: 553" in again.stderr
+
+
+def test_check_a_host_name_that_is_not_one(env: dict[str, str]) -> None:
+    result = postbud(dict(env, POSTBUD_HOST="smtp..gmail.com"), "check")
+    assert result.returncode == 1 and "FAIL dns" in result.stdout
+    no_traceback(result)
+
+
+def test_debug_before_the_command_shows_the_traceback(env: dict[str, str]) -> None:
+    result = postbud(env, "--debug", "send", "--to", "not an address", "--subject", "x", stdin="x")
+    assert "Traceback" in result.stderr
