@@ -3,6 +3,9 @@ runs its scenarios in turn (A B C A B C ...) and compares medians within one run
 
 from __future__ import annotations
 
+import logging
+import logging.handlers
+import queue
 import smtplib
 import ssl
 import statistics
@@ -58,6 +61,31 @@ def timed_calls(call: Callable[[int], object], n: int) -> list[float]:
         call(i)
         samples.append((time.perf_counter_ns() - start) / 1000)
     return samples
+
+
+def stdlib_smtp_handler(port: int, username: str, password: str, to: str) -> logging.Handler:
+    """The stdlib's SMTPHandler as users configure it for STARTTLS on port 587 (it does
+    not verify the certificate: smtplib without a context)."""
+    return logging.handlers.SMTPHandler(
+        ("127.0.0.1", port),
+        username,
+        [to],
+        "Alert",
+        credentials=(username, password),
+        secure=(),
+        timeout=10,
+    )
+
+
+def queued_smtp_handler(
+    smtp: logging.Handler,
+) -> tuple[logging.Handler, logging.handlers.QueueListener, queue.Queue[logging.LogRecord]]:
+    """QueueHandler + QueueListener(SMTPHandler), started. A Queue, not a SimpleQueue:
+    the listener marks each record done, so ``q.join()`` waits for the last mail."""
+    q: queue.Queue[logging.LogRecord] = queue.Queue()
+    listener = logging.handlers.QueueListener(q, smtp)
+    listener.start()
+    return logging.handlers.QueueHandler(q), listener, q
 
 
 LatencyRows = dict[str, dict[str, list[tuple[float, float]]]]

@@ -34,7 +34,14 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import LatencyRows, latency_table, percentiles, timed_calls
+from _harness import (
+    LatencyRows,
+    latency_table,
+    percentiles,
+    queued_smtp_handler,
+    stdlib_smtp_handler,
+    timed_calls,
+)
 from _remote_fake import RemoteFake
 from postbud import AlertHandler, Mailer
 from postbud.testing import FakeGmail
@@ -70,20 +77,8 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
         fake587.command(f"delay DATA {delay}")
         mailer = Mailer(**fake.settings(spool=str(folder / f"{speed}.sqlite"), daily_limit=10**9))
         alert = AlertHandler(TO, mailer=mailer)
-        smtp_handler = logging.handlers.SMTPHandler(
-            ("127.0.0.1", fake587.port),
-            fake.username,
-            [TO],
-            "Alert",
-            credentials=(fake587.username, fake587.app_password),
-            secure=(),
-            timeout=10,
-        )
-        # A Queue, not a SimpleQueue: QueueListener marks each record done, so the
-        # benchmark can wait until the last mail went out before timing the next scenario.
-        q: queue.Queue[logging.LogRecord] = queue.Queue()
-        listener = logging.handlers.QueueListener(q, smtp_handler)
-        listener.start()
+        smtp_handler = stdlib_smtp_handler(fake587.port, fake587.username, fake587.app_password, TO)
+        queued_handler, listener, q = queued_smtp_handler(smtp_handler)
         repeated = exception_call(logger_with("repeated", alert))
         repeated(0)  # the first occurrence is not what this row measures
         alert.tick()
@@ -107,7 +102,7 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
             "AlertHandler, first occurrence": (first, args.n),
             "stdlib SMTPHandler": (exception_call(logger_with("smtp", smtp_handler)), slow_n),
             "QueueHandler + QueueListener": (
-                exception_call(logger_with("queue", logging.handlers.QueueHandler(q))),
+                exception_call(logger_with("queue", queued_handler)),
                 args.n,
             ),
         }

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import logging
 import logging.handlers
-import queue
 import ssl
 import sys
 import tempfile
@@ -31,7 +30,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _harness import LatencyRows, latency_table, percentiles, smtplib_floor, table, timed_calls
+from _harness import (
+    LatencyRows,
+    latency_table,
+    percentiles,
+    queued_smtp_handler,
+    smtplib_floor,
+    stdlib_smtp_handler,
+    table,
+    timed_calls,
+)
 from _remote_fake import RemoteFake
 from postbud import Mailer
 from postbud._message import build_message
@@ -50,21 +58,8 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
         off = Mailer(**fake.settings(spool=None, queue_size=100_000, daily_limit=10**9))
         on = Mailer(**fake.settings(spool=str(folder / f"{speed}.sqlite"), daily_limit=10**9))
         blocking = Mailer(**fake.settings(spool=None, daily_limit=10**9))
-        smtp_handler = logging.handlers.SMTPHandler(
-            ("127.0.0.1", fake587.port),
-            fake.username,
-            [TO],
-            "Alert",
-            credentials=(fake587.username, fake587.app_password),
-            secure=(),
-            timeout=10,
-        )
-        # A Queue, not a SimpleQueue: QueueListener marks each record done, so the
-        # benchmark can wait until the last mail went out before timing the next scenario.
-        q: queue.Queue[logging.LogRecord] = queue.Queue()
-        queued_handler = logging.handlers.QueueHandler(q)
-        listener = logging.handlers.QueueListener(q, smtp_handler)
-        listener.start()
+        smtp_handler = stdlib_smtp_handler(fake587.port, fake587.username, fake587.app_password, TO)
+        queued_handler, listener, q = queued_smtp_handler(smtp_handler)
         slow_n = max(5, args.n // 30)
         scenarios: dict[str, tuple[Callable[[int], object], int]] = {
             "build only": (

@@ -20,7 +20,7 @@ import logging.handlers
 import os
 import sys
 
-from _harness import run_rounds, smtplib_floor, table
+from _harness import run_rounds, smtplib_floor, stdlib_smtp_handler, table
 from postbud.testing import FakeGmail
 
 TO = "you@example.com"
@@ -83,15 +83,7 @@ def main() -> None:
             assert sent == n, sent
             return n
 
-        handler = logging.handlers.SMTPHandler(
-            ("127.0.0.1", fake587.port),
-            fake.username,
-            [TO],
-            "Alert",
-            credentials=(fake587.username, fake587.app_password),
-            secure=(),
-            timeout=10,
-        )
+        handler = stdlib_smtp_handler(fake587.port, fake587.username, fake587.app_password, TO)
         hlog = logging.getLogger("bench.smtphandler")
         hlog.propagate = False
         hlog.addHandler(handler)

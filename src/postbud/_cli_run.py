@@ -21,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 from ._alert_record import mask_argv, mask_text
@@ -141,7 +142,7 @@ def run_command(
             print(message, file=sys.stderr, flush=True)
             tail.add(message.encode(), len(message))
             failed = "could not be started"
-            _report(mailer, command, to, subject, failed, started, time.time(), tail)
+            _report(mailer, _Run(command, to, subject, failed, started, time.time(), tail))
             return 127
         for signum in pending:
             child[0].send_signal(signum)
@@ -162,7 +163,7 @@ def run_command(
             signal.signal(sig, handler)
     status, code = _status_text(returncode)
     if returncode != 0 or always:
-        _report(mailer, command, to, subject, status, started, ended, tail)
+        _report(mailer, _Run(command, to, subject, status, started, ended, tail))
     return code
 
 
@@ -170,22 +171,26 @@ def _binary(stream: IO[str] | None) -> IO[bytes] | None:
     return getattr(stream, "buffer", None)  # None when postbud's own stream is closed
 
 
-def _report(
-    mailer: Mailer,
-    command: Sequence[str],
-    to: list[str] | None,
-    subject: str | None,
-    status: str,
-    started: float,
-    ended: float,
-    tail: _Tail,
-) -> None:
+@dataclass
+class _Run:
+    """One run of the command, as the report tells it."""
+
+    command: Sequence[str]
+    to: list[str] | None
+    subject: str | None
+    status: str
+    started: float
+    ended: float
+    tail: _Tail
+
+
+def _report(mailer: Mailer, run: _Run) -> None:
     """Mail the result now; if Gmail cannot be reached, keep it in the spool.
 
     Never raises: whatever happens to the report, postbud exits with the command's
     status."""
     try:
-        envelope = _envelope(mailer, command, to, subject, status, started, ended, tail)
+        envelope = _envelope(mailer, run)
         result, kept = mailer._send_or_keep(envelope, "alert")
     except Exception as exc:  # DeliveryError included: one line, the status stays
         print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
@@ -196,21 +201,13 @@ def _report(
         print(f"postbud: {address} was refused: {code} {reply}", file=sys.stderr, flush=True)
 
 
-def _envelope(
-    mailer: Mailer,
-    command: Sequence[str],
-    to: list[str] | None,
-    subject: str | None,
-    status: str,
-    started: float,
-    ended: float,
-    tail: _Tail,
-) -> Envelope:
+def _envelope(mailer: Mailer, run: _Run) -> Envelope:
+    command, status, started, ended = run.command, run.status, run.started, run.ended
     shown = shlex.join(mask_argv(list(command)))
     host = socket.gethostname()
     ok = status == "exit status 0"
     tag = f"[{mailer.settings.alert_tag}] " if mailer.settings.alert_tag else ""
-    head = subject or shown
+    head = run.subject or shown
     title = one_line(f"{tag}{'OK' if ok else 'FAILED'} ({status}): {head} on {host}", 200)
     rows = [
         ("Command", shown),
@@ -222,7 +219,7 @@ def _envelope(
         ("User", _user()),
         ("Directory", _cwd()),
     ]
-    output = [mask_text(line) for line in tail.lines]
+    output = [mask_text(line) for line in run.tail.lines]
     text = "\n".join(f"{k + ':':<10} {v}" for k, v in rows)
     text += f"\n\nLast {len(output)} line(s) of output (stdout and stderr):\n"
     text += "\n".join(output) + "\n\n-- \nSent by postbud run.\n"
@@ -235,7 +232,7 @@ def _envelope(
         ],
     )
     return mailer.build(
-        to or [mailer.settings.username],
+        run.to or [mailer.settings.username],
         title,
         text,
         page,
