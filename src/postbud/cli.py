@@ -17,11 +17,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
+from typing import Any
 
 from . import __version__
 from ._config import Settings
-from ._mailer import Mailer
+from ._mailer import Mailer, open_spool
 from ._message import parse_addresses
+from ._quota import Ledger
 from ._replies import temporary
 from .errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
@@ -60,12 +62,16 @@ def say(message: str) -> None:
 
 def settings_from(args: argparse.Namespace) -> Settings:
     """``Settings`` from ``POSTBUD_*``, with the options given on the command line."""
+    return settings_from_with(args)
+
+
+def settings_from_with(args: argparse.Namespace, **extra: Any) -> Settings:
     given = {
         name: getattr(args, f"set_{name}")
         for name in OPTION_SETTINGS
         if getattr(args, f"set_{name}", None) is not None
     }
-    return Settings.from_env(**given)
+    return Settings.from_env(**given, **extra)
 
 
 def mailer_from(args: argparse.Namespace, *, drain: bool = True) -> Mailer:
@@ -171,8 +177,45 @@ def _check(args: argparse.Namespace) -> int:
     return run_checks(lambda: settings_from(args), args.send)
 
 
+class _NoLogin:
+    """Credentials for reading the spool only (``outbox status`` without a password)."""
+
+    credential = "no credentials"
+
+    def login(self, smtp: object, username: str) -> None:  # pragma: no cover - never sends
+        raise ConfigurationError("postbud outbox has no credentials to send with.")
+
+
+class _SpoolOnly:
+    """What ``outbox status``, ``list`` and ``purge`` need: settings, spool and ledger.
+
+    Built without a Mailer, so reading the spool needs no credentials and starts no
+    worker."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._spool = open_spool(settings)
+        self._ledger = Ledger(settings, self._spool)
+
+    def close(self, timeout: float = 0.0) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+def _outbox_mailer(args: argparse.Namespace) -> Mailer | _SpoolOnly:
+    if args.action == "retry":
+        return mailer_from(args)
+    try:  # status and list deliver what waits first, when they can; purge never sends
+        return mailer_from(args) if args.action != "purge" else _SpoolOnly(settings_from(args))
+    except ConfigurationError as missing:  # no credentials: reading the spool still works
+        try:
+            return _SpoolOnly(settings_from_with(args, auth=_NoLogin()))
+        except ConfigurationError:
+            raise missing from None
+
+
 def _outbox(args: argparse.Namespace) -> int:
-    mailer = mailer_from(args, drain=args.action != "purge")
+    mailer = _outbox_mailer(args)
     try:
         spool = mailer._spool
         if spool is None:
@@ -218,6 +261,7 @@ def _outbox(args: argparse.Namespace) -> int:
             print(f"{count} dead letter(s) back in the queue.")
             if not count:
                 return EXIT_OK
+            assert isinstance(mailer, Mailer)
             mailer._outbox.start()
             mailer.flush(mailer.settings.exit_timeout)
             after = [r for r in spool.rows() if int(str(r["id"])) in revived]

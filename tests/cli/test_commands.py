@@ -553,3 +553,16 @@ def test_check_a_host_name_that_is_not_one(env: dict[str, str]) -> None:
 def test_debug_before_the_command_shows_the_traceback(env: dict[str, str]) -> None:
     result = postbud(env, "--debug", "send", "--to", "not an address", "--subject", "x", stdin="x")
     assert "Traceback" in result.stderr
+
+
+def test_outbox_status_needs_no_password(env: dict[str, str], closed_port: int) -> None:
+    down = dict(env, POSTBUD_PORT=str(closed_port))
+    assert (
+        postbud(down, "send", "--to", "a@example.com", "--subject", "x", stdin="x").returncode == 75
+    )
+    no_password = {k: v for k, v in env.items() if k != "POSTBUD_APP_PASSWORD"}
+    result = postbud(no_password, "outbox", "status")
+    assert result.returncode == 0 and "queued:     1" in result.stdout
+    assert postbud(no_password, "outbox", "purge").returncode == 0
+    retry = postbud(no_password, "outbox", "retry")  # sending needs the password
+    assert retry.returncode == 2 and "POSTBUD_APP_PASSWORD" in retry.stderr
