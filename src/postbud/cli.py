@@ -14,16 +14,13 @@ import argparse
 import contextlib
 import logging
 import sys
-import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from . import __version__
 from ._config import Settings
-from ._mailer import Mailer, open_spool
+from ._mailer import Mailer
 from ._message import parse_addresses
-from ._quota import Ledger
 from ._replies import temporary
 from .errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
@@ -91,13 +88,6 @@ def mailer_from(args: argparse.Namespace, *, drain: bool = True) -> Mailer:
     return mailer
 
 
-def when(at: object) -> str:
-    """A spool timestamp as UTC text."""
-    if not isinstance(at, (int, float)):
-        return "-"
-    return datetime.fromtimestamp(float(at), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 # -- commands ------------------------------------------------------------------------------
 
 
@@ -109,7 +99,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _send(args: argparse.Namespace) -> int:
     if sys.stdin is None or sys.stdin.isatty():
-        raise _Usage(
+        raise Usage(
             "postbud send reads the message body from stdin: "
             "echo 'Backup done' | postbud send --to you@example.com --subject Backup"
         )
@@ -120,7 +110,7 @@ def _send(args: argparse.Namespace) -> int:
             with open(args.html, encoding="utf-8") as fh:
                 html = fh.read()
         except OSError as exc:
-            raise _Usage(f"--html: cannot read {args.html}: {exc.strerror}") from None
+            raise Usage(f"--html: cannot read {args.html}: {exc.strerror}") from None
     mailer = mailer_from(args)
     try:
         envelope = mailer.build(
@@ -157,7 +147,7 @@ def _run(args: argparse.Namespace) -> int:
     if command and command[0] == "--":
         command = command[1:]
     if not command:
-        raise _Usage("postbud run needs a command after --, e.g. postbud run -- ./backup.sh")
+        raise Usage("postbud run needs a command after --, e.g. postbud run -- ./backup.sh")
     for address in args.to or ():  # checked before the job runs, not after it
         parse_addresses(address)
     mailer = mailer_from(args)
@@ -177,108 +167,10 @@ def _check(args: argparse.Namespace) -> int:
     return run_checks(lambda: settings_from(args), args.send)
 
 
-class _NoLogin:
-    """Credentials for reading the spool only (``outbox status`` without a password)."""
-
-    credential = "no credentials"
-
-    def login(self, smtp: object, username: str) -> None:  # pragma: no cover - never sends
-        raise ConfigurationError("postbud outbox has no credentials to send with.")
-
-
-class _SpoolOnly:
-    """What ``outbox status``, ``list`` and ``purge`` need: settings, spool and ledger.
-
-    Built without a Mailer, so reading the spool needs no credentials and starts no
-    worker."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._spool = open_spool(settings)
-        self._ledger = Ledger(settings, self._spool)
-
-    def close(self, timeout: float = 0.0) -> None:
-        if self._spool is not None:
-            self._spool.close()
-
-
-def _outbox_mailer(args: argparse.Namespace) -> Mailer | _SpoolOnly:
-    if args.action == "retry":
-        return mailer_from(args)
-    try:  # status and list deliver what waits first, when they can; purge never sends
-        return mailer_from(args) if args.action != "purge" else _SpoolOnly(settings_from(args))
-    except ConfigurationError as missing:  # no credentials: reading the spool still works
-        try:
-            return _SpoolOnly(settings_from_with(args, auth=_NoLogin()))
-        except ConfigurationError:
-            raise missing from None
-
-
 def _outbox(args: argparse.Namespace) -> int:
-    mailer = _outbox_mailer(args)
-    try:
-        spool = mailer._spool
-        if spool is None:
-            raise _Usage(
-                "there is no spool (POSTBUD_SPOOL is empty, or the file cannot be used): "
-                "nothing is kept between runs."
-            )
-        now = time.time()
-        if args.action == "status":
-            queued, dead = spool.counts()
-            rows = spool.rows("queued")
-            used, _, _ = mailer._ledger.used(now)
-            held = mailer._ledger.held_until(now)
-            print(f"spool:      {spool.path}")
-            print(f"account:    {mailer.settings.username}")
-            print(f"queued:     {queued}")
-            print(f"oldest:     {when(rows[0]['created']) if rows else '-'}")
-            print(f"next retry: {when(spool.next_due()) if rows else '-'}")
-            print(f"dead:       {dead}")
-            print(f"quota:      {used} of {mailer.settings.daily_limit} recipients in 24 h")
-            if held is not None:
-                print(f"held until: {when(held)} (Gmail's daily limit)")
-            return EXIT_OK
-        if args.action == "list":
-            for row in spool.rows():
-                recipients = ", ".join(str(r) for r in row["recipients"])  # type: ignore[attr-defined]
-                print(
-                    f"{row['id']:>6}  {row['state']:<6}  {when(row['created'])}  "
-                    f"tries {row['attempts']}  to {recipients}  {row['subject']!r}"
-                )
-                if row["state"] == "dead":
-                    print(f"        dead since {when(row['dead_at'])}: {row['last_error']}")
-                    if row["hint"]:
-                        print(f"        hint: {row['hint']}")
-                elif row["last_error"]:
-                    print(f"        next try {when(row['next_try'])}; last: {row['last_error']}")
-            return EXIT_OK
-        ids = args.ids or None
-        if args.action == "retry":
-            wanted = {int(str(r["id"])) for r in spool.rows("dead")}
-            revived = wanted if ids is None else wanted & set(ids)
-            count = spool.revive(ids, now)
-            print(f"{count} dead letter(s) back in the queue.")
-            if not count:
-                return EXIT_OK
-            assert isinstance(mailer, Mailer)
-            mailer._outbox.start()
-            mailer.flush(mailer.settings.exit_timeout)
-            after = [r for r in spool.rows() if int(str(r["id"])) in revived]
-            failed = [r for r in after if r["state"] == "dead"]
-            for row in failed:
-                say(f"{row['id']} failed again: {row['last_code']} {row['last_error']}")
-            if failed:
-                return EXIT_DELIVERY
-            if after:
-                say(f"{len(after)} message(s) still wait for a retry.")
-                return EXIT_TEMPFAIL
-            return EXIT_OK
-        count = spool.forget_dead(ids)
-        print(f"{count} dead letter(s) deleted.")
-        return EXIT_OK
-    finally:
-        mailer.close(timeout=0)
+    from ._cli_outbox import outbox_command
+
+    return outbox_command(args)
 
 
 # -- the parser ------------------------------------------------------------------------------
@@ -290,7 +182,7 @@ EPILOG = (
 )
 
 
-class _Usage(Exception):
+class Usage(Exception):
     """A usage mistake: one line, exit 2."""
 
 
@@ -422,7 +314,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     try:
         return handler(args)
-    except _Usage as exc:
+    except Usage as exc:
         say(str(exc))
         return EXIT_CONFIG
     except PostbudError as exc:
