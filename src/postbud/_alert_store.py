@@ -9,12 +9,13 @@ eight gunicorn workers exactly one sends each mail.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ._alert_policy import Counted, FpState, Mail, ScopeState, merge, next_due
@@ -24,6 +25,9 @@ __all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
 
 #: (scope, rows, first-occurrence details, force) -> mails; updates scope and rows.
 Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]], bool], list[Mail]]
+#: What a store opens for one tick: (the spool transaction or None, scope, rows, whether
+#: this handler is the only one of its scope running).
+_Open = tuple["sqlite3.Connection | None", ScopeState, dict[str, FpState], bool]
 #: Receives the mails inside the transaction (``db``: the spool's, or None).
 Commit = Callable[[list[Mail], "sqlite3.Connection | None"], None]
 
@@ -75,7 +79,7 @@ STALE = 7 * 86400.0
 
 
 class Store:
-    """The interface of both stores."""
+    """Where one scope's alert state lives; subclasses say how it is opened and kept."""
 
     shared = False
 
@@ -97,6 +101,15 @@ class Store:
         reports them in time, and eight gunicorn workers recycled one by one must not
         send eight digests. ``leaving``: this handler stops.
         """
+        with self._state(deltas, now, cooldown, leaving) as (db, scope, rows, alone):
+            firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
+            commit(decide(scope, rows, firsts, force and alone), db)
+            return next_due(scope, rows, cooldown)
+
+    def _state(
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+    ) -> contextlib.AbstractContextManager[_Open]:
+        """(db or None, scope, rows, alone) to work on; kept only if the block succeeds."""
         raise NotImplementedError
 
 
@@ -108,28 +121,17 @@ class MemoryStore(Store):
         self._rows: dict[str, FpState] = {}
         self._lock = threading.RLock()
 
-    def run(
-        self,
-        deltas: dict[str, Counted],
-        now: float,
-        cooldown: float,
-        decide: Decide,
-        commit: Commit,
-        *,
-        force: bool = False,
-        leaving: bool = False,
-    ) -> float | None:
+    @contextlib.contextmanager
+    def _state(
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+    ) -> Iterator[_Open]:
         with self._lock:
             # All or nothing, as in the spool: work on copies, keep them if commit worked.
             scope = dataclasses.replace(self._scope)
             rows = {k: dataclasses.replace(r) for k, r in self._rows.items()}
-            firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
-            mails = decide(scope, rows, firsts, force)
-            commit(mails, None)
-            self._scope, self._rows = scope, rows
-            for key in [k for k, r in self._rows.items() if _idle(r, now, cooldown)]:
-                del self._rows[key]
-            return next_due(self._scope, self._rows, cooldown)
+            yield None, scope, rows, True
+            self._scope = scope
+            self._rows = {k: r for k, r in rows.items() if not _idle(r, now, cooldown)}
 
 
 class SpoolStore(Store):
@@ -144,17 +146,10 @@ class SpoolStore(Store):
         self._ready = False
         self._purged = 0.0
 
-    def run(
-        self,
-        deltas: dict[str, Counted],
-        now: float,
-        cooldown: float,
-        decide: Decide,
-        commit: Commit,
-        *,
-        force: bool = False,
-        leaving: bool = False,
-    ) -> float | None:
+    @contextlib.contextmanager
+    def _state(
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+    ) -> Iterator[_Open]:
         try:
             with self.spool.transaction(wait=1.0) as db:
                 if not self._ready:
@@ -162,12 +157,9 @@ class SpoolStore(Store):
                         db.execute(statement)
                 alone = self._presence(db, leaving)
                 scope, rows = self._load(db, deltas)
-                firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
-                mails = decide(scope, rows, firsts, force and alone)
+                yield db, scope, rows, alone
                 self._save(db, scope, rows, now, cooldown)
-                commit(mails, db)
                 self._ready = True
-                return next_due(scope, rows, cooldown)
         except sqlite3.Error as exc:  # a full disk, a damaged file: like a busy spool
             raise SpoolBusy(str(exc)) from exc
 
