@@ -196,7 +196,7 @@ def _report(mailer: Mailer, run: _Run) -> None:
         print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
         return
     if kept is not None:
-        print(f"postbud: {mailer.kept_line('the report', kept)}", file=sys.stderr, flush=True)
+        print(f"postbud: {mailer._kept_line('the report', kept)}", file=sys.stderr, flush=True)
     for address, (code, reply) in result.refused.items() if result else ():
         print(f"postbud: {address} was refused: {code} {reply}", file=sys.stderr, flush=True)
 

@@ -24,7 +24,7 @@ from ._alert_record import describe
 from ._alert_render import DEFAULT_SUBJECT, check_template, render
 from ._config import Settings
 from ._mailer import Mailer
-from .alerts import AlertHandler
+from .alerts import recipients_of
 from .errors import ConfigurationError
 
 __all__ = ["alert_on_crash"]
@@ -60,7 +60,7 @@ def alert_on_crash(
         raise ConfigurationError("alert_on_crash takes either mailer= or settings, not both.")
     owned = mailer is None
     config = Settings.from_env(**settings) if mailer is None else mailer.settings
-    recipients = AlertHandler._recipients(to, config.username)
+    recipients = recipients_of(to, config.username)
     template = DEFAULT_SUBJECT if subject is None else subject
     check_template(template)
     if mailer is None:
@@ -140,6 +140,6 @@ def _report(
     try:
         _, kept = mailer._send_or_keep(envelope, "alert")
         if kept is not None:
-            print(f"postbud: {mailer.kept_line('the crash alert', kept)}", file=sys.stderr)
+            print(f"postbud: {mailer._kept_line('the crash alert', kept)}", file=sys.stderr)
     except Exception as error:  # DeliveryError included: one line, then the traceback
         print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)

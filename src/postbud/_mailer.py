@@ -256,7 +256,7 @@ class Mailer:
             return result, f"{', '.join(later)} refused for now: {code} {text}"
         return result, None
 
-    def kept_line(self, what: str, why: str) -> str:
+    def _kept_line(self, what: str, why: str) -> str:
         """The one line that tells a user ``what`` waits in the spool, and why."""
         return (
             f"{what} was not sent ({why}); it is kept in the spool {self.settings.spool} "

@@ -32,7 +32,7 @@ from ._message import Envelope, parse_addresses
 from ._spool import ALERT, SpoolBusy
 from .errors import ConfigurationError
 
-__all__ = ["AlertHandler"]
+__all__ = ["AlertHandler", "recipients_of"]
 
 log = logging.getLogger("postbud")
 
@@ -103,6 +103,19 @@ def _described(record: logging.LogRecord, message: str, at: float) -> dict[str, 
         return {"message": f"(postbud could not describe this record: {exc!r})", "at": at}
 
 
+def recipients_of(to: str | Sequence[str] | None, account: str) -> tuple[str, ...]:
+    """Alert recipients from a handler's ``to`` (default: the account itself), checked
+    now: a mistake is a ``ConfigurationError`` at construction, not at the first error."""
+    items = [to] if isinstance(to, str) else list(to or [account])
+    try:
+        found = [a.addr_spec for item in items for a in parse_addresses(str(item))]
+    except ValueError as exc:
+        raise ConfigurationError(f"to: {exc}") from None
+    if not found:
+        raise ConfigurationError("to: no address given.")
+    return tuple(dict.fromkeys(a.lower() for a in found))
+
+
 class AlertHandler(logging.Handler):
     """A ``logging.Handler`` that mails errors, with storm control.
 
@@ -160,7 +173,7 @@ class AlertHandler(logging.Handler):
         # Settings given here win over POSTBUD_* variables, which fill in the rest:
         # the app password can stay in the environment, out of the logging config.
         config = mailer.settings if mailer is not None else Settings.from_env(**settings)
-        self.to = self._recipients(to, config.username)
+        self.to = recipients_of(to, config.username)
         self.subject = DEFAULT_SUBJECT if subject is None else subject
         check_template(self.subject)
         self._owns_mailer = mailer is None
@@ -188,17 +201,6 @@ class AlertHandler(logging.Handler):
         self._tick_lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @staticmethod
-    def _recipients(to: str | Sequence[str] | None, account: str) -> tuple[str, ...]:
-        items = [to] if isinstance(to, str) else list(to or [account])
-        try:
-            found = [a.addr_spec for item in items for a in parse_addresses(str(item))]
-        except ValueError as exc:
-            raise ConfigurationError(f"to: {exc}") from None
-        if not found:
-            raise ConfigurationError("to: no address given.")
-        return tuple(dict.fromkeys(a.lower() for a in found))
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

@@ -132,7 +132,7 @@ def _send(args: argparse.Namespace) -> int:
                 refused_for_good = True
                 say(f"{address} was refused: {code} {reply}")
         if kept is not None:
-            say(mailer.kept_line("the message" if result is None else "a copy", kept))
+            say(mailer._kept_line("the message" if result is None else "a copy", kept))
         if refused_for_good:
             return EXIT_DELIVERY
         return EXIT_TEMPFAIL if kept is not None else EXIT_OK
