@@ -28,11 +28,11 @@ class RemoteFake:
             text=True,
         )
         assert self._proc.stdout is not None
-        info = json.loads(self._proc.stdout.readline())
-        self.port: int = info["port"]
-        self.ca_file: str = info["ca_file"]
-        self.username: str = info["username"]
-        self.app_password: str = info["app_password"]
+        self._values: dict[str, Any] = json.loads(self._proc.stdout.readline())
+        self.port: int = self._values["port"]
+        self.ca_file: str = self._values["ca_file"]
+        self.username: str = self._values["username"]
+        self.app_password: str = self._values["app_password"]
         self.mode = mode
 
     def command(self, line: str) -> str:
@@ -42,17 +42,8 @@ class RemoteFake:
         return self._proc.stdout.readline().strip()
 
     def settings(self, **overrides: Any) -> dict[str, Any]:
-        values = {
-            "username": self.username,
-            "app_password": self.app_password,
-            "host": "127.0.0.1",
-            "port": self.port,
-            "security": self.mode,
-            "ca_file": self.ca_file,
-            "timeout": 30,
-        }
-        values.update(overrides)
-        return values
+        """The server's ``FakeGmail.settings_values()``, with ``overrides``."""
+        return {**self._values, **overrides}
 
     def __enter__(self) -> RemoteFake:
         return self
@@ -68,17 +59,7 @@ class RemoteFake:
 def serve(mode: str) -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     with FakeGmail(mode) as fake:  # type: ignore[arg-type]
-        print(
-            json.dumps(
-                {
-                    "port": fake.port,
-                    "ca_file": fake.ca_file,
-                    "username": fake.username,
-                    "app_password": fake.app_password,
-                }
-            ),
-            flush=True,
-        )
+        print(json.dumps(fake.settings_values(timeout=30)), flush=True)
         for line in sys.stdin:
             words = line.split()
             if words[0] == "delay":

@@ -33,17 +33,10 @@ def closed_port() -> Iterator[int]:
 @pytest.fixture
 def env(fake_gmail: FakeGmail, tmp_path: Path) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("POSTBUD_")}
-    base.update(
-        POSTBUD_USERNAME=fake_gmail.username,
-        POSTBUD_APP_PASSWORD=fake_gmail.app_password,
-        POSTBUD_HOST="127.0.0.1",
-        POSTBUD_PORT=str(fake_gmail.port),
-        POSTBUD_SECURITY=fake_gmail.mode,
-        POSTBUD_CA_FILE=fake_gmail.ca_file,
-        POSTBUD_TIMEOUT="5",
-        POSTBUD_EXIT_TIMEOUT="3",
-        POSTBUD_SPOOL=str(tmp_path / "outbox.sqlite"),
+    values = fake_gmail.settings_values(
+        timeout=5, exit_timeout=3, spool=str(tmp_path / "outbox.sqlite")
     )
+    base.update({f"POSTBUD_{name.upper()}": str(value) for name, value in values.items()})
     return base
 
 

@@ -36,17 +36,7 @@ class Clock:
 
 
 def fake_settings(fake: FakeGmail, **overrides: Any) -> dict[str, Any]:
-    values: dict[str, Any] = {
-        "username": fake.username,
-        "app_password": fake.app_password,
-        "host": "127.0.0.1",
-        "port": fake.port,
-        "security": fake.mode,
-        "ca_file": fake.ca_file,
-        "timeout": 10,
-    }
-    values.update(overrides)
-    return values
+    return fake.settings_values(**overrides)
 
 
 Make = Callable[..., tuple[logging.Logger, AlertHandler]]

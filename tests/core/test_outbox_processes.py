@@ -34,18 +34,7 @@ elif cfg["then"] == "flush":
 
 
 def settings_for(fake: FakeGmail, spool: Path, **overrides: Any) -> dict[str, Any]:
-    values = {
-        "username": fake.username,
-        "app_password": fake.app_password,
-        "host": "127.0.0.1",
-        "port": fake.port,
-        "security": fake.mode,
-        "ca_file": fake.ca_file,
-        "timeout": 5,
-        "spool": str(spool),
-    }
-    values.update(overrides)
-    return values
+    return fake.settings_values(**{"timeout": 5, "spool": str(spool), **overrides})
 
 
 def start_child(settings: dict[str, Any], tag: str, n: int, then: str) -> subprocess.Popen[str]:

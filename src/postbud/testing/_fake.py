@@ -500,6 +500,11 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings that reach this server with its account (override any of them)."""
+        return Settings(**self.settings_values(**overrides))
+
+    def settings_values(self, **overrides: Any) -> dict[str, Any]:
+        """The same as plain keyword values: for a logging config, a subprocess (as
+        JSON or ``POSTBUD_*`` variables) or ``Mailer(**values)``."""
         values: dict[str, Any] = {
             "username": self.username,
             "app_password": self.app_password,
@@ -510,7 +515,7 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             "timeout": 10,
         }
         values.update(overrides)
-        return Settings(**values)
+        return values
 
     def mailer(self, **overrides: Any) -> Mailer:
         """A ``postbud.Mailer`` for this server."""
