@@ -88,6 +88,24 @@ def queued_smtp_handler(
     return logging.handlers.QueueHandler(q), listener, q
 
 
+def latency_rounds(
+    scenarios: dict[str, tuple[Callable[[int], object], int]],
+    rounds: int,
+    settle: Callable[[str], None],
+) -> dict[str, list[tuple[float, float]]]:
+    """(p50, p99) of every scenario in each of ``rounds`` interleaved rounds.
+
+    ``settle(name)`` runs after each scenario: its background work must end before the
+    next one is timed, so no scenario pays for another's (its own it does pay for).
+    """
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
+    for _ in range(rounds):
+        for name, (call, n) in scenarios.items():
+            results[name].append(percentiles(timed_calls(call, n)))
+            settle(name)
+    return results
+
+
 LatencyRows = dict[str, dict[str, list[tuple[float, float]]]]
 
 

@@ -36,11 +36,10 @@ from pathlib import Path
 
 from _harness import (
     LatencyRows,
+    latency_rounds,
     latency_table,
-    percentiles,
     queued_smtp_handler,
     stdlib_smtp_handler,
-    timed_calls,
 )
 from _remote_fake import RemoteFake
 from postbud import AlertHandler, Mailer
@@ -106,16 +105,15 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
                 args.n,
             ),
         }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
-        for _ in range(args.rounds):
-            for name, (call, n) in scenarios.items():
-                results[name].append(percentiles(timed_calls(call, n)))
-                # Each scenario's background work ends before the next is timed.
-                if name.startswith("AlertHandler"):
-                    alert.tick()
-                    mailer.flush(120)
-                if name.startswith("QueueHandler"):
-                    q.join()  # every record sent, the last one included
+
+        def settle(name: str) -> None:
+            if name.startswith("AlertHandler"):
+                alert.tick()
+                mailer.flush(120)
+            if name.startswith("QueueHandler"):
+                q.join()  # every record sent, the last one included
+
+        results = latency_rounds(scenarios, args.rounds, settle)
         listener.stop()
         alert.close()
         mailer.close()

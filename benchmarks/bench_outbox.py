@@ -32,13 +32,12 @@ from pathlib import Path
 
 from _harness import (
     LatencyRows,
+    latency_rounds,
     latency_table,
-    percentiles,
     queued_smtp_handler,
     smtplib_floor,
     stdlib_smtp_handler,
     table,
-    timed_calls,
 )
 from _remote_fake import RemoteFake
 from postbud import Mailer
@@ -82,16 +81,14 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
                 args.n,
             ),
         }
-        results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
-        for _ in range(args.rounds):
-            for name, (call, n) in scenarios.items():
-                results[name].append(percentiles(timed_calls(call, n)))
-                # Let each scenario's background work finish before the next one is
-                # timed, so no scenario pays for another's (its own it does pay for).
-                if name.startswith("submit"):
-                    (off if "off" in name else on).flush(120)
-                if name.startswith("QueueHandler"):
-                    q.join()  # every record sent, the last one included
+
+        def settle(name: str) -> None:
+            if name.startswith("submit"):
+                (off if "off" in name else on).flush(120)
+            if name.startswith("QueueHandler"):
+                q.join()  # every record sent, the last one included
+
+        results = latency_rounds(scenarios, args.rounds, settle)
         listener.stop()
         for m in (off, on, blocking):
             m.close()
