@@ -18,7 +18,6 @@ import functools
 import hashlib
 import logging
 import os
-import platform
 import re
 import site
 import socket
@@ -70,7 +69,9 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
+@functools.lru_cache(maxsize=1)
 def _library_roots() -> tuple[str, ...]:
+    # Asked when the first exception is fingerprinted, not at ``import postbud``.
     roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     try:
         roots.update(site.getsitepackages())
@@ -80,14 +81,15 @@ def _library_roots() -> tuple[str, ...]:
     return tuple(os.path.join(os.path.normcase(r), "") for r in roots if r)
 
 
-_ROOTS = _library_roots()
 _is_library_cache: dict[str, bool] = {}
+# "CPython 3.11.7", without importing ``platform`` (it costs ``import postbud`` 1 ms).
+_PYTHON = f"{sys.implementation.name.replace('cpython', 'CPython')} {sys.version.split()[0]}"
 
 
 def _is_library(filename: str) -> bool:
     known = _is_library_cache.get(filename)
     if known is None:
-        known = filename.startswith("<") or os.path.normcase(filename).startswith(_ROOTS)
+        known = filename.startswith("<") or os.path.normcase(filename).startswith(_library_roots())
         if len(_is_library_cache) > 10_000:
             _is_library_cache.clear()
         _is_library_cache[filename] = known
@@ -226,7 +228,7 @@ def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, An
         "process": clean(str(record.processName or "")),
         "thread": clean(str(record.threadName or "")),
         "argv": " ".join(mask_argv(list(sys.argv))),
-        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python": _PYTHON,
         "exc_type": clean(exc_type),
         "traceback": mask_text(_clip(trace, MAX_TRACEBACK, keep_end=True)),
         "stack": mask_text(_clip(record.stack_info or "", MAX_TRACEBACK, keep_end=True)),
