@@ -115,7 +115,7 @@ class Outbox:
         # Alert handlers that rely on this worker: while any is open the worker does
         # not end when idle, nor at exit before logging.shutdown() closed them (from
         # Python 3.12 no thread may start at exit, and their last mails must go out).
-        self.keepers = 0
+        self._keepers = 0
         _fork.register(self)
         _live.add(self)
 
@@ -152,7 +152,7 @@ class Outbox:
     def hold_open(self, on: bool) -> None:
         """An alert handler starts (``True``) or stops relying on this worker."""
         with self._cond:
-            self.keepers = max(0, self.keepers + (1 if on else -1))
+            self._keepers = max(0, self._keepers + (1 if on else -1))
 
     def stored(self, count: int) -> None:
         """``count`` messages were written to the spool directly: count and deliver them."""
@@ -244,7 +244,7 @@ class Outbox:
             with self._cond:
                 if self._stopping or (
                     time.monotonic() - idle_since > IDLE_EXIT
-                    and not self.keepers
+                    and not self._keepers
                     and not self._pending()
                 ):
                     self._thread = None  # decided under the lock: start() sees it
@@ -500,5 +500,5 @@ def _drain_at_exit() -> None:
     for outbox in running:
         outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
     for outbox in running:
-        if not outbox.keepers:  # an alert handler's close() stops the others later
+        if not outbox._keepers:  # an alert handler's close() stops the others later
             outbox._stop(wait=max(0.0, deadline - time.monotonic()))
