@@ -13,7 +13,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from ._auth import Credentials
 from ._config import Settings
@@ -21,21 +21,11 @@ from ._mailer import Mailer, open_spool
 from ._message import parse_address
 from ._oauth import OAuth2, refresh_error
 from ._quota import Ledger
+from ._replies import Stage
 from ._transport import SMTPTransport
 from .errors import ConfigurationError, DeliveryError, InvalidMessageError
 
 __all__ = ["run_checks"]
-
-CERT_HINT = (
-    "For smtp.gmail.com this means something between you and Gmail intercepts TLS (an "
-    "antivirus, a company proxy); point POSTBUD_CA_FILE at its CA only if you trust it. "
-    "For a test server, point POSTBUD_CA_FILE at that server's CA."
-)
-PORT_HINT = (
-    "Gmail listens on 465 (security 'ssl') and 587 (security 'starttls'): check "
-    "POSTBUD_HOST and POSTBUD_PORT, and that no firewall blocks outgoing SMTP (many "
-    "cloud providers block it by default)."
-)
 
 
 class _Failed(Exception):
@@ -75,9 +65,9 @@ def _steps(load: Callable[[], Settings], send_to: str | None) -> None:
         f"{settings.username} via {settings.host}:{settings.port} ({settings.security}), "
         f"{credentials.credential}",
     )
-    _network(settings)
     transport = SMTPTransport(settings, credentials)
-    _tls_and_ehlo(settings, transport.ssl_context)
+    _network(settings, transport)
+    _tls_and_ehlo(settings, transport)
     _login(settings, credentials, transport)
     _quota(settings)
     if send_to:
@@ -91,26 +81,25 @@ def _steps(load: Callable[[], Settings], send_to: str | None) -> None:
         _line("ok", "send", f"{send_to} accepted {result.message_id}")
 
 
-def _network(settings: Settings) -> None:
-    host, port, timeout = settings.host, settings.port, settings.timeout
+def _network(settings: Settings, transport: SMTPTransport) -> None:
+    host, port = settings.host, settings.port
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:  # UnicodeError: "smtp..gmail.com"
-        reason = exc.strerror if isinstance(exc, socket.gaierror) else "not a valid host name"
-        raise _Failed(
-            "dns", f"cannot resolve {host}: {reason}", "Check POSTBUD_HOST and DNS."
-        ) from None
-    _line("ok", "dns", f"{host} is {', '.join(sorted({str(i[4][0]) for i in infos}))}")
-
-    try:
-        socket.create_connection((host, port), timeout).close()
-    except ConnectionRefusedError:
-        raise _Failed("tcp", f"{host}:{port} refused the connection.", PORT_HINT) from None
     except OSError as exc:
-        raise _Failed(
-            "tcp", f"no connection to {host}:{port} within {timeout:g} s ({exc}).", PORT_HINT
-        ) from None
+        _fail("dns", transport, exc, "connect")
+    _line("ok", "dns", f"{host} is {', '.join(sorted({str(i[4][0]) for i in infos}))}")
+    try:
+        socket.create_connection((host, port), settings.timeout).close()
+    except OSError as exc:
+        _fail("tcp", transport, exc, "connect")
     _line("ok", "tcp", f"connected to {host}:{port}")
+
+
+def _fail(step: str, transport: SMTPTransport, exc: Exception, stage: Stage) -> NoReturn:
+    """Stop at ``step`` with the transport's own words for ``exc`` (one mapping of
+    socket, TLS and SMTP errors for sending and for checking)."""
+    error = transport._translate(exc, stage)
+    raise _Failed(step, error.description, getattr(error, "hint", None)) from None
 
 
 def _login(settings: Settings, credentials: Credentials, transport: SMTPTransport) -> None:
@@ -151,9 +140,11 @@ def _quota(settings: Settings) -> None:
         spool.close()
 
 
-def _tls_and_ehlo(settings: Settings, context: ssl.SSLContext) -> None:
+def _tls_and_ehlo(settings: Settings, transport: SMTPTransport) -> None:
     host, port, timeout = settings.host, settings.port, settings.timeout
+    context = transport.ssl_context
     step = "tls"
+    stage: Stage = "connect" if settings.security == "ssl" else "starttls"
     try:
         if settings.security == "ssl":
             smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port, context=context, timeout=timeout)
@@ -173,18 +164,14 @@ def _tls_and_ehlo(settings: Settings, context: ssl.SSLContext) -> None:
         assert isinstance(sock, ssl.SSLSocket)
         cert = sock.getpeercert() or {}
         _line("ok", "tls", f"{sock.version()}, certificate of {_name(cert)} is trusted")
-        step = "ehlo"
+        step, stage = "ehlo", "helo"
         smtp.ehlo("localhost")
         auth = smtp.esmtp_features.get("auth", "").strip() or "none"
         greeting = (smtp.ehlo_resp or b"").decode(errors="replace").splitlines()[0]
         _line("ok", "ehlo", f"{greeting}; AUTH {auth}")
         smtp.quit()
-    except ssl.SSLCertVerificationError as exc:
-        raise _Failed(
-            "tls", f"the certificate of {host} is not trusted: {exc.verify_message}.", CERT_HINT
-        ) from None
-    except (ssl.SSLError, smtplib.SMTPException, OSError) as exc:
-        raise _Failed(step, f"{type(exc).__name__}: {exc}", PORT_HINT) from None
+    except (smtplib.SMTPException, OSError) as exc:  # ssl.SSLError is an OSError
+        _fail(step, transport, exc, stage)
 
 
 def _name(cert: Mapping[str, Any]) -> str:

@@ -145,7 +145,7 @@ class Settings:
             _path("service_account_file", service_account_file, exists=True),
         )
         put(self, "sender", _address("sender", sender, required=False) or None)
-        put(self, "host", _text("host", host) or GMAIL_HOST)
+        put(self, "host", _host(_text("host", host)) or GMAIL_HOST)
         sec, prt = _endpoint(security, port)
         put(self, "security", sec)
         put(self, "port", prt)
@@ -313,6 +313,18 @@ def _text(name: str, value: object) -> str | None:
     if any(c in value for c in "\r\n\0"):
         raise ConfigurationError(f"{_label(name)} contains a line break or NUL character.")
     return value or None
+
+
+def _host(value: str | None) -> str | None:
+    # socket would raise UnicodeError from deep inside smtplib at the first send.
+    try:
+        if value is not None:
+            value.encode("idna")
+    except UnicodeError:
+        raise ConfigurationError(
+            f"{_label('host')} {value!r} is not a valid host name (Gmail's is smtp.gmail.com)."
+        ) from None
+    return value
 
 
 def _secret(name: str, value: str | Secret | None) -> Secret | None:

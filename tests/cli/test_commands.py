@@ -346,7 +346,7 @@ def test_check_a_wrong_app_password(env: dict[str, str]) -> None:
 
 def test_check_an_untrusted_certificate(env: dict[str, str], fake_gmail: FakeGmail) -> None:
     fake_gmail.untrusted = True
-    check_fails(postbud(env, "check"), "tls", "not trusted", "POSTBUD_CA_FILE")
+    check_fails(postbud(env, "check"), "tls", "not trusted", "ca_file")
 
 
 def test_check_a_refused_connection(env: dict[str, str], closed_port: int) -> None:
@@ -539,7 +539,8 @@ def test_outbox_retry_gives_an_old_dead_letter_a_new_life_and_says_if_it_died_ag
 
 def test_check_a_host_name_that_is_not_one(env: dict[str, str]) -> None:
     result = postbud(dict(env, POSTBUD_HOST="smtp..gmail.com"), "check")
-    assert result.returncode == 1 and "FAIL dns" in result.stdout
+    assert result.returncode == 2 and "FAIL settings" in result.stdout
+    assert "POSTBUD_HOST 'smtp..gmail.com' is not a valid host name" in result.stdout
     no_traceback(result)
 
 

@@ -199,3 +199,8 @@ def test_app_password_format_is_checked_with_the_settings() -> None:
 def test_infinite_numbers_are_refused() -> None:
     with pytest.raises(ConfigurationError, match=r"timeout must be >= 0\.001, got 'inf'"):
         Settings(username="me@gmail.com", app_password=PW, timeout="inf")
+
+
+def test_a_host_name_that_is_not_one_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError, match=r"'smtp\.\.gmail\.com' is not a valid host"):
+        Settings(username="me@gmail.com", app_password="abcdefghijklmnop", host="smtp..gmail.com")
