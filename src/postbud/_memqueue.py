@@ -8,24 +8,75 @@ from __future__ import annotations
 
 import heapq
 import threading
+from collections import deque
 
 from ._message import Envelope
-from ._spool import NORMAL, Item
+from ._spool import ALERT, NORMAL, Item
 
 __all__ = ["MemoryQueue"]
+
+
+class _Fifo:
+    """Fresh messages of one priority, oldest first.
+
+    Three parallel deques rather than one of ``Item``s: a queued message then adds no
+    object of its own for the garbage collector besides its envelope. While a slow
+    server lets the queue grow, the collections that those objects would trigger run
+    in whichever thread allocates: the caller's ``submit``.
+    """
+
+    def __init__(self) -> None:
+        self.keys: deque[int] = deque()
+        self.envelopes: deque[Envelope] = deque()
+        self.created: deque[float] = deque()
+
+    def append(self, key: int, envelope: Envelope, created: float) -> None:
+        self.keys.append(key)
+        self.envelopes.append(envelope)
+        self.created.append(created)
+
+    def pop(self, priority: int) -> Item:
+        """The oldest message, as the item the worker handles."""
+        created = self.created.popleft()
+        return Item(
+            self.keys.popleft(),
+            self.envelopes.popleft(),
+            priority,
+            created,
+            next_try=created,
+            on_disk=False,
+        )
+
+    def items(self, priority: int) -> list[Item]:
+        return [
+            Item(k, e, priority, c, next_try=c, on_disk=False)
+            for k, e, c in zip(self.keys, self.envelopes, self.created, strict=True)
+        ]
+
+    def clear(self) -> None:
+        self.keys.clear()
+        self.envelopes.clear()
+        self.created.clear()
+
+    def __len__(self) -> int:
+        return len(self.keys)
 
 
 class MemoryQueue:
     """The queue without a spool (``spool=None``) or when the spool is busy: bounded.
 
-    Messages due now wait in a heap ordered by (priority, age), so ``add`` and
-    ``claim`` stay O(log n) however long the queue gets (the caller's ``submit`` and
-    the worker's ``claim`` share its lock); retries not yet due wait in a short list.
+    Fresh messages wait in one FIFO per priority (their keys grow with time, so the
+    head of each is its oldest); retries wait as items, in a heap once due (ordered by
+    priority, then age) and in a short list before. ``claim`` takes the smallest
+    (priority, key) of the heads, so alerts go first, then the oldest. ``add`` and
+    ``claim`` are O(log n) however long the queue (the caller's ``submit`` and the
+    worker's ``claim`` share its lock).
     """
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._ready: list[tuple[int, int, Item]] = []  # heap: (priority, key, item)
+        self._fresh = {ALERT: _Fifo(), NORMAL: _Fifo()}
+        self._due: list[Item] = []  # heap of retries whose time has come
         self._later: list[Item] = []  # retries whose time has not come
         self._in_flight: dict[int, Item] = {}
         self._seq = 0
@@ -35,22 +86,21 @@ class MemoryQueue:
         """Queue ``envelope``; return the item dropped to make room, if any."""
         with self._lock:
             self._seq += 1
-            item = Item(self._seq, envelope, priority, now, next_try=now, on_disk=False)
-            if len(self._ready) + len(self._later) < self.size:
-                heapq.heappush(self._ready, (priority, item.key, item))
+            if self._waiting() < self.size:
+                self._fresh[priority].append(self._seq, envelope, now)
                 return None
             # Full (rare): drop the oldest normal message, the new one included; an
             # alert only goes to make room for another alert.
-            waiting = [entry[2] for entry in self._ready] + self._later
+            item = Item(self._seq, envelope, priority, now, next_try=now, on_disk=False)
+            fresh, retries = self._fresh_items(), self._due + self._later
+            waiting = fresh + retries
             normal = [i for i in waiting if i.priority == NORMAL]
             if item.priority == NORMAL:
                 normal.append(item)
             dropped = min(normal or waiting, key=lambda i: i.key)
             if dropped is not item:
-                self._ready = [e for e in self._ready if e[2] is not dropped]
-                self._later = [i for i in self._later if i is not dropped]
-                heapq.heapify(self._ready)
-                heapq.heappush(self._ready, (priority, item.key, item))
+                keep = [i for i in fresh if i is not dropped] + [item]
+                self._set(keep, [i for i in retries if i is not dropped])
             return dropped
 
     def claim(self, now: float, *, alerts_only: bool = False) -> Item | None:
@@ -61,10 +111,18 @@ class MemoryQueue:
                 if due:
                     self._later = [i for i in self._later if i.next_try > now]
                     for i in due:
-                        heapq.heappush(self._ready, (i.priority, i.key, i))
-            if not self._ready or (alerts_only and self._ready[0][0] >= NORMAL):
+                        heapq.heappush(self._due, i)
+            heads = [(p, f.keys[0]) for p, f in self._fresh.items() if f]
+            if self._due:
+                heads.append((self._due[0].priority, self._due[0].key))
+            if not heads:
                 return None
-            item = heapq.heappop(self._ready)[2]
+            priority, key = min(heads)
+            if alerts_only and priority != ALERT:
+                return None
+            fifo = self._fresh[priority]
+            fresh = bool(fifo) and fifo.keys[0] == key
+            item = fifo.pop(priority) if fresh else heapq.heappop(self._due)
             self._in_flight[item.key] = item
             return item
 
@@ -85,28 +143,48 @@ class MemoryQueue:
 
     def unsettled(self, upto: int, horizon: float) -> int:
         with self._lock:
-            ready = sum(1 for _, key, _ in self._ready if key <= upto)
+            fresh = sum(1 for f in self._fresh.values() for key in f.keys if key <= upto)
+            due = sum(1 for i in self._due if i.key <= upto)
             later = sum(1 for i in self._later if i.key <= upto and i.next_try <= horizon)
-            return ready + later + sum(1 for key in self._in_flight if key <= upto)
+            return fresh + due + later + sum(1 for key in self._in_flight if key <= upto)
 
     def next_due(self) -> float | None:
         with self._lock:
-            if self._ready:  # due already
-                return self._ready[0][2].next_try
+            ready = [f.created[0] for f in self._fresh.values() if f]
+            ready += [i.next_try for i in self._due]
+            if ready:  # due already
+                return min(ready)
             return min((i.next_try for i in self._later), default=None)
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._ready) + len(self._later) + len(self._in_flight)
+            return self._waiting() + len(self._in_flight)
 
     def drain(self) -> list[Item]:
         """Take every waiting item out (to move it to the spool at close)."""
         with self._lock:
-            items = [entry[2] for entry in self._ready] + self._later
-            self._ready, self._later = [], []
+            items = self._fresh_items() + self._due + self._later
+            self._set([], [])
             return items
 
     def clear(self) -> None:
         with self._lock:
-            self._ready, self._later = [], []
+            self._set([], [])
             self._in_flight.clear()
+
+    # -- under the lock ---------------------------------------------------------------
+
+    def _waiting(self) -> int:
+        return sum(map(len, self._fresh.values())) + len(self._due) + len(self._later)
+
+    def _fresh_items(self) -> list[Item]:
+        return [i for p, f in self._fresh.items() for i in f.items(p)]
+
+    def _set(self, fresh: list[Item], retries: list[Item]) -> None:
+        """Replace what waits (the rare full-queue case, drain, clear); ``fresh`` in
+        order of key. Retries wait in the list until ``claim`` finds them due."""
+        for fifo in self._fresh.values():
+            fifo.clear()
+        for item in fresh:
+            self._fresh[item.priority].append(item.key, item.envelope, item.created)
+        self._due, self._later = [], retries

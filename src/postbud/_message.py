@@ -147,6 +147,14 @@ class Envelope:
 # -- addresses -----------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=256)
+def _shared(recipients: tuple[str, ...]) -> tuple[str, ...]:
+    """One tuple per recipient list: a queue of messages to the same address then holds
+    no tuple of its own per message (fewer objects for the garbage collector to scan
+    in the caller's thread while a slow server lets the queue grow)."""
+    return recipients
+
+
 @functools.lru_cache(maxsize=4096)
 def parse_addresses(text: str) -> tuple[Address, ...]:
     """Parse a comma-separated list of addresses; raise naming the first bad one.
@@ -558,7 +566,7 @@ def build_message(
     ]
     data = "".join(head).encode("utf-8") + _body(text, html, attachments, inline, utf8)
     _size_check(len(data))
-    return Envelope(account.addr_spec, tuple(recipients), data, message_id, utf8)
+    return Envelope(account.addr_spec, _shared(tuple(recipients)), data, message_id, utf8)
 
 
 def _body(

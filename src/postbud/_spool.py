@@ -91,6 +91,10 @@ class Item:
     next_try: float = 0.0
     on_disk: bool = True
 
+    def __lt__(self, other: Item) -> bool:
+        """Queue order: alerts first, then the oldest."""
+        return (self.priority, self.key) < (other.priority, other.key)
+
 
 def _wal(db: sqlite3.Connection) -> None:
     """Switch to WAL. On a new file that takes an exclusive lock and SQLite answers

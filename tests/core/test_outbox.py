@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from postbud import Mailer, _outbox, _quota
+from postbud._message import Envelope, build_message
 from postbud.errors import InvalidMessageError, QuotaExceededError
 from postbud.testing import FakeGmail, MemoryTransport, replies
 
@@ -443,7 +444,6 @@ def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_sp
 
 def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None:
     from postbud._memqueue import MemoryQueue
-    from postbud._message import build_message
     from postbud._spool import ALERT, NORMAL
 
     def envelope(subject: str) -> object:
@@ -456,6 +456,85 @@ def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None
     assert dropped is not None and dropped.priority == NORMAL  # the new one goes
     dropped = queue.add(envelope("alert 3"), ALERT, 4.0)  # type: ignore[arg-type]
     assert dropped is not None and dropped.key == 1  # an alert makes room for an alert
+
+
+def _envelopes(n: int) -> list[Envelope]:
+    return [
+        build_message(mail_from="me@gmail.com", to=TO, subject=f"m{i}", text="x") for i in range(n)
+    ]
+
+
+def test_the_memory_queue_sends_alerts_first_then_the_oldest_retries_included() -> None:
+    from postbud._memqueue import MemoryQueue
+    from postbud._spool import ALERT, NORMAL
+
+    queue = MemoryQueue(10)
+    a, b, c, d = _envelopes(4)
+    queue.add(a, NORMAL, 1.0)
+    first = queue.claim(1.0)
+    assert first is not None and first.envelope is a
+    first.attempts, first.next_try = 1, 5.0
+    queue.put_back(first)  # a retry, due at 5.0
+    queue.add(b, NORMAL, 2.0)
+    queue.add(c, ALERT, 3.0)
+    queue.add(d, NORMAL, 4.0)
+    assert queue.next_due() == 2.0 and len(queue) == 4
+    assert queue.unsettled(upto=3, horizon=4.0) == 2  # b, c: the retry waits beyond 4.0
+    order = []
+    while (item := queue.claim(6.0)) is not None:
+        order.append(item.envelope)
+        queue.done(item)
+    assert order == [c, a, b, d]  # the alert, then by age: the retry of a before b
+    assert len(queue) == 0 and queue.next_due() is None
+
+
+def test_a_full_memory_queue_drops_the_oldest_normal_message_retries_included() -> None:
+    from postbud._memqueue import MemoryQueue
+    from postbud._spool import ALERT, NORMAL
+
+    queue = MemoryQueue(2)
+    a, b, c, d = _envelopes(4)
+    queue.add(a, NORMAL, 1.0)
+    retry = queue.claim(1.0)
+    assert retry is not None
+    retry.attempts, retry.next_try = 1, 100.0
+    queue.put_back(retry)
+    queue.add(b, NORMAL, 2.0)
+    assert queue.add(c, NORMAL, 3.0) is retry  # full: the oldest normal one goes
+
+    assert [i.envelope for i in queue.drain()] == [b, c]
+    queue.add(a, ALERT, 4.0)
+    alert = queue.claim(4.0)
+    assert alert is not None
+    alert.attempts, alert.next_try = 1, 100.0
+    queue.put_back(alert)  # an alert waiting for its retry
+    queue.add(b, NORMAL, 5.0)
+    dropped = queue.add(d, NORMAL, 6.0)  # full: b goes, the alert keeps its time
+    assert dropped is not None and dropped.envelope is b
+    first = queue.claim(50.0)
+    assert first is not None and first.envelope is d
+    assert queue.claim(50.0) is None  # the alert's retry is not due yet
+    later = queue.claim(150.0)
+    assert later is alert
+
+
+def test_a_queued_message_adds_no_object_for_the_collector_but_its_envelope() -> None:
+    """While a slow server lets the memory queue grow, every object it keeps alive makes
+    the garbage collector run sooner, in the caller's thread (bench_outbox.py)."""
+    import gc
+
+    from postbud._memqueue import MemoryQueue
+    from postbud._spool import NORMAL
+
+    queue = MemoryQueue(1000)
+    envelopes = _envelopes(500)
+    queue.add(envelopes[0], NORMAL, 0.0)
+    before = {id(o) for o in gc.get_objects()}
+    for n, envelope in enumerate(envelopes[1:]):
+        queue.add(envelope, NORMAL, float(n))
+    new = [o for o in gc.get_objects() if id(o) not in before]
+    assert len(new) < 10, [type(o) for o in new[:10]]
+    assert len(queue) == 500
 
 
 def test_more_recipients_than_a_day_allows_is_dead_at_once(
