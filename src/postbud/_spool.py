@@ -74,6 +74,20 @@ CREATE TABLE IF NOT EXISTS holds (
 );
 """
 
+_INSERT_COLUMNS = (
+    "account, message_id, mail_from, recipients, data, smtputf8, eightbit, priority, created,"
+    " next_try"
+)
+# Built from constants only (no value is ever formatted into SQL).
+_INSERT = f"INSERT INTO outbox ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+#: The same, only if the pages in use plus the message's size stay within the cap (the
+#: last two parameters); nothing is inserted otherwise.
+_INSERT_IF_ROOM = (
+    f"INSERT INTO outbox ({_INSERT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE "  # noqa: S608
+    "(SELECT (c.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() c, "
+    "pragma_freelist_count() f, pragma_page_size() s) + ? <= ?"
+)
+
 
 class SpoolBusy(Exception):
     """The spool could not be written within the time allowed (or not at all)."""
@@ -124,6 +138,7 @@ class _Handle:
         self.lock = threading.RLock()
         self.writes = writes
         self._db: sqlite3.Connection | None = None
+        self._busy_ms = -1  # the busy_timeout last set on the connection
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -141,12 +156,13 @@ class _Handle:
             # Freed pages are zeroed: a delivered password-reset link does not linger
             # in the file (SQLite's default depends on how it was compiled).
             db.execute("PRAGMA secure_delete=ON")
-            db.execute(f"PRAGMA busy_timeout = {int(LOCK_WAIT * 1000)}")
+            self._busy_ms = -1
             self._db = db
         return self._db
 
     @contextlib.contextmanager
-    def transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
+    def _writing(self, wait: float) -> Iterator[sqlite3.Connection]:
+        """The connection, with this process's write lock held (within ``wait``)."""
         if not self.writes.acquire(timeout=wait):
             raise SpoolBusy("the spool is in use by another thread")
         if not self.lock.acquire(timeout=wait):
@@ -154,9 +170,33 @@ class _Handle:
             raise SpoolBusy("the spool is in use by another thread")
         try:
             db = self.db
-            try:
+            busy_ms = int(wait * 1000)
+            if busy_ms != self._busy_ms:
                 # Another process's write lock is waited for up to ``wait`` as well.
-                db.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+                db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                self._busy_ms = busy_ms
+            yield db
+        finally:
+            self.lock.release()
+            self.writes.release()
+
+    def statement(self, wait: float, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        """One write statement, its own transaction (SQLite's autocommit).
+
+        A submit's single INSERT: each call into SQLite lets another thread take the
+        GIL, and the caller then waits for that thread's turn to end, so the fewer
+        calls the better. Raises SpoolBusy when the spool is locked.
+        """
+        with self._writing(wait) as db:
+            try:
+                return db.execute(sql, args)
+            except sqlite3.OperationalError as exc:
+                raise SpoolBusy(str(exc)) from exc
+
+    @contextlib.contextmanager
+    def transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
+        with self._writing(wait) as db:
+            try:
                 db.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise SpoolBusy(str(exc)) from exc
@@ -171,9 +211,6 @@ class _Handle:
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
                 raise SpoolBusy(str(exc)) from exc
-        finally:
-            self.lock.release()
-            self.writes.release()
 
     def read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
         with self.lock:
@@ -252,15 +289,20 @@ class DiskSpool:
     # -- the queue -----------------------------------------------------------------------
 
     def add(self, envelope: Envelope, priority: int, now: float) -> int:
-        """Store one message (one transaction, ~50 ms at most). Raises SpoolBusy."""
+        """Store one message (one statement, ~50 ms at most). Raises SpoolBusy."""
         key = None
         try:
-            with self.transaction(front=True) as db:
-                full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
-                if full:  # dead letters make room first (their eviction is committed)
-                    self._evict_dead(db)
-                    full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
-                if not full:
+            # The size cap is checked by the INSERT itself: one call into SQLite.
+            cursor = self._front.statement(
+                LOCK_WAIT,
+                _INSERT_IF_ROOM,
+                (*self._values(envelope, priority, now, now), len(envelope.data), MAX_SPOOL_BYTES),
+            )
+            if cursor.rowcount == 1:
+                return int(cursor.lastrowid or 0)
+            with self.transaction(front=True) as db:  # full: dead letters make room first
+                self._evict_dead(db)
+                if self._bytes(db) + len(envelope.data) <= MAX_SPOOL_BYTES:
                     key = self._insert(db, envelope, priority, now, now)
         except sqlite3.Error as exc:  # disk full, read-only file...
             raise SpoolBusy(str(exc)) from exc
@@ -404,23 +446,25 @@ class DiskSpool:
         created: float,
         next_try: float,
     ) -> int:
-        cursor = db.execute(
-            "INSERT INTO outbox (account, message_id, mail_from, recipients, data, smtputf8,"
-            " eightbit, priority, created, next_try) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                self.account,
-                envelope.message_id,
-                envelope.mail_from,
-                json.dumps(envelope.recipients),
-                envelope.data,
-                envelope.smtputf8,
-                envelope.eightbit,
-                priority,
-                created,
-                next_try,
-            ),
-        )
+        cursor = db.execute(_INSERT, self._values(envelope, priority, created, next_try))
         return int(cursor.lastrowid or 0)
+
+    def _values(
+        self, envelope: Envelope, priority: int, created: float, next_try: float
+    ) -> tuple[object, ...]:
+        """The values of ``_INSERT_COLUMNS`` for one row."""
+        return (
+            self.account,
+            envelope.message_id,
+            envelope.mail_from,
+            json.dumps(envelope.recipients),
+            envelope.data,
+            envelope.smtputf8,
+            envelope.eightbit,
+            priority,
+            created,
+            next_try,
+        )
 
     def checkpoint(self, *, truncate: bool = False) -> None:
         """Fold the WAL into the database (the worker calls it, outside any write).
