@@ -50,6 +50,10 @@ QUIET_TRUNCATE = 1.0
 #: An idle worker ends after this long with nothing queued (the next submit restarts
 #: it), so a Mailer dropped without close() does not keep a thread for ever.
 IDLE_EXIT = 30.0
+#: While callers submit, the worker waits until they pause this long (at most
+#: CALLERS_MAX_WAIT per message) before it takes the next one: see _let_callers_finish.
+CALLERS_QUIET = 0.002
+CALLERS_MAX_WAIT = 0.02
 #: After a login Gmail refuses for good, no new login for this long: a queue of 500
 #: messages must not become 500 failed logins (Gmail then locks the account).
 AUTH_PAUSE = 300.0
@@ -116,6 +120,7 @@ class Outbox:
         # not end when idle, nor at exit before logging.shutdown() closed them (from
         # Python 3.12 no thread may start at exit, and their last mails must go out).
         self._keepers = 0
+        self._last_submit = 0.0  # time.monotonic() of the latest submit
         _fork.register(self)
         _live.add(self)
 
@@ -124,6 +129,7 @@ class Outbox:
     def submit(self, envelope: Envelope, priority: int) -> None:
         """Queue ``envelope``; never blocks on the network, never raises for the spool."""
         now = time.time()
+        self._last_submit = time.monotonic()
         if not self._store(envelope, priority, now, warn=True):
             dropped = self._memory.add(envelope, priority, now)
             if dropped is not None:
@@ -249,6 +255,7 @@ class Outbox:
                 ):
                     self._thread = None  # decided under the lock: start() sees it
                     break
+            self._let_callers_finish()
             now = time.time()
             item = None
             try:
@@ -277,6 +284,23 @@ class Outbox:
                 self._cond.notify_all()
         if self._transport is not None:  # the worker owns its connection
             self._transport.close()
+
+    def _let_callers_finish(self) -> None:
+        """Wait while callers submit (a few ms at most), so they keep the GIL.
+
+        Each call a submit makes into SQLite lets another thread take the GIL, and the
+        caller then waits until that thread's turn ends: a worker busy sending next to
+        a burst of submits would make each one wait for it. A short pause after the
+        latest submit keeps the callers' latency the same whatever the server's speed,
+        and costs delivery at most CALLERS_MAX_WAIT per message.
+        """
+        deadline = time.monotonic() + CALLERS_MAX_WAIT
+        while True:
+            now = time.monotonic()
+            quiet = self._last_submit + CALLERS_QUIET - now
+            if quiet <= 0 or now >= deadline or self._stopping:
+                return
+            time.sleep(min(quiet, deadline - now))
 
     def _pending(self) -> bool:
         return bool(len(self._memory) or (self._spool is not None and self._spool.counts()[0]))
