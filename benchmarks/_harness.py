@@ -92,15 +92,19 @@ def latency_rounds(
     scenarios: dict[str, tuple[Callable[[int], object], int]],
     rounds: int,
     settle: Callable[[str], None],
+    prepare: Callable[[str], None] | None = None,
 ) -> dict[str, list[tuple[float, float]]]:
     """(p50, p99) of every scenario in each of ``rounds`` interleaved rounds.
 
     ``settle(name)`` runs after each scenario: its background work must end before the
     next one is timed, so no scenario pays for another's (its own it does pay for).
+    ``prepare(name)``, if given, runs untimed before each scenario's calls.
     """
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
     for _ in range(rounds):
         for name, (call, n) in scenarios.items():
+            if prepare is not None:
+                prepare(name)
             results[name].append(percentiles(timed_calls(call, n)))
             settle(name)
     return results

@@ -15,7 +15,13 @@ all delivered, vs the floor of bench_send.py (raw smtplib on one connection).
 The fake server runs in another process (``_remote_fake.py``): in production Gmail's
 work does not compete with the caller for the GIL, so it must not here either.
 
-Run: ``.venv/bin/python benchmarks/bench_outbox.py [--n 300 --rounds 5]``.
+So that the server's speed is the only difference between the two columns, every
+submit round starts from the same state: one untimed message delivered just before
+(the worker's connection fresh, not probed with NOOP after a long idle), and the
+queue emptied just after at full speed (the 50 ms server would otherwise take 15 s per
+round, and idle workers between rounds for just as long).
+
+Run: ``.venv/bin/python benchmarks/bench_outbox.py [--n 300 --rounds 11]``.
 """
 
 from __future__ import annotations
@@ -82,13 +88,25 @@ def latency(args: argparse.Namespace, fake: RemoteFake, fake587: RemoteFake, fol
             ),
         }
 
-        def settle(name: str) -> None:
+        def mailer_of(name: str) -> Mailer | None:
             if name.startswith("submit"):
-                (off if "off" in name else on).flush(120)
+                return off if "off" in name else on
+            return None
+
+        def prepare(name: str) -> None:
+            if mailer := mailer_of(name):
+                mailer.submit(TO, "warm-up", BODY)
+                mailer.flush(60)
+
+        def settle(name: str) -> None:
+            if mailer := mailer_of(name):
+                fake.command("delay DATA 0")
+                mailer.flush(120)
+                fake.command(f"delay DATA {delay}")
             if name.startswith("QueueHandler"):
                 q.join()  # every record sent, the last one included
 
-        results = latency_rounds(scenarios, args.rounds, settle)
+        results = latency_rounds(scenarios, args.rounds, settle, prepare)
         listener.stop()
         for m in (off, on, blocking):
             m.close()
@@ -147,7 +165,7 @@ def drain(args: argparse.Namespace, fake: RemoteFake, folder: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=11)
     args = parser.parse_args()
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     with (
