@@ -603,3 +603,19 @@ def test_the_wal_is_emptied_once_the_queue_is_quiet(
     while wal.exists() and wal.stat().st_size and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not wal.exists() or wal.stat().st_size == 0  # no delivered body left in it
+
+
+def test_the_worker_keeps_delivering_while_callers_submit_without_pause(
+    fake_gmail: FakeGmail,
+) -> None:
+    """The worker waits for a pause in the submits, but never more than
+    CALLERS_MAX_WAIT per message: a steady stream of submits does not starve it."""
+    with fake_gmail.mailer(spool=None, daily_limit=10_000) as m:
+        deadline = time.monotonic() + 0.6
+        while time.monotonic() < deadline:  # one submit a millisecond: no 2 ms pause
+            m.submit(TO, "steady", "x")
+            time.sleep(0.001)
+        sent_meanwhile = m.stats()["sent"]
+        assert m.flush(30)
+    assert sent_meanwhile >= 5  # at most 20 ms of waiting per message (~25 in 0.6 s)
+    assert len(fake_gmail.messages) == m.stats()["submitted"]
