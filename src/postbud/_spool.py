@@ -156,7 +156,8 @@ class _Handle:
             # Freed pages are zeroed: a delivered password-reset link does not linger
             # in the file (SQLite's default depends on how it was compiled).
             db.execute("PRAGMA secure_delete=ON")
-            self._busy_ms = -1
+            self._busy_ms = int(LOCK_WAIT * 1000)
+            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self._db = db
         return self._db
 
