@@ -19,44 +19,59 @@ __all__ = ["MemoryQueue"]
 class _Fifo:
     """Fresh messages of one priority, oldest first.
 
-    Three parallel deques rather than one of ``Item``s: a queued message then adds no
-    object of its own for the garbage collector besides its envelope. While a slow
-    server lets the queue grow, the collections that those objects would trigger run
-    in whichever thread allocates: the caller's ``submit``.
+    Parallel deques of plain values (ints, floats, strings, bytes, the recipients
+    tuple that messages to the same people share) rather than one of ``Item``s or
+    ``Envelope``s: a queued message then keeps no object alive that the garbage
+    collector tracks. While a slow server lets the queue grow, the collections such
+    objects would trigger run in whichever thread allocates: the caller's ``submit``.
+    The worker's ``Item`` is made when it claims the message.
     """
+
+    FIELDS = ("keys", "created", "senders", "recipients", "data", "ids", "flags")
 
     def __init__(self) -> None:
         self.keys: deque[int] = deque()
-        self.envelopes: deque[Envelope] = deque()
         self.created: deque[float] = deque()
+        self.senders: deque[str] = deque()
+        self.recipients: deque[tuple[str, ...]] = deque()
+        self.data: deque[bytes] = deque()
+        self.ids: deque[str] = deque()
+        self.flags: deque[int] = deque()  # 1: smtputf8, 2: eightbit
 
-    def append(self, key: int, envelope: Envelope, created: float) -> None:
+    def append(self, key: int, e: Envelope, created: float) -> None:
         self.keys.append(key)
-        self.envelopes.append(envelope)
         self.created.append(created)
+        self.senders.append(e.mail_from)
+        self.recipients.append(e.recipients)
+        self.data.append(e.data)
+        self.ids.append(e.message_id)
+        self.flags.append(e.smtputf8 | e.eightbit << 1)
 
     def pop(self, priority: int) -> Item:
         """The oldest message, as the item the worker handles."""
-        created = self.created.popleft()
-        return Item(
-            self.keys.popleft(),
-            self.envelopes.popleft(),
-            priority,
-            created,
-            next_try=created,
-            on_disk=False,
-        )
+        return self._item(priority, *(getattr(self, f).popleft() for f in self.FIELDS))
 
     def items(self, priority: int) -> list[Item]:
-        return [
-            Item(k, e, priority, c, next_try=c, on_disk=False)
-            for k, e, c in zip(self.keys, self.envelopes, self.created, strict=True)
-        ]
+        columns = [getattr(self, f) for f in self.FIELDS]
+        return [self._item(priority, *row) for row in zip(*columns, strict=True)]
+
+    @staticmethod
+    def _item(
+        priority: int,
+        key: int,
+        created: float,
+        sender: str,
+        recipients: tuple[str, ...],
+        data: bytes,
+        message_id: str,
+        flags: int,
+    ) -> Item:
+        envelope = Envelope(sender, recipients, data, message_id, bool(flags & 1), bool(flags & 2))
+        return Item(key, envelope, priority, created, next_try=created, on_disk=False)
 
     def clear(self) -> None:
-        self.keys.clear()
-        self.envelopes.clear()
-        self.created.clear()
+        for name in self.FIELDS:
+            getattr(self, name).clear()
 
     def __len__(self) -> int:
         return len(self.keys)
