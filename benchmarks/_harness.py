@@ -99,12 +99,19 @@ def latency_rounds(
     ``settle(name)`` runs after each scenario: its background work must end before the
     next one is timed, so no scenario pays for another's (its own it does pay for).
     ``prepare(name)``, if given, runs untimed before each scenario's calls.
+
+    Each scenario's timed calls follow n/30 untimed ones (at least one) made just
+    before: after an idle moment (a 50 ms server leaves the CPU idle) the first calls
+    meet cold caches, and with the 3rd slowest of 300 calls as p99 those would decide
+    it, for one server speed more than the other.
     """
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
     for _ in range(rounds):
         for name, (call, n) in scenarios.items():
             if prepare is not None:
                 prepare(name)
+            for i in range(n, n + max(1, n // 30)):  # warm-up: other i than the timed
+                call(i)
             results[name].append(percentiles(timed_calls(call, n)))
             settle(name)
     return results
