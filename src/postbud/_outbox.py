@@ -227,7 +227,13 @@ class Outbox:
         """Flush, stop the worker, and keep what is left in the spool for later."""
         flushed = self.flush(timeout)
         self._stop(wait=min(1.0, timeout))
-        left = self._memory.drain()  # spilled mail: to the spool now if it takes it
+        self._keep_memory()
+        return flushed
+
+    def _keep_memory(self) -> None:
+        """Move the mail waiting in memory (spilled, or ``spool=None``) to the spool if
+        it takes it; what it does not take is dropped, counted, with a warning."""
+        left = self._memory.drain()
         kept = [i for i in left if self._store(i.envelope, i.priority, i.created, warn=False)]
         if len(kept) < len(left):
             log.warning(
@@ -236,7 +242,6 @@ class Outbox:
             self._counters.add("dropped", len(left) - len(kept))
         if self._spool is not None:
             self._spool.close()  # reopened if this Mailer is used again
-        return flushed
 
     def queued(self) -> int:
         on_disk = self._spool.counts()[0] if self._spool is not None else 0
@@ -284,6 +289,10 @@ class Outbox:
                 self._cond.notify_all()
         if self._transport is not None:  # the worker owns its connection
             self._transport.close()
+        if self._stopping:
+            # close() moved what waited in memory to the spool, but not a message this
+            # worker was still trying: one that came back for a retry goes there now.
+            self._keep_memory()
 
     def _let_callers_finish(self) -> None:
         """Wait while callers submit (a few ms at most), so they keep the GIL.

@@ -437,9 +437,36 @@ def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_sp
     m.submit(TO, "spilled", "x")
     other.execute("ROLLBACK")
     other.close()
+    worker = m._outbox._thread
     m.close()
+    # The worker may be trying the spilled one as close() gives up waiting (timeout 0):
+    # it goes to the spool when that attempt fails.
+    assert worker is not None
+    worker.join(10)
     assert m.stats()["spilled"] == 1 and m.stats()["dropped"] == 0
     assert [r["state"] for r in rows(postbud_spool)] == ["queued", "queued"]  # both kept
+
+
+def test_a_memory_message_still_in_flight_at_close_goes_to_the_spool_if_it_fails(
+    fake_gmail: FakeGmail, postbud_spool: Path
+) -> None:
+    m = fake_gmail.mailer(exit_timeout=0)
+    other = sqlite3.connect(postbud_spool, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    fake_gmail.delay(0.5, "MAIL")
+    fake_gmail.fail_next("MAIL", replies.TRY_AGAIN_LATER)
+    m.submit(TO, "spilled", "x")  # the spool is locked: it waits in memory
+    other.execute("ROLLBACK")
+    other.close()
+    deadline = time.monotonic() + 10
+    while not m._outbox._memory._in_flight and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker = m._outbox._thread
+    assert worker is not None and m._outbox._memory._in_flight  # being sent now
+    m.close()  # exit_timeout=0: does not wait for that attempt
+    worker.join(10)  # the 421 comes, the message comes back for a retry...
+    assert [r["state"] for r in rows(postbud_spool)] == ["queued"]  # ...and is kept
+    assert m.stats()["dropped"] == 0 and fake_gmail.messages == []
 
 
 def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None:
