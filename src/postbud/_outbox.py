@@ -166,11 +166,26 @@ class Outbox:
             self._counters.add("submitted", count)
             self.start()
 
-    def _store(self, envelope: Envelope, priority: int, created: float, *, warn: bool) -> bool:
+    def _store(
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        *,
+        warn: bool,
+        retry: Item | None = None,
+    ) -> bool:
+        """Write to the spool; False if it did not take the message. ``retry``: a
+        memory item tried before, whose attempts and next try go along."""
         if self._spool is None:
             return False
         try:
-            self._spool.add(envelope, priority, created)
+            if retry is None:
+                self._spool.add(envelope, priority, created)
+            else:
+                self._spool.add(
+                    envelope, priority, created, next_try=retry.next_try, attempts=retry.attempts
+                )
         except SpoolBusy as exc:
             if warn:
                 self._counters.add("spilled")
@@ -184,6 +199,10 @@ class Outbox:
                     )
             return False
         return True
+
+    def _keep(self, item: Item) -> bool:
+        """Move a memory item to the spool, its age and retry state included."""
+        return self._store(item.envelope, item.priority, item.created, warn=False, retry=item)
 
     def start(self) -> None:
         """Make sure a worker runs (never starts one at interpreter shutdown)."""
@@ -234,7 +253,7 @@ class Outbox:
         """Move the mail waiting in memory (spilled, or ``spool=None``) to the spool if
         it takes it; what it does not take is dropped, counted, with a warning."""
         left = self._memory.drain()
-        kept = [i for i in left if self._store(i.envelope, i.priority, i.created, warn=False)]
+        kept = [i for i in left if self._keep(i)]
         if len(kept) < len(left):
             log.warning(
                 "postbud dropped %d message(s) held in memory at close.", len(left) - len(kept)
@@ -289,10 +308,6 @@ class Outbox:
                 self._cond.notify_all()
         if self._transport is not None:  # the worker owns its connection
             self._transport.close()
-        if self._stopping:
-            # close() moved what waited in memory to the spool, but not a message this
-            # worker was still trying: one that came back for a retry goes there now.
-            self._keep_memory()
 
     def _let_callers_finish(self) -> None:
         """Wait while callers submit (a few ms at most), so they keep the GIL.
@@ -462,6 +477,11 @@ class Outbox:
         else:
             item.envelope = item.envelope.with_recipients(recipients)
             item.attempts, item.next_try = attempts, when
+            # close() moved what waited in memory to the spool, but not this message,
+            # then being tried: after close() it goes there itself.
+            if self._stopping and self._keep(item):
+                self._memory.done(item)
+                return
             self._memory.put_back(item)
 
     def _dead(self, item: Item, code: int | None, error: str, hint: str | None) -> None:

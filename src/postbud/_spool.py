@@ -76,17 +76,20 @@ CREATE TABLE IF NOT EXISTS holds (
 
 _INSERT_COLUMNS = (
     "account, message_id, mail_from, recipients, data, smtputf8, eightbit, priority, created,"
-    " next_try"
+    " next_try, attempts"
 )
 # Built from constants only (no value is ever formatted into SQL).
-_INSERT = f"INSERT INTO outbox ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_INSERT = f"INSERT INTO outbox ({_INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
 #: The same, only if the pages in use plus the message's size stay within the cap (the
 #: last two parameters); nothing is inserted otherwise.
 _INSERT_IF_ROOM = (
-    f"INSERT INTO outbox ({_INSERT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE "  # noqa: S608
+    f"INSERT INTO outbox ({_INSERT_COLUMNS}) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE "  # noqa: S608
     "(SELECT (c.page_count - f.freelist_count) * s.page_size FROM pragma_page_count() c, "
     "pragma_freelist_count() f, pragma_page_size() s) + ? <= ?"
 )
+#: Pragmas as table-valued functions came with SQLite 3.16; Python may be built with an
+#: older one, which then takes the transaction of several statements.
+_ONE_STATEMENT = sqlite3.sqlite_version_info >= (3, 16, 0)
 
 
 class SpoolBusy(Exception):
@@ -171,11 +174,19 @@ class _Handle:
             raise SpoolBusy("the spool is in use by another thread")
         try:
             db = self.db
-            busy_ms = int(wait * 1000)
-            if busy_ms != self._busy_ms:
-                # Another process's write lock is waited for up to ``wait`` as well.
-                db.execute(f"PRAGMA busy_timeout = {busy_ms}")
-                self._busy_ms = busy_ms
+            try:
+                if db.in_transaction:  # left open by an interruption: never write into it
+                    db.execute("ROLLBACK")
+                busy_ms = int(wait * 1000)
+                if busy_ms != self._busy_ms:
+                    # Another process's write lock is waited for up to ``wait`` as well.
+                    db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                    self._busy_ms = busy_ms
+            except sqlite3.Error as exc:
+                self._db = None  # a fresh connection next time
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+                raise SpoolBusy(str(exc)) from exc
             yield db
         finally:
             self.lock.release()
@@ -289,22 +300,38 @@ class DiskSpool:
 
     # -- the queue -----------------------------------------------------------------------
 
-    def add(self, envelope: Envelope, priority: int, now: float) -> int:
-        """Store one message (one statement, ~50 ms at most). Raises SpoolBusy."""
+    def add(
+        self,
+        envelope: Envelope,
+        priority: int,
+        now: float,
+        *,
+        next_try: float | None = None,
+        attempts: int = 0,
+    ) -> int:
+        """Store one message (one statement, ~50 ms at most). Raises SpoolBusy.
+
+        ``now`` is its creation time; ``next_try`` and ``attempts`` carry a retry's
+        state over (a message moved from memory at close).
+        """
         key = None
+        due = now if next_try is None else next_try
+        values = self._values(envelope, priority, now, due, attempts)
         try:
-            # The size cap is checked by the INSERT itself: one call into SQLite.
-            cursor = self._front.statement(
-                LOCK_WAIT,
-                _INSERT_IF_ROOM,
-                (*self._values(envelope, priority, now, now), len(envelope.data), MAX_SPOOL_BYTES),
-            )
-            if cursor.rowcount == 1:
-                return int(cursor.lastrowid or 0)
-            with self.transaction(front=True) as db:  # full: dead letters make room first
-                self._evict_dead(db)
-                if self._bytes(db) + len(envelope.data) <= MAX_SPOOL_BYTES:
-                    key = self._insert(db, envelope, priority, now, now)
+            if _ONE_STATEMENT:
+                # The size cap is checked by the INSERT itself: one call into SQLite.
+                cursor = self._front.statement(
+                    LOCK_WAIT, _INSERT_IF_ROOM, (*values, len(envelope.data), MAX_SPOOL_BYTES)
+                )
+                if cursor.rowcount == 1:
+                    return int(cursor.lastrowid or 0)
+            with self.transaction(front=True) as db:
+                full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                if full:  # dead letters make room first
+                    self._evict_dead(db)
+                    full = self._bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                if not full:
+                    key = int(db.execute(_INSERT, values).lastrowid or 0)
         except sqlite3.Error as exc:  # disk full, read-only file...
             raise SpoolBusy(str(exc)) from exc
         if key is None:
@@ -451,7 +478,12 @@ class DiskSpool:
         return int(cursor.lastrowid or 0)
 
     def _values(
-        self, envelope: Envelope, priority: int, created: float, next_try: float
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        next_try: float,
+        attempts: int = 0,
     ) -> tuple[object, ...]:
         """The values of ``_INSERT_COLUMNS`` for one row."""
         return (
@@ -465,6 +497,7 @@ class DiskSpool:
             priority,
             created,
             next_try,
+            attempts,
         )
 
     def checkpoint(self, *, truncate: bool = False) -> None:
