@@ -476,8 +476,9 @@ def test_a_memory_message_still_in_flight_at_close_goes_to_the_spool_if_it_fails
 
 
 def test_a_memory_retry_moved_to_the_spool_at_close_keeps_its_age_and_next_try(
-    fake_gmail: FakeGmail, postbud_spool: Path
+    fake_gmail: FakeGmail, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_outbox, "backoff", lambda attempts, retry_after: 60.0)
     m = fake_gmail.mailer(exit_timeout=0)
     other = sqlite3.connect(postbud_spool, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
