@@ -7,7 +7,7 @@ import logging
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -435,14 +435,25 @@ def test_a_mailer_used_again_right_after_close(fake_gmail: FakeGmail) -> None:
     assert subjects(fake_gmail) == ["before", "after"]
 
 
-def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
-    m = fake_gmail.mailer(port=1, exit_timeout=0)  # nothing delivers in this test
-    m.submit(TO, "on disk", "x")
-    other = sqlite3.connect(postbud_spool, isolation_level=None)
+def _submit_spilled(m: Mailer, spool: Path) -> None:
+    """Submit one message while another connection locks the spool: it goes to memory."""
+    other = sqlite3.connect(spool, isolation_level=None)
     other.execute("BEGIN EXCLUSIVE")
     m.submit(TO, "spilled", "x")
     other.execute("ROLLBACK")
     other.close()
+
+
+def _wait_until(condition: Callable[[], object], seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    m = fake_gmail.mailer(port=1, exit_timeout=0)  # nothing delivers in this test
+    m.submit(TO, "on disk", "x")
+    _submit_spilled(m, postbud_spool)
     worker = m._outbox._thread
     m.close()
     # The worker may be trying the spilled one as close() gives up waiting (timeout 0):
@@ -457,16 +468,10 @@ def test_a_memory_message_still_in_flight_at_close_goes_to_the_spool_if_it_fails
     fake_gmail: FakeGmail, postbud_spool: Path
 ) -> None:
     m = fake_gmail.mailer(exit_timeout=0)
-    other = sqlite3.connect(postbud_spool, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
     fake_gmail.delay(0.5, "MAIL")
     fake_gmail.fail_next("MAIL", replies.TRY_AGAIN_LATER)
-    m.submit(TO, "spilled", "x")  # the spool is locked: it waits in memory
-    other.execute("ROLLBACK")
-    other.close()
-    deadline = time.monotonic() + 10
-    while not m._outbox._memory._in_flight and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _submit_spilled(m, postbud_spool)
+    _wait_until(lambda: m._outbox._memory._in_flight)
     worker = m._outbox._thread
     assert worker is not None and m._outbox._memory._in_flight  # being sent now
     m.close()  # exit_timeout=0: does not wait for that attempt
@@ -480,15 +485,9 @@ def test_a_memory_retry_moved_to_the_spool_at_close_keeps_its_age_and_next_try(
 ) -> None:
     monkeypatch.setattr(_outbox, "backoff", lambda attempts, retry_after: 60.0)
     m = fake_gmail.mailer(exit_timeout=0)
-    other = sqlite3.connect(postbud_spool, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
     fake_gmail.fail_next("MAIL", replies.TEMPORARY_REJECTION)
-    m.submit(TO, "spilled", "x")  # the spool is locked: it waits in memory
-    other.execute("ROLLBACK")
-    other.close()
-    deadline = time.monotonic() + 10
-    while not m._outbox._memory._later and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _submit_spilled(m, postbud_spool)
+    _wait_until(lambda: m._outbox._memory._later)
     (retry,) = m._outbox._memory._later  # refused once, waiting for its retry
     m.close()
     (row,) = rows(postbud_spool)
