@@ -265,10 +265,14 @@ else:
 
 
 def crash(env: dict[str, str], tmp_path: Path, *, thread: bool) -> subprocess.CompletedProcess[str]:
-    script = tmp_path / "nightly.py"
-    script.write_text(textwrap.dedent(CRASH.format(thread=thread)))
+    return python_script(env, tmp_path / "nightly.py", textwrap.dedent(CRASH.format(thread=thread)))
+
+
+def python_script(env: dict[str, str], path: Path, code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as the script ``path`` in a fresh interpreter."""
+    path.write_text(code)
     return subprocess.run(
-        [sys.executable, str(script)],
+        [sys.executable, str(path)],
         capture_output=True,
         text=True,
         env=env,
@@ -499,20 +503,13 @@ def test_a_report_may_use_the_alert_reserve(env: dict[str, str], fake_gmail: Fak
 def test_alert_on_crash_ignores_sys_exit_in_a_thread(
     env: dict[str, str], fake_gmail: FakeGmail, tmp_path: Path
 ) -> None:
-    script = tmp_path / "quits.py"
-    script.write_text(
+    result = python_script(
+        env,
+        tmp_path / "quits.py",
         "import sys, threading, postbud\n"
         "postbud.alert_on_crash()\n"
         "t = threading.Thread(target=sys.exit, args=(0,))\n"
-        "t.start(); t.join()\n"
-    )
-    result = subprocess.run(
-        [sys.executable, str(script)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
+        "t.start(); t.join()\n",
     )
     assert result.returncode == 0 and fake_gmail.messages == []
 
