@@ -107,6 +107,15 @@ class _GmailSMTP(SMTP):
 
         return run
 
+    def connection_lost(self, error: Exception | None) -> None:
+        super().connection_lost(error)
+        # A client that reset the connection leaves its error in the stream's "closed"
+        # future; aiosmtpd only reads it when the protocol is collected, which may be
+        # after the future at interpreter exit ("Future exception was never retrieved").
+        closed = getattr(self, "_closed", None)
+        if closed is not None and closed.done() and not closed.cancelled():
+            closed.exception()
+
     def eof_received(self) -> bool | None:
         super().eof_received()
         # aiosmtpd keeps a half-closed socket open unless it started TLS itself; with
