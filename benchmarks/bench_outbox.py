@@ -21,9 +21,9 @@ submit round starts from the same state: one untimed message delivered just befo
 round of a queueing scenario (submit, QueueHandler) the queue is emptied at full
 speed, untimed: the 50 ms server would otherwise take 15 s per round.
 
-The p99 of 300 calls is the 4th slowest call, and which 3 calls the machine
-interrupts (a timer, another process, the worker taking the GIL once per 5 ms burst)
-varies: one round's p99 of submit with the spool off ranges from about 20 to 85 µs,
+The p99 of 300 calls is the 3rd slowest call, and how many calls the machine
+interrupts for 40-90 µs (a timer, another process, the worker taking the GIL once per
+5 ms burst) varies: one round's p99 of submit with the spool off ranges from about 20 to 85 µs,
 and whether a round has 3 such calls is close to a coin toss, so the median sits near
 the edge between the two. With 11 rounds the two servers' medians differed by up to
 18 µs from one run to the next, both ways round; with 31 rounds, three runs gave
