@@ -222,8 +222,11 @@ class Outbox:
         """Wait until what was queued before the call is settled; True if it is.
 
         Settled: delivered, dead-lettered, or waiting (a retry, a hold, a login pause)
-        until more than ``timeout`` from now. Never raises.
+        until more than ``timeout`` from now. Never raises. With no time to wait it
+        starts no worker: ``close(timeout=0)`` (the command line, after keeping a row
+        for the next run) must not leave one sending while the process exits.
         """
+        start = start and timeout > 0
         try:
             deadline = time.monotonic() + max(0.0, timeout)
             horizon = time.time() + max(0.0, timeout)

@@ -14,6 +14,7 @@ import pytest
 
 from postbud import Mailer, _outbox, _quota
 from postbud._message import Envelope, build_message
+from postbud._spool import NORMAL
 from postbud.errors import InvalidMessageError, QuotaExceededError
 from postbud.testing import FakeGmail, MemoryTransport, replies
 
@@ -326,6 +327,19 @@ def test_flush_gives_up_at_its_deadline(fake_gmail: FakeGmail, mailer: Mailer) -
     start = time.monotonic()
     assert mailer.flush(0.3) is False
     assert time.monotonic() - start < 1
+
+
+def test_close_without_time_starts_no_worker(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
+    # The command line keeps a row for the next run, then closes with timeout 0: no
+    # worker may start then and race the process's exit with that row.
+    m = fake_gmail.mailer()
+    assert m._outbox.keep(m.build(TO, "for the next run", "x"), NORMAL)
+    assert m.flush(0) is False
+    m.close(timeout=0)
+    assert m._outbox._thread is None
+    time.sleep(0.2)
+    assert fake_gmail.messages == []
+    assert [r["state"] for r in rows(postbud_spool)] == ["queued"]
 
 
 def test_alert_share_is_tracked(fake_gmail: FakeGmail) -> None:
