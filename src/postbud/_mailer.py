@@ -324,7 +324,7 @@ class Mailer:
 
         Settled: delivered, dead-lettered, or waiting for a retry more than ``timeout``
         away. Returns True if so within ``timeout`` (default ``exit_timeout``); never
-        raises.
+        raises. With ``timeout=0`` it only reports: it starts no worker.
         """
         return self._outbox.flush(self.settings.exit_timeout if timeout is None else timeout)
 
