@@ -23,11 +23,12 @@ speed, untimed: the 50 ms server would otherwise take 15 s per round.
 
 The p99 of 300 calls is the 3rd slowest call, and how many calls the machine
 interrupts for 40-90 µs (a timer, another process, the worker taking the GIL once per
-5 ms burst) varies: one round's p99 of submit with the spool off ranges from about 20 to 85 µs,
-and whether a round has 3 such calls is close to a coin toss, so the median sits near
-the edge between the two. With 11 rounds the two servers' medians differed by up to
-18 µs from one run to the next, both ways round; with 31 rounds, three runs gave
-40/39, 40/32 and 45/31 µs (fast/slow).
+5 ms burst) varies: one round's p99 of submit with the spool off is either about 20 µs
+or 40-85 µs, and which it is comes close to a coin toss, so the median of the rounds
+sits near the edge between the two. With 11 rounds the two servers' medians differed
+by up to 18 µs from one run to the next, both ways round; with 31 rounds, four runs
+gave 40/39, 40/32, 45/31 and 42/38 µs (fast/slow; the last with the slow server timed
+first).
 
 Run: ``.venv/bin/python benchmarks/bench_outbox.py [--n 300 --rounds 31]``.
 """
