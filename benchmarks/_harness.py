@@ -93,27 +93,47 @@ def latency_rounds(
     rounds: int,
     settle: Callable[[str], None],
     prepare: Callable[[str], None] | None = None,
+    *,
+    bursts: int = 1,
+    alternate: bool = False,
 ) -> dict[str, list[tuple[float, float]]]:
-    """(p50, p99) of every scenario in each of ``rounds`` interleaved rounds.
+    """(p50, p99) of every scenario in each of ``rounds`` rounds.
 
-    ``settle(name)`` runs after each scenario: its background work must end before the
+    A round is ``bursts`` passes; a pass times each scenario once (a burst of its n
+    calls), in turn. A round's p50 and p99 are those of all its bursts' calls
+    together: with one burst of 300 calls the p99 is the 3rd slowest, and whether 3
+    calls of a 5 ms burst meet an interruption is close to a coin toss; over 3 bursts
+    it is the 9th slowest of 900, a steadier figure.
+
+    ``settle(name)`` runs after each burst: its background work must end before the
     next one is timed, so no scenario pays for another's (its own it does pay for).
-    ``prepare(name)``, if given, runs untimed before each scenario's calls.
+    ``prepare(name)``, if given, runs untimed before each burst.
 
-    Each scenario's timed calls follow n/30 untimed ones (at least one) made just
+    Each burst's timed calls follow n/30 untimed ones (at least one) made just
     before: after an idle moment (a 50 ms server leaves the CPU idle) the first calls
     meet cold caches, and with the 3rd slowest of 300 calls as p99 those would decide
     it, for one server speed more than the other.
+
+    With ``alternate``, every other pass runs the scenarios in reverse order, so none
+    always follows the same neighbour.
     """
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in scenarios}
-    for _ in range(rounds):
-        for name, (call, n) in scenarios.items():
-            if prepare is not None:
-                prepare(name)
-            for i in range(n, n + max(1, n // 30)):  # warm-up: other i than the timed
-                call(i)
-            results[name].append(percentiles(timed_calls(call, n)))
-            settle(name)
+    for round_no in range(rounds):
+        samples: dict[str, list[float]] = {name: [] for name in scenarios}
+        for pass_no in range(bursts):
+            names = list(scenarios)
+            if alternate and (round_no * bursts + pass_no) % 2:
+                names.reverse()
+            for name in names:
+                call, n = scenarios[name]
+                if prepare is not None:
+                    prepare(name)
+                for i in range(n, n + max(1, n // 30)):  # warm-up: other i than the timed
+                    call(i)
+                samples[name] += timed_calls(call, n)
+                settle(name)
+        for name, values in samples.items():
+            results[name].append(percentiles(values))
     return results
 
 
