@@ -134,7 +134,7 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
             for name, scenario in mine.items():
                 key = f"{speed}|{name}"
                 scenarios[key] = scenario
-                servers[key] = (fake, delay)
+                servers[key] = (fake587 if "Handler" in name else fake, delay)
             mailers[f"{speed}|submit, spool off"] = off
             mailers[f"{speed}|submit, spool on"] = on
             queues[f"{speed}|QueueHandler + QueueListener"] = q
@@ -148,7 +148,8 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
             time.sleep(PAUSE)
 
         def settle(key: str) -> None:
-            """End the burst's background work, untimed."""
+            """End the burst's background work, untimed; the server forgets its mail."""
+            server, delay = servers[key]
             if key in queues:  # drop the records still queued; the one in flight ends
                 q = queues[key]
                 with suppress(queue.Empty):
@@ -157,10 +158,10 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
                         q.task_done()
                 q.join()
             elif key in mailers:  # deliver the queue at full speed
-                fake, delay = servers[key]
-                fake.command("delay DATA 0")
+                server.command("delay DATA 0")
                 mailers[key].flush(120)
-                fake.command(f"delay DATA {delay}")
+                server.command(f"delay DATA {delay}")
+            server.command("reset")
 
         results = latency_rounds(
             {key: scenarios[key] for key in order},
