@@ -103,7 +103,7 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
     log = logging.getLogger("bench.outbox")
     log.propagate = False
     slow_n = max(5, args.n // 30)
-    scenarios: dict[str, tuple[Callable[[int], object], int]] = {}
+    per_speed: dict[str, dict[str, tuple[Callable[[int], object], int]]] = {}
     mailers: dict[str, Mailer] = {}  # scenario key -> the Mailer whose queue settle() empties
     queues: dict[str, queue.Queue[logging.LogRecord]] = {}
     servers: dict[str, tuple[RemoteFake, float]] = {}
@@ -123,7 +123,7 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
             queued, listener, q = queued_smtp_handler(smtp)
             listeners.append(listener)
 
-            mine: dict[str, tuple[Callable[[int], object], int]] = {
+            per_speed[speed] = {
                 "build only": (build_call(fake.username), args.n),
                 "submit, spool off": (submit_call(off), args.n),
                 "submit, spool on": (submit_call(on), args.n),
@@ -131,15 +131,18 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
                 "stdlib SMTPHandler": (emit_call(smtp, log), slow_n),
                 "QueueHandler + QueueListener": (emit_call(queued, log), args.n),
             }
-            for name, scenario in mine.items():
-                key = f"{speed}|{name}"
-                scenarios[key] = scenario
-                servers[key] = (fake587 if "Handler" in name else fake, delay)
+            for name in per_speed[speed]:
+                on_587 = name in ("stdlib SMTPHandler", "QueueHandler + QueueListener")
+                servers[f"{speed}|{name}"] = (fake587 if on_587 else fake, delay)
             mailers[f"{speed}|submit, spool off"] = off
             mailers[f"{speed}|submit, spool on"] = on
             queues[f"{speed}|QueueHandler + QueueListener"] = q
         # Each scenario's two speeds back to back: both meet the machine's noise alike.
-        order = sorted(scenarios, key=lambda key: list(mine).index(key.split("|")[1]))
+        scenarios = {
+            f"{speed}|{name}": per_speed[speed][name]
+            for name in per_speed[SPEEDS[0][0]]
+            for speed in per_speed
+        }
 
         def prepare(key: str) -> None:
             if mailer := mailers.get(key):
@@ -164,7 +167,7 @@ def latency(args: argparse.Namespace, folder: Path) -> None:
             server.command("reset")
 
         results = latency_rounds(
-            {key: scenarios[key] for key in order},
+            scenarios,
             args.rounds,
             settle,
             prepare,
