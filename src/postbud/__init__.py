@@ -10,13 +10,12 @@ from __future__ import annotations
 from . import errors
 from ._auth import AppPassword, Credentials
 from ._config import Settings
-from ._crash import alert_on_crash
 from ._mailer import Mailer, SendResult
 from ._message import Envelope
 from ._oauth import OAuth2
 from ._secret import Secret
-from ._transport import SMTPTransport, Transport
-from .alerts import AlertHandler
+from ._smtp.transport import SMTPTransport, Transport
+from .alerts import AlertHandler, alert_on_crash
 from .errors import (
     AuthenticationError,
     ConfigurationError,

@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import Any, Literal
 
 from ._config import Settings
-from ._deliver import SendResult, deliver
 from ._message import (
     Addresses,
     AttachmentLike,
@@ -27,11 +26,12 @@ from ._message import (
     envelope_from_message,
     parse_address,
 )
-from ._outbox import Counters, Outbox
-from ._quota import Ledger
-from ._replies import temporary
-from ._spool import ALERT, NORMAL, DiskSpool
-from ._transport import SMTPTransport, Transport
+from ._outbox.ledger import Ledger
+from ._outbox.outbox import Counters, Outbox
+from ._outbox.spool import ALERT, NORMAL, DiskSpool
+from ._smtp.deliver import SendResult, deliver
+from ._smtp.replies import temporary
+from ._smtp.transport import SMTPTransport, Transport
 from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
 
 __all__ = ["Mailer", "Priority", "SendResult"]

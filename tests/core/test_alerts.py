@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 import pytest
 
 from postbud import AlertHandler, ConfigurationError
-from postbud._alert_record import _value, fingerprint, mask_argv, mask_text
+from postbud.alerts._record import _value, fingerprint, mask_argv, mask_text
 from postbud.testing import FakeGmail, ReceivedMessage
 
 TO = "ops@example.com"

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from postbud import Mailer, _outbox, _quota
+from postbud import Mailer
 from postbud._message import Envelope, build_message
-from postbud._spool import NORMAL
+from postbud._outbox import ledger as _quota
+from postbud._outbox import outbox as _outbox
+from postbud._outbox.spool import NORMAL
 from postbud.errors import InvalidMessageError, QuotaExceededError
 from postbud.testing import FakeGmail, MemoryTransport, replies
 
@@ -362,7 +364,7 @@ def test_spool_size_cap(
     monkeypatch: pytest.MonkeyPatch,
     one_statement: bool,
 ) -> None:
-    from postbud import _spool
+    from postbud._outbox import spool as _spool
 
     monkeypatch.setattr(_spool, "_ONE_STATEMENT", one_statement)  # SQLite before 3.16
     fake_gmail.bad_recipients = {"nobody@example.com"}
@@ -524,8 +526,8 @@ def test_a_submit_never_joins_a_transaction_left_open_on_the_spool(
 
 
 def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None:
-    from postbud._memqueue import MemoryQueue
-    from postbud._spool import ALERT, NORMAL
+    from postbud._outbox.memory import MemoryQueue
+    from postbud._outbox.spool import ALERT, NORMAL
 
     def envelope(subject: str) -> object:
         return build_message(mail_from="me@gmail.com", to=TO, subject=subject, text="x")
@@ -546,8 +548,8 @@ def _envelopes(n: int) -> list[Envelope]:
 
 
 def test_the_memory_queue_sends_alerts_first_then_the_oldest_retries_included() -> None:
-    from postbud._memqueue import MemoryQueue
-    from postbud._spool import ALERT, NORMAL
+    from postbud._outbox.memory import MemoryQueue
+    from postbud._outbox.spool import ALERT, NORMAL
 
     queue = MemoryQueue(10)
     a, b, c, d = _envelopes(4)
@@ -570,8 +572,8 @@ def test_the_memory_queue_sends_alerts_first_then_the_oldest_retries_included() 
 
 
 def test_a_full_memory_queue_drops_the_oldest_normal_message_retries_included() -> None:
-    from postbud._memqueue import MemoryQueue
-    from postbud._spool import ALERT, NORMAL
+    from postbud._outbox.memory import MemoryQueue
+    from postbud._outbox.spool import ALERT, NORMAL
 
     queue = MemoryQueue(2)
     a, b, c, d = _envelopes(4)
@@ -604,8 +606,8 @@ def test_a_queued_message_keeps_no_object_alive_for_the_collector() -> None:
     the garbage collector run sooner, in the caller's thread (bench_outbox.py)."""
     import gc
 
-    from postbud._memqueue import MemoryQueue
-    from postbud._spool import NORMAL
+    from postbud._outbox.memory import MemoryQueue
+    from postbud._outbox.spool import NORMAL
 
     queue = MemoryQueue(1000)
     for n in range(501):  # the envelope is the caller's; the queue keeps its values

@@ -126,7 +126,7 @@ def test_memory_transport_records_and_refuses() -> None:
 
 def test_intercept_routes_gmail_settings_to_the_fake() -> None:
     import postbud
-    from postbud import _transport
+    from postbud._smtp import transport as _transport
 
     with FakeGmail(username="me@gmail.com", app_password="abcd efgh ijkl mnop") as fake:
         with fake.intercept():

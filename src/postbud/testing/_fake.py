@@ -29,10 +29,10 @@ import trustme
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 from pytest_localserver import smtp as localserver_smtp
 
-from postbud import _transport
 from postbud._config import Settings
 from postbud._mailer import Mailer
 from postbud._message import MAX_MESSAGE_SIZE as GMAIL_SIZE
+from postbud._smtp import transport as _transport
 
 from . import replies
 from ._records import ReceivedMessage

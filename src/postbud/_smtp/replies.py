@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import (
+from postbud.errors import (
     AuthenticationError,
     DeliveryError,
     MessageRefusedError,

@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from . import _fork
-from ._message import Envelope
+from postbud import _fork
+from postbud._message import Envelope
 
 __all__ = ["ALERT", "DEAD_LETTER_DAYS", "NORMAL", "DiskSpool", "Item", "SpoolBusy"]
 

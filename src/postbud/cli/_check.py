@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from ._auth import Credentials
-from ._config import Settings
-from ._mailer import Mailer, open_spool
-from ._message import parse_address
-from ._oauth import OAuth2, refresh_error
-from ._quota import Ledger
-from ._replies import Stage
-from ._transport import SMTPTransport
-from .errors import ConfigurationError, DeliveryError, InvalidMessageError
+from postbud._auth import Credentials
+from postbud._config import Settings
+from postbud._mailer import Mailer, open_spool
+from postbud._message import parse_address
+from postbud._oauth import OAuth2, refresh_error
+from postbud._outbox.ledger import Ledger
+from postbud._smtp.replies import Stage
+from postbud._smtp.transport import SMTPTransport
+from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError
 
 __all__ = ["run_checks"]
 

@@ -10,8 +10,9 @@ import heapq
 import threading
 from collections import deque
 
-from ._message import Envelope
-from ._spool import ALERT, NORMAL, Item
+from postbud._message import Envelope
+
+from .spool import ALERT, NORMAL, Item
 
 __all__ = ["MemoryQueue"]
 

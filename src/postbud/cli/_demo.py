@@ -13,14 +13,14 @@ import os
 import tempfile
 import time
 
-from ._mailer import Mailer
-from .errors import AuthenticationError
+from postbud._mailer import Mailer
+from postbud.errors import AuthenticationError
 
 __all__ = ["run_demo"]
 
 
 def _show_received(fake: object) -> None:
-    from .testing import FakeGmail
+    from postbud.testing import FakeGmail
 
     assert isinstance(fake, FakeGmail)
     record = fake.messages[-1]
@@ -53,8 +53,8 @@ def _charge(n: int) -> None:
 
 
 def _alert_storm(fake: object, spool: str) -> None:
-    from .alerts import AlertHandler
-    from .testing import FakeGmail
+    from postbud.alerts import AlertHandler
+    from postbud.testing import FakeGmail
 
     assert isinstance(fake, FakeGmail)
     print("5. Error alerts with storm control: 1,000 identical errors, then 20 distinct ones")
@@ -122,7 +122,7 @@ def _alert_storm(fake: object, spool: str) -> None:
 
 def run_demo() -> int:
     """Run the demo; returns the exit status (0)."""
-    from .testing import FakeGmail  # MissingDependencyError names the testing extra
+    from postbud.testing import FakeGmail  # MissingDependencyError names the testing extra
 
     logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's chatter
     print("postbud demo: everything below talks to FakeGmail on 127.0.0.1 over real TLS.\n")
@@ -156,7 +156,7 @@ def run_demo() -> int:
             _show_received(fake)
 
         print("3. OAuth2 (SASL XOAUTH2) with a token file, through a fake Google token endpoint")
-        from .testing import FakeGoogleTokens
+        from postbud.testing import FakeGoogleTokens
 
         fake465.reset()
         with FakeGoogleTokens([fake465]) as tokens, tempfile.TemporaryDirectory() as folder:

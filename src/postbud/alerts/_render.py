@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-from ._alert_policy import Mail
-from ._alert_record import clean
-from .errors import ConfigurationError
+from postbud.errors import ConfigurationError
+
+from ._policy import Mail
+from ._record import clean
 
 __all__ = [
     "DEFAULT_SUBJECT",

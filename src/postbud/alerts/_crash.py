@@ -19,13 +19,14 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from ._alert_policy import Mail
-from ._alert_record import describe
-from ._alert_render import DEFAULT_SUBJECT, check_template, render
-from ._config import Settings
-from ._mailer import Mailer
-from .alerts import recipients_of
-from .errors import ConfigurationError
+from postbud._config import Settings
+from postbud._mailer import Mailer
+from postbud.errors import ConfigurationError
+
+from ._handler import recipients_of
+from ._policy import Mail
+from ._record import describe
+from ._render import DEFAULT_SUBJECT, check_template, render
 
 __all__ = ["alert_on_crash"]
 

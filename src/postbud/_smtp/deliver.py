@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ._message import MAX_RECIPIENTS, Envelope
-from ._replies import enhanced_code, refusals_retryable
-from ._transport import Refused, Transport
-from .errors import DeliveryError, RecipientsRefusedError
+from postbud._message import MAX_RECIPIENTS, Envelope
+from postbud.errors import DeliveryError, RecipientsRefusedError
+
+from .replies import enhanced_code, refusals_retryable
+from .transport import Refused, Transport
 
 __all__ = ["SendResult", "deliver"]
 

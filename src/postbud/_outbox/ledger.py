@@ -16,10 +16,11 @@ import sqlite3
 import threading
 from collections import deque
 
-from . import _fork
-from ._config import Settings
-from ._spool import DiskSpool, SpoolBusy
-from .errors import QuotaExceededError
+from postbud import _fork
+from postbud._config import Settings
+from postbud.errors import QuotaExceededError
+
+from .spool import DiskSpool, SpoolBusy
 
 __all__ = ["HOLD_SECONDS", "Ledger"]
 

@@ -21,16 +21,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _fork
-from ._alert_policy import Counted, FpState, Mail, ScopeState, decide
-from ._alert_record import Fingerprint, describe, digest_key, fingerprint
-from ._alert_render import DEFAULT_SUBJECT, check_template, render
-from ._alert_store import MemoryStore, SpoolStore, Store
-from ._config import Settings
-from ._mailer import Mailer
-from ._message import Envelope, parse_addresses
-from ._spool import ALERT, SpoolBusy
-from .errors import ConfigurationError
+from postbud import _fork
+from postbud._config import Settings
+from postbud._mailer import Mailer
+from postbud._message import Envelope, parse_addresses
+from postbud._outbox.spool import ALERT, SpoolBusy
+from postbud.errors import ConfigurationError
+
+from ._policy import Counted, FpState, Mail, ScopeState, decide
+from ._record import Fingerprint, describe, digest_key, fingerprint
+from ._render import DEFAULT_SUBJECT, check_template, render
+from ._store import MemoryStore, SpoolStore, Store
 
 __all__ = ["AlertHandler", "recipients_of"]
 

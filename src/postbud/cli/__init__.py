@@ -17,12 +17,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import __version__
-from ._config import Settings
-from ._mailer import Mailer
-from ._message import parse_addresses
-from ._replies import temporary
-from .errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
+from postbud import __version__
+from postbud._config import Settings
+from postbud._mailer import Mailer
+from postbud._message import parse_addresses
+from postbud._smtp.replies import temporary
+from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
 __all__ = ["EXIT_CONFIG", "EXIT_DELIVERY", "EXIT_OK", "EXIT_TEMPFAIL", "main"]
 
@@ -141,7 +141,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._cli_run import run_command
+    from ._run import run_command
 
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from ._cli_check import run_checks
+    from ._check import run_checks
 
     # Like every command: first what earlier runs left in the spool (a settings
     # mistake is for the first step below to explain).
@@ -168,7 +168,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _outbox(args: argparse.Namespace) -> int:
-    from ._cli_outbox import outbox_command
+    from ._outbox import outbox_command
 
     return outbox_command(args)
 

@@ -11,11 +11,13 @@ import argparse
 import time
 from datetime import datetime, timezone
 
-from ._config import Settings
-from ._mailer import Mailer, open_spool
-from ._quota import Ledger
-from ._spool import DiskSpool
-from .cli import (
+from postbud._config import Settings
+from postbud._mailer import Mailer, open_spool
+from postbud._outbox.ledger import Ledger
+from postbud._outbox.spool import DiskSpool
+from postbud.errors import ConfigurationError
+
+from . import (
     EXIT_DELIVERY,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -25,7 +27,6 @@ from .cli import (
     settings_from,
     settings_from_with,
 )
-from .errors import ConfigurationError
 
 __all__ = ["outbox_command"]
 

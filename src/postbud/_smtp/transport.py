@@ -21,13 +21,12 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
-from . import _fork
-from ._auth import Credentials
-from ._config import Settings
-from ._message import MAX_MESSAGE_SIZE, Envelope, _size_check
-from ._oauth import refresh_error
-from ._replies import Stage, classify
-from .errors import (
+from postbud import _fork
+from postbud._auth import Credentials
+from postbud._config import Settings
+from postbud._message import MAX_MESSAGE_SIZE, Envelope, _size_check
+from postbud._oauth import refresh_error
+from postbud.errors import (
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
@@ -35,6 +34,8 @@ from .errors import (
     SMTPTimeoutError,
     TransportError,
 )
+
+from .replies import Stage, classify
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer

@@ -18,8 +18,9 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._alert_policy import Counted, FpState, Mail, ScopeState, merge, next_due
-from ._spool import DiskSpool, SpoolBusy
+from postbud._outbox.spool import DiskSpool, SpoolBusy
+
+from ._policy import Counted, FpState, Mail, ScopeState, merge, next_due
 
 __all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
 

@@ -21,21 +21,22 @@ import time
 import weakref
 from collections.abc import Callable
 
-from . import _fork
-from ._config import Settings
-from ._deliver import SendResult, deliver
-from ._memqueue import MemoryQueue
-from ._message import Envelope
-from ._quota import Ledger
-from ._replies import temporary
-from ._spool import ALERT, DiskSpool, Item, SpoolBusy
-from ._transport import Transport
-from .errors import (
+from postbud import _fork
+from postbud._config import Settings
+from postbud._message import Envelope
+from postbud._smtp.deliver import SendResult, deliver
+from postbud._smtp.replies import temporary
+from postbud._smtp.transport import Transport
+from postbud.errors import (
     AuthenticationError,
     DeliveryError,
     InvalidMessageError,
     QuotaExceededError,
 )
+
+from .ledger import Ledger
+from .memory import MemoryQueue
+from .spool import ALERT, DiskSpool, Item, SpoolBusy
 
 __all__ = ["Counters", "Outbox"]
 

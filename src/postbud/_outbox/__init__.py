@@ -1,0 +1,1 @@
+"""Everything that keeps mail until it is sent: the spool, the memory queue, the ledger."""

@@ -1,0 +1,1 @@
+"""Everything that speaks SMTP: the transport, deadlines, Gmail's replies, envelopes."""
