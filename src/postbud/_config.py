@@ -18,8 +18,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
+from ._address import parse_address
 from ._auth import AppPassword, credentials_from_settings
-from ._message import parse_address
 from ._secret import Secret, as_secret
 from .errors import ConfigurationError, InvalidMessageError
 

@@ -16,6 +16,7 @@ from email.message import Message
 from types import TracebackType
 from typing import Any, Literal
 
+from ._address import parse_address
 from ._config import Settings
 from ._message import (
     Addresses,
@@ -24,7 +25,6 @@ from ._message import (
     InlineLike,
     build_message,
     envelope_from_message,
-    parse_address,
 )
 from ._outbox.ledger import Ledger
 from ._outbox.outbox import Counters, Outbox

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 import pytest
 
 from postbud import AlertHandler, ConfigurationError
-from postbud.alerts._record import _value, fingerprint, mask_argv, mask_text
+from postbud._mask import mask_argv, mask_text
+from postbud.alerts._record import _value, fingerprint
 from postbud.testing import FakeGmail, ReceivedMessage
 
 TO = "ops@example.com"

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 
 from postbud import InvalidMessageError
+from postbud._address import parse_address
 from postbud._message import (
     MAX_MESSAGE_SIZE,
     Envelope,
     build_message,
     envelope_from_message,
-    parse_address,
 )
 
 ME = "me@gmail.com"

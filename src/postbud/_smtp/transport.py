@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from postbud import _fork
 from postbud._auth import Credentials
 from postbud._config import Settings
-from postbud._message import MAX_MESSAGE_SIZE, Envelope, _size_check
+from postbud._message import MAX_MESSAGE_SIZE, Envelope, size_check
 from postbud._oauth import refresh_error
 from postbud.errors import (
     ConfigurationError,
@@ -312,7 +312,7 @@ class SMTPTransport:
                 "An address in this message has a non-ASCII local part, which needs the "
                 "SMTPUTF8 extension, and this server does not offer it. Use an ASCII address."
             )
-        _size_check(len(envelope.data), self._size_limit)
+        size_check(len(envelope.data), self._size_limit)
         options = [f"SIZE={len(envelope.data)}"] if smtp.has_extn("size") else []
         if envelope.smtputf8:
             options += ["SMTPUTF8", "BODY=8BITMIME"]

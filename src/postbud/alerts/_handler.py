@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from postbud import _fork
+from postbud._address import parse_addresses
 from postbud._config import Settings
 from postbud._mailer import Mailer
-from postbud._message import Envelope, parse_addresses
+from postbud._message import Envelope
 from postbud._outbox.spool import ALERT, SpoolBusy
 from postbud.errors import ConfigurationError
 

@@ -14,19 +14,15 @@ from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
+from postbud._html import html_grid, html_page, html_pre, html_table, one_line
 from postbud.errors import ConfigurationError
 
 from ._policy import Mail
-from ._record import clean
 
 __all__ = [
     "DEFAULT_SUBJECT",
     "SUBJECT_FIELDS",
     "check_template",
-    "html_page",
-    "html_pre",
-    "html_table",
-    "one_line",
     "render",
 ]
 
@@ -35,13 +31,6 @@ SUBJECT_FIELDS = ("level", "logger", "message", "exc_type", "host")
 MAX_SUBJECT = 200
 #: A digest lists at most this many fingerprints (the counts of the rest are summed).
 MAX_DIGEST_ROWS = 200
-
-_CELL = "padding:4px 8px;border-bottom:1px solid #e5e5e5;vertical-align:top;text-align:left"
-_HEAD = _CELL + ";color:#555;font-weight:600;white-space:nowrap"
-_PRE = (
-    "background:#f6f8fa;border:1px solid #ddd;padding:8px;font-size:12px;"
-    "white-space:pre-wrap;word-break:break-word;font-family:Menlo,Consolas,monospace"
-)
 
 
 def check_template(template: str) -> None:
@@ -53,11 +42,6 @@ def check_template(template: str) -> None:
             f"subject: the template {template!r} cannot be used ({exc!s}); it may name "
             f"these fields: {', '.join('{' + f + '}' for f in SUBJECT_FIELDS)}."
         ) from None
-
-
-def one_line(text: str, limit: int) -> str:
-    text = " ".join(clean(text).split())  # CR, LF, tabs, NUL... become single spaces
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _subject(template: str, tag: str | None, detail: Mapping[str, Any], suffix: str) -> str:
@@ -104,32 +88,6 @@ def _fields(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
     extra = detail.get("extra") or {}
     rows.extend((f"extra: {k}", str(v)) for k, v in sorted(extra.items()))
     return rows
-
-
-def html_page(title: str, body: list[str]) -> str:
-    return (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>'
-        + html.escape(title)
-        + "</title></head>\n"
-        + '<body style="font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;'
-        + 'font-size:14px;color:#222;margin:0;padding:16px">\n'
-        + "\n".join(body)
-        + "\n</body></html>\n"
-    )
-
-
-def html_table(rows: list[tuple[str, str]]) -> str:
-    cells = "".join(
-        f'<tr><th style="{_HEAD}">{html.escape(k)}</th>'
-        f'<td style="{_CELL};white-space:pre-wrap">{html.escape(v)}</td></tr>'
-        for k, v in rows
-    )
-    return f'<table style="border-collapse:collapse;margin:8px 0">{cells}</table>'
-
-
-def html_pre(text: str) -> str:
-    """A block of preformatted text (a traceback, command output), escaped."""
-    return f'<pre style="{_PRE}">{html.escape(text)}</pre>'
 
 
 def _blocks(detail: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -199,14 +157,9 @@ def _digest(mail: Mail, footer: str) -> tuple[str, str]:
         cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)] + [row[-1]]
         text.append("  ".join(cells).rstrip())
     text += ["", "-- ", footer]
-    head = "".join(f'<th style="{_HEAD}">{html.escape(h)}</th>' for h in header)
-    body_rows = "".join(
-        "<tr>" + "".join(f'<td style="{_CELL}">{html.escape(c)}</td>' for c in row) + "</tr>"
-        for row in lines
-    )
     body = [
         f'<p style="margin:0 0 8px">{html.escape(intro)} Times are UTC.</p>',
-        f'<table style="border-collapse:collapse;margin:8px 0"><tr>{head}</tr>{body_rows}</table>',
+        html_grid(header, lines),
         f'<p style="color:#777;font-size:12px;margin-top:16px">{html.escape(footer)}</p>',
     ]
     return "\n".join(text) + "\n", html_page(intro, body)

@@ -18,9 +18,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from postbud import __version__
+from postbud._address import parse_addresses
 from postbud._config import Settings
 from postbud._mailer import Mailer
-from postbud._message import parse_addresses
 from postbud._smtp.replies import temporary
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 

@@ -15,10 +15,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
+from postbud._address import parse_address
 from postbud._auth import Credentials
 from postbud._config import Settings
 from postbud._mailer import Mailer, open_spool
-from postbud._message import parse_address
 from postbud._oauth import OAuth2, refresh_error
 from postbud._outbox.ledger import Ledger
 from postbud._smtp.replies import Stage

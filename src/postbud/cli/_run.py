@@ -24,10 +24,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from postbud._html import html_page, html_pre, html_table, one_line
 from postbud._mailer import Mailer
+from postbud._mask import mask_argv, mask_text
 from postbud._message import Envelope
-from postbud.alerts._record import mask_argv, mask_text
-from postbud.alerts._render import html_page, html_pre, html_table, one_line
 
 __all__ = ["run_command"]
 
