@@ -14,7 +14,7 @@ from ._mailer import Mailer, SendResult
 from ._message import Envelope
 from ._oauth import OAuth2
 from ._secret import Secret
-from ._smtp.transport import SMTPTransport, Transport
+from ._smtp import SMTPTransport, Transport
 from .alerts import AlertHandler, alert_on_crash
 from .errors import (
     AuthenticationError,

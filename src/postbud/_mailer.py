@@ -29,9 +29,7 @@ from ._message import (
 from ._outbox.ledger import Ledger
 from ._outbox.outbox import Counters, Outbox
 from ._outbox.spool import ALERT, NORMAL, DiskSpool
-from ._smtp.deliver import SendResult, deliver
-from ._smtp.replies import temporary
-from ._smtp.transport import SMTPTransport, Transport
+from ._smtp import SendResult, SMTPTransport, Transport, deliver, temporary
 from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
 
 __all__ = ["Mailer", "Priority", "SendResult"]

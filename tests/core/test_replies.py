@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from postbud._smtp.replies import classify, summary
+from postbud._smtp import classify, summary
 from postbud.errors import (
     AuthenticationError,
     DeliveryError,

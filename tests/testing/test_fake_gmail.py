@@ -126,7 +126,7 @@ def test_memory_transport_records_and_refuses() -> None:
 
 def test_intercept_routes_gmail_settings_to_the_fake() -> None:
     import postbud
-    from postbud._smtp import transport as _transport
+    from postbud._smtp import current_route
 
     with FakeGmail(username="me@gmail.com", app_password="abcd efgh ijkl mnop") as fake:
         with fake.intercept():
@@ -134,5 +134,5 @@ def test_intercept_routes_gmail_settings_to_the_fake() -> None:
             assert (mailer.settings.host, mailer.settings.port) == ("smtp.gmail.com", 465)
             mailer.send("you@example.com", "Intercepted", "x")
             mailer.close()
-        assert _transport.intercepted is None
+        assert current_route() is None
         assert [m["Subject"] for m in fake.messages] == ["Intercepted"]

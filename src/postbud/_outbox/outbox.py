@@ -24,9 +24,7 @@ from collections.abc import Callable
 from postbud import _fork
 from postbud._config import Settings
 from postbud._message import Envelope
-from postbud._smtp.deliver import SendResult, deliver
-from postbud._smtp.replies import temporary
-from postbud._smtp.transport import Transport
+from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import (
     AuthenticationError,
     DeliveryError,

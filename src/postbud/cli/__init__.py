@@ -21,7 +21,7 @@ from postbud import __version__
 from postbud._address import parse_addresses
 from postbud._config import Settings
 from postbud._mailer import Mailer
-from postbud._smtp.replies import temporary
+from postbud._smtp import temporary
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
 __all__ = ["EXIT_CONFIG", "EXIT_DELIVERY", "EXIT_OK", "EXIT_TEMPFAIL", "main"]

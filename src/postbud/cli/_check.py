@@ -21,8 +21,7 @@ from postbud._config import Settings
 from postbud._mailer import Mailer, open_spool
 from postbud._oauth import OAuth2, refresh_error
 from postbud._outbox.ledger import Ledger
-from postbud._smtp.replies import Stage
-from postbud._smtp.transport import SMTPTransport
+from postbud._smtp import SMTPTransport, Stage, translate
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError
 
 __all__ = ["run_checks"]
@@ -98,7 +97,7 @@ def _network(settings: Settings, transport: SMTPTransport) -> None:
 def _fail(step: str, transport: SMTPTransport, exc: Exception, stage: Stage) -> NoReturn:
     """Stop at ``step`` with the transport's own words for ``exc`` (one mapping of
     socket, TLS and SMTP errors for sending and for checking)."""
-    error = transport._translate(exc, stage)
+    error = translate(exc, stage, transport.settings, transport.credentials.credential)
     raise _Failed(step, error.description, getattr(error, "hint", None)) from None
 
 

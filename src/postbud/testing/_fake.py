@@ -32,7 +32,7 @@ from pytest_localserver import smtp as localserver_smtp
 from postbud._config import Settings
 from postbud._mailer import Mailer
 from postbud._message import MAX_MESSAGE_SIZE as GMAIL_SIZE
-from postbud._smtp import transport as _transport
+from postbud._smtp import Route, redirected
 
 from . import replies
 from ._records import ReceivedMessage
@@ -538,12 +538,8 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         talks to this fake, over verified TLS, without changing its configuration. The
         credentials it uses must be this fake's ``username`` and ``app_password``.
         """
-        previous = _transport.intercepted
-        _transport.intercepted = ("127.0.0.1", self.port, self.mode, self.ssl_context())
-        try:
+        with redirected(Route("127.0.0.1", self.port, self.mode, self.ssl_context())):
             yield self
-        finally:
-            _transport.intercepted = previous
 
     # -- fault injection --------------------------------------------------------------
 

@@ -6,8 +6,7 @@ import threading
 from collections.abc import Mapping
 
 from postbud._message import Envelope
-from postbud._smtp.replies import refusals_retryable
-from postbud._smtp.transport import Refused
+from postbud._smtp import Refused, refusals_retryable
 from postbud.errors import DeliveryError, RecipientsRefusedError
 
 from ._records import ReceivedMessage
