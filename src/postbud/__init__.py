@@ -15,6 +15,7 @@ from ._message import Envelope
 from ._oauth import OAuth2
 from ._secret import Secret
 from ._smtp import SMTPTransport, Transport
+from ._version import __version__
 from .alerts import AlertHandler, alert_on_crash
 from .errors import (
     AuthenticationError,
@@ -23,8 +24,6 @@ from .errors import (
     InvalidMessageError,
     PostbudError,
 )
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AlertHandler",

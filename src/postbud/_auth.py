@@ -9,16 +9,12 @@ which one it has; error translation stays in the transport.
 from __future__ import annotations
 
 import smtplib
-from typing import TYPE_CHECKING, ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol, runtime_checkable
 
-from ._oauth import OAuth2
 from ._secret import Secret, as_secret
 from .errors import AuthenticationError, ConfigurationError
 
-if TYPE_CHECKING:
-    from ._config import Settings
-
-__all__ = ["AppPassword", "Credentials", "credentials_from_settings"]
+__all__ = ["AppPassword", "Credentials"]
 
 
 @runtime_checkable
@@ -95,33 +91,3 @@ class AppPassword:
         code, reply = smtp.auth(mechanism, answer)
         if code != 235:  # smtplib treats 503 ("already authenticated") as success
             raise smtplib.SMTPAuthenticationError(code, reply)
-
-
-def credentials_from_settings(settings: Settings) -> Credentials:
-    """The credentials object a ``Settings`` describes."""
-    if settings.auth is not None:
-        if not isinstance(settings.auth, Credentials):
-            raise ConfigurationError(
-                "auth must be a credentials object such as postbud.AppPassword(...) or "
-                f"postbud.OAuth2...; got {type(settings.auth).__name__}."
-            )
-        return settings.auth
-    if settings.app_password is not None:
-        return AppPassword(settings.app_password)
-    token_uri = settings.oauth_token_uri
-    if settings.oauth_token_file:
-        return OAuth2.from_authorized_user_file(settings.oauth_token_file, token_uri=token_uri)
-    if settings.service_account_file:
-        return OAuth2.from_service_account_file(
-            settings.service_account_file, subject=settings.username, token_uri=token_uri
-        )
-    # Settings checked that exactly one kind is set and that these three are complete.
-    assert settings.oauth_client_id
-    assert settings.oauth_client_secret
-    assert settings.oauth_refresh_token
-    return OAuth2.from_refresh_token(
-        client_id=settings.oauth_client_id,
-        client_secret=settings.oauth_client_secret.reveal(),
-        refresh_token=settings.oauth_refresh_token.reveal(),
-        token_uri=token_uri,
-    )

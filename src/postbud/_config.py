@@ -11,36 +11,39 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Mapping
+from typing import Any, TypedDict
 
-from ._address import parse_address
-from ._auth import AppPassword, credentials_from_settings
-from ._secret import Secret, as_secret
-from .errors import ConfigurationError, InvalidMessageError
+from ._auth import AppPassword, Credentials
+from ._convert import (
+    GMAIL_HOST,
+    PORTS,
+    Security,
+    label,
+    spelled_as,
+    to_address,
+    to_endpoint,
+    to_host,
+    to_number,
+    to_path,
+    to_secret,
+    to_text,
+)
+from ._oauth import OAuth2
+from ._secret import Secret
+from .errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from ._auth import Credentials
-
-__all__ = ["GMAIL_HOST", "PORTS", "Security", "Settings", "default_spool_path"]
-
-Security = Literal["ssl", "starttls"]
-GMAIL_HOST = "smtp.gmail.com"
-PORTS: dict[str, int] = {"ssl": 465, "starttls": 587}
+__all__ = [
+    "GMAIL_HOST",
+    "PORTS",
+    "Security",
+    "Settings",
+    "SettingsKwargs",
+    "default_spool_path",
+]
 _SECRET_FIELDS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
 _OAUTH_USER_FIELDS = ("oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
-
-# How the setting being checked is spelled where the user wrote it ("port",
-# "POSTBUD_PORT", "PORT"); from_mapping() sets it so errors name the user's key.
-_spelling: ContextVar[Callable[[str], str]] = ContextVar("postbud_spelling", default=str)
-
-
-def _label(name: str) -> str:
-    return _spelling.get()(name)
 
 
 def default_spool_path(environ: Mapping[str, str] | None = None) -> str | None:
@@ -54,6 +57,41 @@ def default_spool_path(environ: Mapping[str, str] | None = None) -> str | None:
         return os.path.expanduser(env["POSTBUD_SPOOL"]) or None
     cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "postbud", "outbox.sqlite")
+
+
+class SettingsKwargs(TypedDict, total=False):
+    """The settings vocabulary as keyword arguments (``Mailer(**settings)``).
+
+    Used with ``Unpack`` so that ``mypy --strict`` and IDEs catch a misspelt name
+    (``usernme=``) or a wrong type (``app_password=123``); at run time an unknown
+    name still raises ``ConfigurationError`` with the closest valid one.
+    """
+
+    username: str | None
+    app_password: str | Secret | None
+    auth: Credentials | None
+    oauth_token_file: str | os.PathLike[str] | None
+    oauth_client_id: str | None
+    oauth_client_secret: str | Secret | None
+    oauth_refresh_token: str | Secret | None
+    oauth_token_uri: str | None
+    service_account_file: str | os.PathLike[str] | None
+    sender: str | None
+    host: str | None
+    port: int | str | None
+    security: str | None
+    timeout: float | str
+    ca_file: str | os.PathLike[str] | None
+    spool: str | os.PathLike[str] | None
+    daily_limit: int | str
+    queue_size: int | str
+    exit_timeout: float | str
+    max_age: float | str
+    alert_cooldown: float | str
+    alert_cap: int | str
+    alert_tag: str | None
+    alert_reserve: float | str
+    alert_max_share: float | str
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -131,46 +169,46 @@ class Settings:
         alert_max_share: float | str = 0.5,
     ) -> None:
         put = object.__setattr__
-        put(self, "username", _address("username", username, required=True))
-        put(self, "app_password", _secret("app_password", app_password))
+        put(self, "username", to_address("username", username, required=True))
+        put(self, "app_password", to_secret("app_password", app_password))
         put(self, "auth", auth)
-        put(self, "oauth_token_file", _path("oauth_token_file", oauth_token_file, exists=True))
-        put(self, "oauth_client_id", _text("oauth_client_id", oauth_client_id))
-        put(self, "oauth_client_secret", _secret("oauth_client_secret", oauth_client_secret))
-        put(self, "oauth_refresh_token", _secret("oauth_refresh_token", oauth_refresh_token))
-        put(self, "oauth_token_uri", _text("oauth_token_uri", oauth_token_uri))
+        put(self, "oauth_token_file", to_path("oauth_token_file", oauth_token_file, exists=True))
+        put(self, "oauth_client_id", to_text("oauth_client_id", oauth_client_id))
+        put(self, "oauth_client_secret", to_secret("oauth_client_secret", oauth_client_secret))
+        put(self, "oauth_refresh_token", to_secret("oauth_refresh_token", oauth_refresh_token))
+        put(self, "oauth_token_uri", to_text("oauth_token_uri", oauth_token_uri))
         put(
             self,
             "service_account_file",
-            _path("service_account_file", service_account_file, exists=True),
+            to_path("service_account_file", service_account_file, exists=True),
         )
-        put(self, "sender", _address("sender", sender, required=False) or None)
-        put(self, "host", _host(_text("host", host)) or GMAIL_HOST)
-        sec, prt = _endpoint(security, port)
+        put(self, "sender", to_address("sender", sender, required=False) or None)
+        put(self, "host", to_host(to_text("host", host)) or GMAIL_HOST)
+        sec, prt = to_endpoint(security, port)
         put(self, "security", sec)
         put(self, "port", prt)
-        put(self, "timeout", _number("timeout", timeout, minimum=0.001))
-        put(self, "ca_file", _path("ca_file", ca_file, exists=True))
+        put(self, "timeout", to_number("timeout", timeout, minimum=0.001))
+        put(self, "ca_file", to_path("ca_file", ca_file, exists=True))
         if spool is ...:
             put(self, "spool", default_spool_path())
         else:
-            put(self, "spool", _path("spool", spool, exists=False))
-        put(self, "daily_limit", int(_number("daily_limit", daily_limit, minimum=1, whole=True)))
-        put(self, "queue_size", int(_number("queue_size", queue_size, minimum=1, whole=True)))
-        put(self, "exit_timeout", _number("exit_timeout", exit_timeout, minimum=0))
-        put(self, "max_age", _number("max_age", max_age, minimum=1))
-        put(self, "alert_cooldown", _number("alert_cooldown", alert_cooldown, minimum=0))
-        put(self, "alert_cap", int(_number("alert_cap", alert_cap, minimum=1, whole=True)))
-        put(self, "alert_tag", _text("alert_tag", alert_tag))
+            put(self, "spool", to_path("spool", spool, exists=False))
+        put(self, "daily_limit", int(to_number("daily_limit", daily_limit, minimum=1, whole=True)))
+        put(self, "queue_size", int(to_number("queue_size", queue_size, minimum=1, whole=True)))
+        put(self, "exit_timeout", to_number("exit_timeout", exit_timeout, minimum=0))
+        put(self, "max_age", to_number("max_age", max_age, minimum=1))
+        put(self, "alert_cooldown", to_number("alert_cooldown", alert_cooldown, minimum=0))
+        put(self, "alert_cap", int(to_number("alert_cap", alert_cap, minimum=1, whole=True)))
+        put(self, "alert_tag", to_text("alert_tag", alert_tag))
         put(
             self,
             "alert_reserve",
-            _number("alert_reserve", alert_reserve, minimum=0, maximum=0.99),
+            to_number("alert_reserve", alert_reserve, minimum=0, maximum=0.99),
         )
         put(
             self,
             "alert_max_share",
-            _number("alert_max_share", alert_max_share, minimum=0, maximum=1),
+            to_number("alert_max_share", alert_max_share, minimum=0, maximum=1),
         )
         self._check_credentials()
 
@@ -212,7 +250,7 @@ class Settings:
         values.update(overrides)
         # Errors name a value as its user wrote it: POSTBUD_PORT from the mapping,
         # port from the overrides.
-        with _spelled_as(lambda n: n if n in overrides else up + n.upper()):
+        with spelled_as(lambda n: n if n in overrides else up + n.upper()):
             return cls(**values)
 
     @classmethod
@@ -239,7 +277,32 @@ class Settings:
 
     def credentials(self) -> Credentials:
         """The credentials object these settings describe."""
-        return credentials_from_settings(self)
+        if self.auth is not None:
+            if not isinstance(self.auth, Credentials):
+                raise ConfigurationError(
+                    "auth must be a credentials object such as postbud.AppPassword(...) or "
+                    f"postbud.OAuth2...; got {type(self.auth).__name__}."
+                )
+            return self.auth
+        if self.app_password is not None:
+            return AppPassword(self.app_password)
+        token_uri = self.oauth_token_uri
+        if self.oauth_token_file:
+            return OAuth2.from_authorized_user_file(self.oauth_token_file, token_uri=token_uri)
+        if self.service_account_file:
+            return OAuth2.from_service_account_file(
+                self.service_account_file, subject=self.username, token_uri=token_uri
+            )
+        # _check_credentials made sure exactly one kind is set and these are complete.
+        assert self.oauth_client_id
+        assert self.oauth_client_secret
+        assert self.oauth_refresh_token
+        return OAuth2.from_refresh_token(
+            client_id=self.oauth_client_id,
+            client_secret=self.oauth_client_secret.reveal(),
+            refresh_token=self.oauth_refresh_token.reveal(),
+            token_uri=token_uri,
+        )
 
     # -- validation -----------------------------------------------------------------
 
@@ -259,18 +322,18 @@ class Settings:
             AppPassword(self.app_password)  # its format is checked here, not at first use
         if not kinds:
             raise ConfigurationError(
-                f"No credentials for {self.username}: set {_label('app_password')} to a "
+                f"No credentials for {self.username}: set {label('app_password')} to a "
                 "Google app password (https://myaccount.google.com/apppasswords), or "
-                f"{_label('oauth_token_file')} to an OAuth2 token file (see docs/oauth.md)."
+                f"{label('oauth_token_file')} to an OAuth2 token file (see docs/oauth.md)."
             )
         if len(kinds) > 1:
             raise ConfigurationError(
                 "Two kinds of credentials are set ("
-                + " and ".join(_label(k) if "/" not in k else k for k in kinds)
+                + " and ".join(label(k) if "/" not in k else k for k in kinds)
                 + "): keep exactly one."
             )
         if kinds[0].startswith("oauth_client_id"):
-            missing = [_label(f) for f in _OAUTH_USER_FIELDS if not getattr(self, f)]
+            missing = [label(f) for f in _OAUTH_USER_FIELDS if not getattr(self, f)]
             if missing:
                 raise ConfigurationError(
                     "OAuth2 with a refresh token needs oauth_client_id, oauth_client_secret "
@@ -293,131 +356,3 @@ def _check_names(values: Mapping[str, Any], spell: Callable[[str], str]) -> None
             close = difflib.get_close_matches(name, names, n=1)
             fix = f" Did you mean {spell(close[0])}?" if close else ""
             raise ConfigurationError(f"Unknown postbud setting {spell(name)}.{fix}")
-
-
-@contextmanager
-def _spelled_as(spell: Callable[[str], str]) -> Iterator[None]:
-    token = _spelling.set(spell)
-    try:
-        yield
-    finally:
-        _spelling.reset(token)
-
-
-def _text(name: str, value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{_label(name)} must be a string, got {type(value).__name__}.")
-    value = value.strip()
-    if any(c in value for c in "\r\n\0"):
-        raise ConfigurationError(f"{_label(name)} contains a line break or NUL character.")
-    return value or None
-
-
-def _host(value: str | None) -> str | None:
-    # socket would raise UnicodeError from deep inside smtplib at the first send.
-    try:
-        if value is not None:
-            value.encode("idna")
-    except UnicodeError:
-        raise ConfigurationError(
-            f"{_label('host')} {value!r} is not a valid host name (Gmail's is smtp.gmail.com)."
-        ) from None
-    return value
-
-
-def _secret(name: str, value: str | Secret | None) -> Secret | None:
-    if isinstance(value, Secret) or value is None:
-        return as_secret(value)
-    if not isinstance(value, str):
-        raise ConfigurationError(f"{_label(name)} must be a string, got {type(value).__name__}.")
-    return as_secret(value.strip())
-
-
-def _path(name: str, value: object, *, exists: bool) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, (str, os.PathLike)):
-        raise ConfigurationError(f"{_label(name)} must be a file path, got {type(value).__name__}.")
-    path = os.path.expanduser(os.fspath(value))
-    if not path:
-        return None
-    if exists and not os.path.isfile(path):
-        what = {
-            "ca_file": "a PEM file of CA certificates (or leave it unset to trust the "
-            "system's certificates)",
-            "oauth_token_file": "the authorized-user JSON file written by "
-            "google-auth-oauthlib (see docs/oauth.md)",
-            "service_account_file": "the service account key JSON downloaded from the "
-            "Google Cloud console",
-        }[name]
-        raise ConfigurationError(f"{_label(name)} {path!r} does not exist: point it at {what}.")
-    return path
-
-
-def _number(
-    name: str,
-    value: object,
-    *,
-    minimum: float,
-    maximum: float | None = None,
-    whole: bool = False,
-) -> float:
-    kind = "a whole number" if whole else "a number"
-    try:
-        if isinstance(value, bool) or value is None:
-            raise TypeError
-        number = float(value) if not whole else int(str(value).strip())  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{_label(name)} must be {kind}, got {value!r}.") from None
-    if not math.isfinite(number) or number < minimum or (maximum is not None and number > maximum):
-        bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f">= {minimum:g}"
-        raise ConfigurationError(f"{_label(name)} must be {bound}, got {value!r}.")
-    return number
-
-
-def _endpoint(security: object, port: object) -> tuple[Security, int]:
-    sec = _text("security", security)
-    if sec is not None:
-        sec = sec.lower()
-        if sec not in PORTS:
-            raise ConfigurationError(
-                f"{_label('security')} must be 'ssl' (TLS from the first byte, Gmail port "
-                f"465) or 'starttls' (port 587), got {security!r}."
-            )
-    if port is None or port == "":
-        resolved = PORTS[sec or "ssl"]
-    else:
-        resolved = int(_number("port", port, minimum=1, maximum=65535, whole=True))
-    if sec is None:
-        # A port alone says which mode the user means: 587 is the STARTTLS port.
-        sec = "starttls" if resolved == PORTS["starttls"] else "ssl"
-    other = "starttls" if sec == "ssl" else "ssl"
-    if resolved == PORTS[other]:
-        raise ConfigurationError(
-            f"{_label('port')} {resolved} is Gmail's {other!r} port but "
-            f"{_label('security')} is {sec!r}: use security='ssl' with port 465, or "
-            "security='starttls' with port 587."
-        )
-    return sec, resolved  # type: ignore[return-value]
-
-
-def _address(name: str, value: str | None, *, required: bool) -> str:
-    text = _text(name, value)
-    if text is None:
-        if required:
-            raise ConfigurationError(
-                f"{_label(name)} is missing: set it to the Gmail or Workspace address "
-                "you send from, such as 'me@gmail.com'."
-            )
-        return ""
-    try:
-        address = parse_address(text)
-    except InvalidMessageError:
-        raise ConfigurationError(
-            f"{_label(name)} {text!r} is not an email address: use the full address, such "
-            "as 'me@gmail.com'."
-        ) from None
-    # The account is a bare address; a sender may carry a display name.
-    return address.addr_spec if name == "username" else str(address)

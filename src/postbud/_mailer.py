@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from email.message import Message
 from types import TracebackType
-from typing import Any, Literal
+from typing import TYPE_CHECKING
 
 from ._address import parse_address
 from ._config import Settings
@@ -26,39 +26,25 @@ from ._message import (
     build_message,
     envelope_from_message,
 )
-from ._outbox.ledger import Ledger
-from ._outbox.outbox import Counters, Outbox
-from ._outbox.spool import ALERT, NORMAL, DiskSpool
-from ._smtp import SendResult, SMTPTransport, Transport, deliver, temporary
-from .errors import DeliveryError, InvalidMessageError, QuotaExceededError
+from ._outbox import (
+    DEFAULT_POLICY,
+    Outbox,
+    Priority,
+    PriorityName,
+    RetryPolicy,
+    Stats,
+)
+from ._smtp import SendResult, SMTPTransport, Transport
+from .errors import InvalidMessageError
 
-__all__ = ["Mailer", "Priority", "SendResult"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ._config import SettingsKwargs
+
+__all__ = ["Mailer", "SendResult"]
 
 log = logging.getLogger("postbud")
-
-Priority = Literal["normal", "alert"]
-_warned_spools: set[str] = set()
-
-
-def open_spool(settings: Settings) -> DiskSpool | None:
-    """The account's spool, or None (memory) when there is none or it cannot be used.
-
-    An unwritable spool is not a configuration error: one warning, then memory.
-    """
-    if settings.spool is None:
-        return None
-    try:
-        return DiskSpool(settings.spool, settings.username)
-    except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...
-        if settings.spool not in _warned_spools:
-            _warned_spools.add(settings.spool)
-            log.warning(
-                "postbud cannot use the spool %s (%s); queued mail is kept in memory "
-                "only and is lost if the process dies.",
-                settings.spool,
-                exc,
-            )
-        return None
 
 
 class Mailer:
@@ -76,6 +62,7 @@ class Mailer:
         settings: A ``Settings``; keyword arguments then override single values.
         transport: Where envelopes go (default: ``SMTPTransport``; tests may pass
             ``postbud.testing.MemoryTransport()``).
+        policy: Retry timings (internal: tests pass a faster one).
         **kwargs: Settings by name (``username``, ``app_password``, ``host``...).
     """
 
@@ -85,7 +72,8 @@ class Mailer:
         /,
         *,
         transport: Transport | None = None,
-        **kwargs: Any,
+        policy: RetryPolicy = DEFAULT_POLICY,
+        **kwargs: Unpack[SettingsKwargs],
     ) -> None:
         if settings is None:
             settings = Settings.from_kwargs(**kwargs)
@@ -93,23 +81,34 @@ class Mailer:
             settings = settings.replace(**kwargs)
         self.settings = settings
         own = SMTPTransport(settings) if transport is None else None
-        self._transport: Transport = own or transport  # type: ignore[assignment]
+        caller: Transport = own or transport  # type: ignore[assignment]
+        self._transport = caller
         self._warned_from: set[str] = set()
-        self._counters = Counters()
-        self._spool = open_spool(settings)
-        self._ledger = Ledger(settings, self._spool)
 
         def worker_transport() -> Transport:
             # The worker owns its own connection (same credentials and TLS context);
-            # an injected transport, such as MemoryTransport, is shared.
+            # an injected transport, such as MemoryTransport, is shared. (Not a method:
+            # the worker thread must not keep the Mailer alive.)
             if own is None:
-                return self._transport
+                return caller
             return SMTPTransport(settings, own.credentials, ssl_context=own.ssl_context)
 
-        self._outbox = Outbox(settings, worker_transport, self._ledger, self._spool, self._counters)
-        if self._spool is not None and self._spool.counts()[0]:
+        self._outbox = Outbox.open(
+            settings, transport=caller, worker_transport=worker_transport, policy=policy
+        )
+        if self._outbox.pending():
             # A killed process left mail for this account: deliver it now.
             self._outbox.start()
+
+    @property
+    def outbox(self) -> Outbox:
+        """The outbox of this Mailer, for adapters (the command line, Django, Flask).
+
+        Its methods are the one internal API adapters use: ``send_or_keep``,
+        ``retry_pending``, ``keep_alive``, ``status``, ``rows``, ``revive``, ``purge``...
+        (see ``docs/architecture.md``). Applications use ``submit`` and ``flush``.
+        """
+        return self._outbox
 
     def __repr__(self) -> str:
         s = self.settings
@@ -220,46 +219,7 @@ class Mailer:
         Raises ``QuotaExceededError`` before connecting when the daily limit is used up
         (``alert=True`` may use the part kept for alerts, ``alert_reserve``).
         """
-        self._ledger.check(len(envelope.recipients), alert=alert, now=time.time(), hold=False)
-        try:
-            result = deliver(self._transport, envelope)
-        except QuotaExceededError as exc:
-            if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
-                self._ledger.hold(time.time())
-            raise
-        self._ledger.record(len(result.accepted), alert=alert, now=time.time())
-        self._counters.add("sent")
-        return result
-
-    def _send_or_keep(
-        self, envelope: Envelope, priority: Priority
-    ) -> tuple[SendResult | None, str | None]:
-        """Send now (the command line, crash alerts); keep in the spool, for the next
-        process, what failed for now: the whole message, or the recipients refused
-        only for now. Returns (the result or None, why something was kept or None).
-
-        Raises the ``DeliveryError`` when the message cannot be kept (a permanent
-        failure, or no spool).
-        """
-        spool_priority = ALERT if priority == "alert" else NORMAL
-        try:
-            result = self.deliver(envelope, alert=priority == "alert")
-        except DeliveryError as exc:
-            if exc.retryable and self._outbox.keep(envelope, spool_priority):
-                return None, exc.description
-            raise
-        later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
-        if later and self._outbox.keep(envelope.with_recipients(later), spool_priority):
-            code, text = result.refused[later[0]]
-            return result, f"{', '.join(later)} refused for now: {code} {text}"
-        return result, None
-
-    def _kept_line(self, what: str, why: str) -> str:
-        """The one line that tells a user ``what`` waits in the spool, and why."""
-        return (
-            f"{what} was not sent ({why}); it is kept in the spool {self.settings.spool} "
-            "and goes out with the next postbud command or Mailer of this account."
-        )
+        return self._outbox.send_now(envelope, alert=alert)
 
     # -- queueing ---------------------------------------------------------------------
 
@@ -277,7 +237,7 @@ class Mailer:
         headers: Mapping[str, str] | None = None,
         attachments: Iterable[AttachmentLike] | None = None,
         inline: Mapping[str, InlineLike] | None = None,
-        priority: Priority = "normal",
+        priority: PriorityName = "normal",
     ) -> str:
         """Build and queue one message; return its Message-ID without waiting.
 
@@ -306,15 +266,17 @@ class Mailer:
         )
         return self.enqueue(envelope, priority)
 
-    def submit_message(self, message: Message, *, priority: Priority = "normal") -> str:
+    def submit_message(self, message: Message, *, priority: PriorityName = "normal") -> str:
         """Queue a ready ``email.message.Message``; return its Message-ID."""
         return self.enqueue(self._envelope_of(message), priority)
 
-    def enqueue(self, envelope: Envelope, priority: Priority = "normal") -> str:
+    def enqueue(self, envelope: Envelope, priority: PriorityName = "normal") -> str:
         """Queue a built envelope for the outbox worker; return its Message-ID."""
-        if priority not in ("normal", "alert"):
-            raise InvalidMessageError(f"priority must be 'normal' or 'alert', got {priority!r}.")
-        self._outbox.submit(envelope, ALERT if priority == "alert" else NORMAL)
+        try:
+            level = Priority.named(priority)
+        except ValueError as exc:
+            raise InvalidMessageError(str(exc)) from None
+        self._outbox.submit(envelope, level)
         return envelope.message_id
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -366,7 +328,7 @@ class Mailer:
     ) -> None:
         self.close()
 
-    def stats(self) -> dict[str, int]:
+    def stats(self) -> Stats:
         """Counters since this Mailer was created, and the queue and quota now.
 
         ``submitted``, ``sent`` (by ``send`` and by the worker), ``retried``, ``held``
@@ -374,10 +336,18 @@ class Mailer:
         memory queue), ``spilled`` (the spool was busy: kept in memory), ``queued``
         (waiting now) and ``quota_used`` (recipients in the last 24 h).
         """
-        stats = self._counters.snapshot()
-        stats["queued"] = self._outbox.queued()
-        stats["quota_used"] = self._ledger.used(time.time())[0]
-        return stats
+        counts = self._outbox.counters.snapshot()
+        return Stats(
+            submitted=counts["submitted"],
+            sent=counts["sent"],
+            retried=counts["retried"],
+            held=counts["held"],
+            dead=counts["dead"],
+            dropped=counts["dropped"],
+            spilled=counts["spilled"],
+            queued=self._outbox.queued(),
+            quota_used=self._outbox.ledger.used(time.time())[0],
+        )
 
     # -- helpers ----------------------------------------------------------------------
 

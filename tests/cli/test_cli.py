@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from postbud import cli
+from postbud.cli import _main  # noqa: F401 - cli._main is patched below
 from postbud.errors import AuthenticationError, ConfigurationError
 
 
@@ -71,7 +72,7 @@ def test_errors_become_one_line_and_an_exit_status(
     def boom(args: object) -> int:
         raise error
 
-    monkeypatch.setattr(cli, "_demo", boom)
+    monkeypatch.setattr(cli._main, "_demo", boom)
     assert cli.main(["demo"]) == status
     assert capsys.readouterr().err == f"postbud: {error}\n"
     with pytest.raises(type(error)):

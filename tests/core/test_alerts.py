@@ -193,7 +193,7 @@ def test_close_sends_the_follow_up_and_closes_its_own_mailer(
     fail(logger, 10)
     handler.close()
     assert kinds(fake_gmail) == [("first", 1), ("follow-up", 9)]
-    assert handler.mailer._outbox._thread is None  # the owned Mailer was closed
+    assert handler.mailer.outbox.thread is None  # the owned Mailer was closed
     logger.error("after close")  # counted nowhere, and no error
     handler.close()  # twice is fine
 

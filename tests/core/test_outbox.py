@@ -9,28 +9,31 @@ import stat
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from postbud import Mailer
 from postbud._message import Envelope, build_message
-from postbud._outbox import ledger as _quota
-from postbud._outbox import outbox as _outbox
-from postbud._outbox.spool import NORMAL
+from postbud._outbox import Priority, RetryPolicy
 from postbud.errors import InvalidMessageError, QuotaExceededError
 from postbud.testing import FakeGmail, MemoryTransport, replies
 
 TO = "you@example.com"
 
 
-@pytest.fixture(autouse=True)
-def _fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_outbox, "BASE_DELAY", 0.01)
+NORMAL, ALERT = Priority.NORMAL, Priority.ALERT
+FAST = RetryPolicy(base_delay=0.01)
+
+
+def fast(fake: FakeGmail, policy: RetryPolicy = FAST, **overrides: Any) -> Mailer:
+    """A Mailer for ``fake`` whose retries come after tens of milliseconds."""
+    return Mailer(fake.settings(**overrides), policy=policy)
 
 
 @pytest.fixture
 def mailer(fake_gmail: FakeGmail) -> Iterator[Mailer]:
-    m = fake_gmail.mailer()
+    m = fast(fake_gmail)
     yield m
     m.close()
 
@@ -90,7 +93,7 @@ def test_alerts_go_before_ordinary_mail(fake_gmail: FakeGmail, mailer: Mailer) -
 
 def test_memory_queue_is_bounded_and_drops_the_oldest_normal(fake_gmail: FakeGmail) -> None:
     fake_gmail.delay(0.3, "DATA")
-    with fake_gmail.mailer(spool=None, queue_size=2) as m:
+    with fast(fake_gmail, spool=None, queue_size=2) as m:
         m.submit(TO, "in flight", "x")
         time.sleep(0.1)
         for subject in ("a", "b", "c"):
@@ -175,7 +178,7 @@ def test_a_split_message_retries_only_the_recipients_not_yet_accepted(
 
 def test_max_age_gives_up(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
     fake_gmail.fail_next("MAIL", replies.TEMPORARY_REJECTION, times=1000)
-    with fake_gmail.mailer(max_age=1) as m:
+    with fast(fake_gmail, max_age=1) as m:
         m.submit(TO, "too late", "x")
         time.sleep(1.2)
         assert m.flush(10)
@@ -190,9 +193,8 @@ def test_max_age_gives_up(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
 def test_daily_limit_holds_without_dead_letters(
     fake_gmail: FakeGmail, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_quota, "HOLD_SECONDS", 0.5)
     fake_gmail.fail_next("MAIL", replies.DAILY_LIMIT_EXCEEDED, times=2)
-    with fake_gmail.mailer() as m:
+    with fast(fake_gmail, RetryPolicy(base_delay=0.01, hold=0.5)) as m:
         message_id = m.submit(TO, "held", "x")
         deadline = time.monotonic() + 10
         while m.stats()["held"] < 2 and time.monotonic() < deadline:  # held, probed, held
@@ -222,7 +224,7 @@ def test_quota_limit_and_alert_reserve(
     fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING, logger="postbud")
-    with fake_gmail.mailer(daily_limit=10, alert_reserve=0.2) as m:
+    with fast(fake_gmail, daily_limit=10, alert_reserve=0.2) as m:
         m.send([f"u{i}@example.com" for i in range(7)], "seven", "x")
         connections = fake_gmail.connections
         with pytest.raises(QuotaExceededError) as info:
@@ -242,7 +244,7 @@ def test_quota_limit_and_alert_reserve(
 
 
 def test_ledger_is_shared_through_the_spool(fake_gmail: FakeGmail) -> None:
-    with fake_gmail.mailer(daily_limit=5) as a, fake_gmail.mailer(daily_limit=5) as b:
+    with fast(fake_gmail, daily_limit=5) as a, fast(fake_gmail, daily_limit=5) as b:
         a.send([f"u{i}@example.com" for i in range(4)], "four", "x")
         assert b.stats()["quota_used"] == 4
         with pytest.raises(QuotaExceededError):
@@ -265,7 +267,7 @@ def test_unwritable_spool_falls_back_to_memory(
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with fake_gmail.mailer(spool=str(blocker / "outbox.sqlite")) as m:
+    with fast(fake_gmail, spool=str(blocker / "outbox.sqlite")) as m:
         assert "cannot use the spool" in caplog.text and "kept in memory" in caplog.text
         m.submit(TO, "from memory", "x")
         assert m.flush(10)
@@ -293,7 +295,7 @@ def test_busy_spool_spills_to_memory(
 
 
 def test_rows_belong_to_their_account(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
-    with fake_gmail.mailer(port=1, exit_timeout=0.2) as unreachable:  # nothing on port 1
+    with fast(fake_gmail, port=1, exit_timeout=0.2) as unreachable:  # nothing on port 1
         unreachable.submit(TO, "mine", "x")
         unreachable.flush(0.2)
     transport = MemoryTransport()
@@ -301,13 +303,13 @@ def test_rows_belong_to_their_account(fake_gmail: FakeGmail, postbud_spool: Path
         other.submit(TO, "theirs", "x")  # its worker runs on the same spool...
         assert other.flush(5)
     assert [m["Subject"] for m in transport.messages] == ["theirs"]  # ...and leaves ours
-    with fake_gmail.mailer() as same_account:  # another host: still its row
+    with fast(fake_gmail) as same_account:  # another host: still its row
         assert same_account.flush(10)
     assert subjects(fake_gmail) == ["mine"]
 
 
 def test_close_flushes_and_keeps_the_rest(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
-    m = fake_gmail.mailer(exit_timeout=0.3)
+    m = fast(fake_gmail, exit_timeout=0.3)
     fake_gmail.fail_next("AUTH", replies.TOO_MANY_LOGINS)  # retry in 5 minutes
     m.submit(TO, "waits", "x")
     start = time.monotonic()
@@ -334,25 +336,25 @@ def test_flush_gives_up_at_its_deadline(fake_gmail: FakeGmail, mailer: Mailer) -
 def test_close_without_time_starts_no_worker(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
     # The command line keeps a row for the next run, then closes with timeout 0: no
     # worker may start then and race the process's exit with that row.
-    m = fake_gmail.mailer()
-    assert m._outbox.keep(m.build(TO, "for the next run", "x"), NORMAL)
+    m = fast(fake_gmail)
+    assert m.outbox.keep(m.build(TO, "for the next run", "x"), NORMAL)
     assert m.flush(0) is False
     m.close(timeout=0)
-    assert m._outbox._thread is None
+    assert m.outbox.thread is None
     time.sleep(0.2)
     assert fake_gmail.messages == []
     assert [r["state"] for r in rows(postbud_spool)] == ["queued"]
 
 
 def test_alert_share_is_tracked(fake_gmail: FakeGmail) -> None:
-    with fake_gmail.mailer(daily_limit=10, alert_max_share=0.3) as m:
+    with fast(fake_gmail, daily_limit=10, alert_max_share=0.3) as m:
         m.submit(["a@example.com", "b@example.com"], "alert 1", "x", priority="alert")
         m.submit(["c@example.com", "d@example.com", "e@example.com"], "normal", "x")
         assert m.flush(10)
-        assert not m._ledger.alerts_over_share(time.time())  # 2 of 10 < 30 %
+        assert not m.outbox.alerts_over_share()  # 2 of 10 < 30 %
         m.submit("f@example.com", "alert 2", "x", priority="alert")
         assert m.flush(10)
-        assert m._ledger.alerts_over_share(time.time())  # 3 of 10: the share is used
+        assert m.outbox.alerts_over_share()  # 3 of 10: the share is used
         assert m.stats()["quota_used"] == 6
 
 
@@ -372,7 +374,7 @@ def test_spool_size_cap(
     assert mailer.flush(10)
     assert [r["state"] for r in rows(postbud_spool)] == ["dead"]
     with sqlite3.connect(postbud_spool) as db:  # pages in use, WAL included
-        size = _spool.DiskSpool._bytes(db)
+        size = _spool._bytes(db)
     monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", size + 1000)
     fake_gmail.delay(0.5, "DATA")  # keep the next one queued while we look
     mailer.submit(TO, "big", "y" * 30_000)  # over the cap: dead letters go first
@@ -386,7 +388,7 @@ def test_spool_size_cap(
 def test_a_refused_login_pauses_instead_of_failing_every_message(
     fake_gmail: FakeGmail, postbud_spool: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with fake_gmail.mailer(app_password="wrongwrongwrongw", exit_timeout=0.2) as m:
+    with fast(fake_gmail, app_password="wrongwrongwrongw", exit_timeout=0.2) as m:
         for n in range(3):
             m.submit(TO, f"m{n}", "x")
         assert m.flush(5)  # settled: the rest waits for the pause, beyond the horizon
@@ -419,7 +421,7 @@ def test_a_busy_spool_after_delivery_does_not_send_twice(
     assert mailer.flush(10)
     holder.join()
     other.close()
-    with fake_gmail.mailer() as successor:  # would find a leftover row, if any
+    with fast(fake_gmail) as successor:  # would find a leftover row, if any
         assert successor.flush(5)
     assert [m["Message-ID"] for m in fake_gmail.messages] == [message_id]
 
@@ -428,7 +430,7 @@ def test_the_lease_is_renewed_between_transactions(fake_gmail: FakeGmail) -> Non
     fake_gmail.max_recipients = 25  # 100 recipients: four transactions
     fake_gmail.delay(0.7, "DATA")  # each slower than half the 2 s lease
     people = [f"u{n}@example.com" for n in range(100)]
-    with fake_gmail.mailer(timeout=1) as first, fake_gmail.mailer(timeout=1) as second:
+    with fast(fake_gmail, timeout=1) as first, fast(fake_gmail, timeout=1) as second:
         first.submit(people, "big", "x")
         second.submit(TO, "small", "x")  # its worker polls the same spool meanwhile
         assert first.flush(20)
@@ -438,7 +440,7 @@ def test_the_lease_is_renewed_between_transactions(fake_gmail: FakeGmail) -> Non
 
 
 def test_a_mailer_used_again_right_after_close(fake_gmail: FakeGmail) -> None:
-    m = fake_gmail.mailer()
+    m = fast(fake_gmail)
     m.submit(TO, "before", "x")
     assert m.flush(10)
     fake_gmail.delay(2, "QUIT")  # the old worker is still saying goodbye
@@ -467,10 +469,10 @@ def _wait_until(condition: Callable[[], object], seconds: float = 10) -> None:
 
 
 def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_spool: Path) -> None:
-    m = fake_gmail.mailer(port=1, exit_timeout=0)  # nothing delivers in this test
+    m = fast(fake_gmail, port=1, exit_timeout=0)  # nothing delivers in this test
     m.submit(TO, "on disk", "x")
     _submit_spilled(m, postbud_spool)
-    worker = m._outbox._thread
+    worker = m.outbox.thread
     m.close()
     # The worker may be trying the spilled one as close() gives up waiting (timeout 0):
     # it goes to the spool when that attempt fails.
@@ -483,13 +485,13 @@ def test_close_keeps_spilled_mail_in_the_spool(fake_gmail: FakeGmail, postbud_sp
 def test_a_memory_message_still_in_flight_at_close_goes_to_the_spool_if_it_fails(
     fake_gmail: FakeGmail, postbud_spool: Path
 ) -> None:
-    m = fake_gmail.mailer(exit_timeout=0)
+    m = fast(fake_gmail, exit_timeout=0)
     fake_gmail.delay(0.5, "MAIL")
     fake_gmail.fail_next("MAIL", replies.TRY_AGAIN_LATER)
     _submit_spilled(m, postbud_spool)
-    _wait_until(lambda: m._outbox._memory._in_flight)
-    worker = m._outbox._thread
-    assert worker is not None and m._outbox._memory._in_flight  # being sent now
+    _wait_until(lambda: m.outbox.memory._in_flight)
+    worker = m.outbox.thread
+    assert worker is not None and m.outbox.memory._in_flight  # being sent now
     m.close()  # exit_timeout=0: does not wait for that attempt
     worker.join(10)  # the 421 comes, the message comes back for a retry...
     assert [(r["state"], r["attempts"]) for r in rows(postbud_spool)] == [("queued", 1)]
@@ -499,12 +501,11 @@ def test_a_memory_message_still_in_flight_at_close_goes_to_the_spool_if_it_fails
 def test_a_memory_retry_moved_to_the_spool_at_close_keeps_its_age_and_next_try(
     fake_gmail: FakeGmail, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_outbox, "backoff", lambda attempts, retry_after: 60.0)
-    m = fake_gmail.mailer(exit_timeout=0)
+    m = fast(fake_gmail, RetryPolicy(base_delay=30.0, jitter=False), exit_timeout=0)
     fake_gmail.fail_next("MAIL", replies.TEMPORARY_REJECTION)
     _submit_spilled(m, postbud_spool)
-    _wait_until(lambda: m._outbox._memory._later)
-    (retry,) = m._outbox._memory._later  # refused once, waiting for its retry
+    _wait_until(lambda: m.outbox.memory._later)
+    (retry,) = m.outbox.memory._later  # refused once, waiting for its retry
     m.close()
     (row,) = rows(postbud_spool)
     assert (row["state"], row["attempts"]) == ("queued", 1)
@@ -515,11 +516,11 @@ def test_a_memory_retry_moved_to_the_spool_at_close_keeps_its_age_and_next_try(
 def test_a_submit_never_joins_a_transaction_left_open_on_the_spool(
     fake_gmail: FakeGmail, postbud_spool: Path
 ) -> None:
-    m = fake_gmail.mailer(port=1, exit_timeout=0)  # nothing delivers in this test
+    m = fast(fake_gmail, port=1, exit_timeout=0)  # nothing delivers in this test
     m.submit(TO, "first", "x")
-    spool = m._outbox._spool
+    spool = m.outbox.spool
     assert spool is not None
-    spool._front.db.execute("BEGIN")  # as if interrupted between BEGIN and COMMIT
+    spool.database._front.db.execute("BEGIN")  # as if interrupted between BEGIN and COMMIT
     m.submit(TO, "second", "x")
     assert len(rows(postbud_spool)) == 2  # committed: another connection sees it
     m.close()
@@ -527,7 +528,6 @@ def test_a_submit_never_joins_a_transaction_left_open_on_the_spool(
 
 def test_a_full_memory_queue_never_drops_an_alert_for_a_normal_message() -> None:
     from postbud._outbox.memory import MemoryQueue
-    from postbud._outbox.spool import ALERT, NORMAL
 
     def envelope(subject: str) -> object:
         return build_message(mail_from="me@gmail.com", to=TO, subject=subject, text="x")
@@ -549,7 +549,6 @@ def _envelopes(n: int) -> list[Envelope]:
 
 def test_the_memory_queue_sends_alerts_first_then_the_oldest_retries_included() -> None:
     from postbud._outbox.memory import MemoryQueue
-    from postbud._outbox.spool import ALERT, NORMAL
 
     queue = MemoryQueue(10)
     a, b, c, d = _envelopes(4)
@@ -573,7 +572,6 @@ def test_the_memory_queue_sends_alerts_first_then_the_oldest_retries_included() 
 
 def test_a_full_memory_queue_drops_the_oldest_normal_message_retries_included() -> None:
     from postbud._outbox.memory import MemoryQueue
-    from postbud._outbox.spool import ALERT, NORMAL
 
     queue = MemoryQueue(2)
     a, b, c, d = _envelopes(4)
@@ -607,7 +605,6 @@ def test_a_queued_message_keeps_no_object_alive_for_the_collector() -> None:
     import gc
 
     from postbud._outbox.memory import MemoryQueue
-    from postbud._outbox.spool import NORMAL
 
     queue = MemoryQueue(1000)
     for n in range(501):  # the envelope is the caller's; the queue keeps its values
@@ -627,7 +624,7 @@ def test_more_recipients_than_a_day_allows_is_dead_at_once(
     fake_gmail: FakeGmail, postbud_spool: Path
 ) -> None:
     people = [f"u{n}@example.com" for n in range(12)]
-    with fake_gmail.mailer(daily_limit=10) as m:
+    with fast(fake_gmail, daily_limit=10) as m:
         with pytest.raises(QuotaExceededError) as info:
             m.send(people, "too many", "x")
         assert info.value.retryable is False and "more than the 9 a day" in str(info.value)
@@ -639,7 +636,7 @@ def test_more_recipients_than_a_day_allows_is_dead_at_once(
 
 def test_too_many_logins_pauses_all_logins(fake_gmail: FakeGmail) -> None:
     fake_gmail.fail_next("AUTH", replies.TOO_MANY_LOGINS)
-    with fake_gmail.mailer(exit_timeout=0.2) as m:
+    with fast(fake_gmail, exit_timeout=0.2) as m:
         for n in range(10):
             m.submit(TO, f"m{n}", "x")
         assert m.flush(2)  # all wait for the 5-minute pause, beyond the horizon
@@ -651,11 +648,10 @@ def test_a_dropped_mailers_worker_ends_when_idle(
 ) -> None:
     import threading
 
-    monkeypatch.setattr(_outbox, "IDLE_EXIT", 0.2)
-    m = fake_gmail.mailer()
+    m = fast(fake_gmail, RetryPolicy(base_delay=0.01, idle_exit=0.2))
     m.submit(TO, "x", "x")
     assert m.flush(10)
-    worker = m._outbox._thread
+    worker = m.outbox.thread
     assert worker is not None
     worker.join(5)
     assert not worker.is_alive()
@@ -682,7 +678,7 @@ def test_the_worker_keeps_delivering_while_callers_submit_without_pause(
 ) -> None:
     """The worker waits for a pause in the submits, but never more than
     CALLERS_MAX_WAIT per message: a steady stream of submits does not starve it."""
-    with fake_gmail.mailer(spool=None, daily_limit=10_000) as m:
+    with fast(fake_gmail, spool=None, daily_limit=10_000) as m:
         deadline = time.monotonic() + 0.6
         while time.monotonic() < deadline:  # one submit a millisecond: no 2 ms pause
             m.submit(TO, "steady", "x")

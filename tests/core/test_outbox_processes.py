@@ -125,16 +125,17 @@ def test_a_forked_child_gets_its_own_worker(fake_gmail: FakeGmail, postbud_spool
     with fake_gmail.mailer() as mailer:
         mailer.submit("you@example.com", "parent before", "x")
         assert mailer.flush(10)
-        assert mailer._spool is not None
-        inherited = [mailer._spool._front, mailer._spool._back]
+        assert mailer.outbox.spool is not None
+        inherited = [mailer.outbox.spool.database._front, mailer.outbox.spool.database._back]
         pid = os.fork()
         if pid == 0:
             status = 1
             try:
                 # Nothing crossed the fork: no worker, no SMTP socket, fresh SQLite handles.
-                assert mailer._outbox._thread is None
-                assert mailer._spool is not None and mailer._spool._back not in inherited
-                assert mailer._spool._back._db is None  # opened lazily, in the child
+                assert mailer.outbox.thread is None
+                assert mailer.outbox.spool is not None
+                assert mailer.outbox.spool.database._back not in inherited
+                assert mailer.outbox.spool.database._back._db is None  # opened lazily, in the child
                 mailer.submit("you@example.com", "child", "x")
                 status = 0 if mailer.flush(10) else 2
             finally:

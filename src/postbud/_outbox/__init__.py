@@ -1,1 +1,37 @@
-"""Everything that keeps mail until it is sent: the spool, the memory queue, the ledger."""
+"""Everything that keeps mail until it is sent: the spool, the memory queue, the ledger.
+
+Private: the rest of postbud imports only the names below, never a module inside.
+``Outbox`` is what the adapters use, through ``Mailer.outbox``.
+"""
+
+from __future__ import annotations
+
+from .admin import OutboxRow
+from .db import SCHEMA_VERSION, Database, SchemaTooNew, open_database
+from .ledger import Ledger
+from .outbox import Outbox, OutboxStatus, Stats
+from .queue import Item, Priority, PriorityName, Queue, QueueBusy
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .shutdown import first as at_exit_first
+from .spool import DiskSpool
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "SCHEMA_VERSION",
+    "Database",
+    "DiskSpool",
+    "Item",
+    "Ledger",
+    "Outbox",
+    "OutboxRow",
+    "OutboxStatus",
+    "Priority",
+    "PriorityName",
+    "Queue",
+    "QueueBusy",
+    "RetryPolicy",
+    "SchemaTooNew",
+    "Stats",
+    "at_exit_first",
+    "open_database",
+]

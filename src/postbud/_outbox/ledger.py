@@ -20,26 +20,32 @@ from postbud import _fork
 from postbud._config import Settings
 from postbud.errors import QuotaExceededError
 
-from .spool import DiskSpool, SpoolBusy
+from .db import Database
+from .queue import QueueBusy
+from .retry import DEFAULT_POLICY, RetryPolicy
 
-__all__ = ["HOLD_SECONDS", "Ledger"]
+__all__ = ["Ledger"]
 
 log = logging.getLogger("postbud")
 
 WINDOW = 86400.0
-#: How long delivery holds after Gmail's 550 5.4.5 before one message probes again.
-HOLD_SECONDS = 3600.0
 
 
 class Ledger:
     """Recipients accepted in the last 24 h for one account, and its hold."""
 
-    def __init__(self, settings: Settings, spool: DiskSpool | None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database | None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
         self.account = settings.username.lower()
         self.limit = settings.daily_limit
         self.reserve = settings.alert_reserve
         self.max_share = settings.alert_max_share
-        self._spool = spool
+        self._db = database
+        self._hold_for = policy.hold
         self._entries: deque[tuple[float, int, bool]] = deque()  # without a spool
         self._hold: tuple[float, float] | None = None  # (until, since) without a spool
         self._lock = threading.Lock()
@@ -56,9 +62,9 @@ class Ledger:
     def used(self, now: float) -> tuple[int, int, float | None]:
         """(recipients, alert recipients, time of the oldest entry) in the window."""
         since = now - WINDOW
-        if self._spool is not None:
+        if self._db is not None:
             try:
-                rows = self._spool.read(
+                rows = self._db.read(
                     "SELECT COALESCE(SUM(recipients), 0), COALESCE(SUM(recipients * alert), 0),"
                     " MIN(at) FROM ledger WHERE account = ? AND at > ?",
                     self.account,
@@ -94,9 +100,9 @@ class Ledger:
     def held_until(self, now: float) -> float | None:
         """End of the current hold after a 550 5.4.5, or None."""
         until = self._hold[0] if self._hold else None  # this process's own view
-        if self._spool is not None:
+        if self._db is not None:
             try:
-                rows = self._spool.read("SELECT until FROM holds WHERE account = ?", self.account)
+                rows = self._db.read("SELECT until FROM holds WHERE account = ?", self.account)
             except sqlite3.Error as exc:
                 self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
             else:
@@ -163,11 +169,11 @@ class Ledger:
             return
         if db is not None:
             self._record_in(db, recipients, alert, now)
-        elif self._spool is not None:
+        elif self._db is not None:
             try:
-                with self._spool.transaction(wait=1.0) as txn:
+                with self._db.transaction(wait=1.0) as txn:
                     self._record_in(txn, recipients, alert, now)
-            except SpoolBusy:
+            except QueueBusy:
                 log.warning(
                     "postbud could not record %d sent recipient(s) in the quota "
                     "ledger (the spool is busy).",
@@ -207,18 +213,18 @@ class Ledger:
 
     def hold(self, now: float) -> float:
         """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
-        until = now + HOLD_SECONDS
+        until = now + self._hold_for
         with self._lock:  # this process holds in any case...
             self._hold = (until, self._hold[1] if self._hold else now)
-        if self._spool is not None:  # ...and tells the others through the spool
+        if self._db is not None:  # ...and tells the others through the spool
             try:
-                with self._spool.transaction(wait=1.0) as db:
+                with self._db.transaction(wait=1.0) as db:
                     db.execute(
                         "INSERT INTO holds VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE "
                         "SET until = excluded.until",
                         (self.account, until, now),
                     )
-            except (SpoolBusy, sqlite3.Error) as exc:
+            except (QueueBusy, sqlite3.Error) as exc:
                 self._warn_once("write", f"postbud cannot record the hold in the spool ({exc}).")
         self._warn_once(
             "hold",

@@ -12,7 +12,9 @@ from collections import deque
 
 from postbud._message import Envelope
 
-from .spool import ALERT, NORMAL, Item
+from .queue import Item, Priority, Record
+
+ALERT, NORMAL = Priority.ALERT, Priority.NORMAL
 
 __all__ = ["MemoryQueue"]
 
@@ -91,17 +93,34 @@ class MemoryQueue:
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._fresh = {ALERT: _Fifo(), NORMAL: _Fifo()}
+        self._fresh: dict[int, _Fifo] = {ALERT: _Fifo(), NORMAL: _Fifo()}
         self._due: list[Item] = []  # heap of retries whose time has come
         self._later: list[Item] = []  # retries whose time has not come
         self._in_flight: dict[int, Item] = {}
         self._seq = 0
         self._lock = threading.Lock()
 
-    def add(self, envelope: Envelope, priority: int, now: float) -> Item | None:
-        """Queue ``envelope``; return the item dropped to make room, if any."""
+    def add(
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        *,
+        next_try: float | None = None,
+        attempts: int = 0,
+    ) -> Item | None:
+        """Queue ``envelope``; return the item dropped to make room, if any.
+
+        ``next_try`` and ``attempts`` carry a retry's state over.
+        """
+        now = created
         with self._lock:
             self._seq += 1
+            if next_try is not None or attempts:
+                item = Item(self._seq, envelope, priority, created, attempts, next_try or created)
+                item.on_disk = False
+                self._later.append(item)
+                return None
             if self._waiting() < self.size:
                 self._fresh[priority].append(self._seq, envelope, now)
                 return None
@@ -153,7 +172,46 @@ class MemoryQueue:
             self._in_flight.pop(item.key, None)
             self._later.append(item)
 
-    def last_seq(self) -> int:
+    # -- the rest of the Queue protocol ---------------------------------------------
+
+    def renew(self, item: Item, now: float) -> bool:
+        """A memory item is never taken over by another process."""
+        return True
+
+    def sent(self, item: Item, record: Record) -> None:
+        """``item`` was delivered: count it (``record``) and forget it."""
+        record(None)
+        self.done(item)
+
+    def retry(
+        self,
+        item: Item,
+        recipients: tuple[str, ...],
+        attempts: int,
+        next_try: float,
+        code: int | None,
+        error: str,
+    ) -> None:
+        """Wait until ``next_try``, for ``recipients`` only."""
+        item.envelope = item.envelope.with_recipients(recipients)
+        item.attempts, item.next_try = attempts, next_try
+        self.put_back(item)
+
+    def dead(self, item: Item, code: int | None, error: str, hint: str | None, now: float) -> None:
+        """Give up on ``item`` (memory keeps no dead letters; the worker logged why)."""
+        self.done(item)
+
+    def dead_copy(
+        self, envelope: Envelope, priority: int, created: float, now: float, code: int, error: str
+    ) -> None:
+        """Memory keeps no dead letters (the worker logged the refusal)."""
+
+    def pending(self) -> int:
+        """Messages waiting or in flight."""
+        return len(self)
+
+    def last_key(self) -> int:
+        """The newest sequence number (for ``flush``)."""
         with self._lock:
             return self._seq
 

@@ -1,65 +1,60 @@
 """The outbox: background delivery with retries, so the caller never waits for Gmail.
 
 ``submit`` stores the message (in the spool, or in memory) and wakes one worker
-thread, which owns its own connection and delivers alerts first, then oldest first.
-A transient failure is retried with exponential backoff and full jitter (a known
-``retry_after`` wins); a permanent one is dead-lettered with its reply and hint;
-Gmail's daily limit holds delivery (nothing is dropped for quota); ``max_age`` gives
-up on what never got through. ``flush``, ``close`` and the atexit hook wait for what
-was submitted, within a deadline, and never raise.
+thread (``worker.Worker``), which owns its own connection and delivers alerts first,
+then oldest first. ``flush``, ``close`` and the exit hook (``shutdown``) wait for
+what was submitted, within a deadline, and never raise.
+
+This class is also the one internal API the adapters use (the command line, crash
+alerts, the alert handler, the Django and Flask packages), reached through
+``Mailer.outbox``: send now or keep for later, retry what earlier runs left, keep the
+worker alive for an alert handler, administer the spool, and share its transactions.
 """
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import logging
-import os
-import random
-import socket
+import sqlite3
 import threading
 import time
-import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TypedDict
 
 from postbud import _fork
 from postbud._config import Settings
 from postbud._message import Envelope
 from postbud._smtp import SendResult, Transport, deliver, temporary
-from postbud.errors import (
-    AuthenticationError,
-    DeliveryError,
-    InvalidMessageError,
-    QuotaExceededError,
-)
+from postbud.errors import ConfigurationError, DeliveryError, QuotaExceededError
 
+from . import admin, shutdown
+from .admin import OutboxRow
+from .db import open_database
 from .ledger import Ledger
 from .memory import MemoryQueue
-from .spool import ALERT, DiskSpool, Item, SpoolBusy
+from .queue import Item, Priority, PriorityName, QueueBusy
+from .retry import DEFAULT_POLICY, RetryPolicy
+from .spool import DiskSpool
+from .worker import Worker
 
-__all__ = ["Counters", "Outbox"]
+__all__ = ["Counters", "Outbox", "OutboxStatus", "Stats"]
 
 log = logging.getLogger("postbud")
 
-#: Retry delays: full jitter over BASE_DELAY × 2ⁿ seconds, at most MAX_BACKOFF.
-BASE_DELAY = 1.0
-MAX_BACKOFF = 300.0
-POLL = 1.0  # how often an idle worker looks for rows other processes left in the spool
-#: The WAL is emptied (delivered bodies gone from it) after this long without work.
-QUIET_TRUNCATE = 1.0
-#: An idle worker ends after this long with nothing queued (the next submit restarts
-#: it), so a Mailer dropped without close() does not keep a thread for ever.
-IDLE_EXIT = 30.0
-#: While callers submit, the worker waits until they pause this long (at most
-#: CALLERS_MAX_WAIT per message) before it takes the next one: see _let_callers_finish.
-CALLERS_QUIET = 0.002
-CALLERS_MAX_WAIT = 0.02
-#: After a login Gmail refuses for good, no new login for this long: a queue of 500
-#: messages must not become 500 failed logins (Gmail then locks the account).
-AUTH_PAUSE = 300.0
 
+class Stats(TypedDict):
+    """``Mailer.stats()``: counters since the Mailer was created, the queue and quota now."""
 
-class _LostLease(Exception):
-    """Another process took over the row (our lease expired): stop sending it."""
+    submitted: int
+    sent: int
+    retried: int
+    held: int
+    dead: int
+    dropped: int
+    spilled: int
+    queued: int
+    quota_used: int
 
 
 class Counters:
@@ -84,56 +79,162 @@ class Counters:
             return dict(self._values)
 
 
-def backoff(attempts: int, retry_after: float | None) -> float:
-    """Seconds until the next try: ``retry_after`` if known, else full jitter."""
-    if retry_after is not None:
-        return retry_after
-    return random.uniform(0, min(MAX_BACKOFF, BASE_DELAY * 2.0**attempts))
+@dataclass(frozen=True)
+class OutboxStatus:
+    """What ``Outbox.status()`` reports (``postbud outbox status``).
+
+    Attributes:
+        spool: The spool file, or None when the queue is in memory.
+        account: The sending account.
+        queued, dead: Messages waiting, and dead letters.
+        oldest: Creation time of the oldest queued message (Unix time) or None.
+        next_try: When the next one may be tried, or None.
+        quota_used, daily_limit: Recipients in the last 24 h, and the limit.
+        held_until: End of a hold after Gmail's daily-limit reply, or None.
+    """
+
+    spool: str | None
+    account: str
+    queued: int
+    dead: int
+    oldest: float | None
+    next_try: float | None
+    quota_used: int
+    daily_limit: int
+    held_until: float | None
 
 
 class Outbox:
-    """One worker thread and its queue for one Mailer."""
+    """One worker thread and its queues for one Mailer (and the adapters' API).
+
+    Args:
+        settings: The Mailer's settings.
+        transport: The caller's transport (``send_now``; the Mailer's connection).
+        worker_transport: Makes the worker's own transport when it first needs one.
+        ledger: The quota ledger, shared with ``send_now``.
+        spool: The disk queue, or None for memory only.
+        policy: Retry and timing figures (tests pass their own).
+    """
 
     def __init__(
         self,
         settings: Settings,
-        transport: Callable[[], Transport],
+        *,
+        transport: Transport | None,
+        worker_transport: Callable[[], Transport] | None,
         ledger: Ledger,
         spool: DiskSpool | None,
-        counters: Counters,
+        policy: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
         self.settings = settings
-        self._make_transport = transport
-        self._transport: Transport | None = None  # made when the worker first needs it
-        self._ledger = ledger
-        self._spool = spool
-        self._counters = counters
-        self._memory = MemoryQueue(settings.queue_size)
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._warned_spill = False
-        self._paused_until = 0.0  # no login before this (after a refused one)
+        self.policy = policy
+        self.ledger = ledger
+        self.spool = spool
+        self.counters = Counters()
+        self.memory = MemoryQueue(settings.queue_size)
+        self.cond = threading.Condition()
+        self.thread: threading.Thread | None = None
+        self.stopping = False
         # Alert handlers that rely on this worker: while any is open the worker does
         # not end when idle, nor at exit before logging.shutdown() closed them (from
         # Python 3.12 no thread may start at exit, and their last mails must go out).
-        self._keepers = 0
-        self._last_submit = 0.0  # time.monotonic() of the latest submit
+        self.keepers = 0
+        self.last_submit = 0.0  # time.monotonic() of the latest submit
+        self._transport = transport or _NO_TRANSPORT
+        self._worker = Worker(self, worker_transport or (lambda: _NO_TRANSPORT))
+        self._warned_spill = False
         _fork.register(self)
-        _live.add(self)
+        shutdown.track(self)
 
-    # -- the caller's side ------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        transport: Transport | None = None,
+        worker_transport: Callable[[], Transport] | None = None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> Outbox:
+        """The outbox of ``settings``' account on its spool (or in memory).
+
+        Without transports it can only read and administer the spool (``postbud
+        outbox status``): nothing is sent, and no worker starts by itself.
+        """
+        database = open_database(settings.spool)
+        spool = None
+        if database is not None:
+            spool = DiskSpool(database, settings.username, lease=2 * settings.timeout)
+            with contextlib.suppress(QueueBusy, sqlite3.Error):
+                spool.purge(time.time())  # expired dead letters go even if no worker runs
+        return cls(
+            settings,
+            transport=transport,
+            worker_transport=worker_transport,
+            ledger=Ledger(settings, database, policy),
+            spool=spool,
+            policy=policy,
+        )
+
+    # -- sending now (the caller's connection) ---------------------------------------------
+
+    def send_now(self, envelope: Envelope, *, alert: bool = False) -> SendResult:
+        """Send on the caller's connection now, in transactions of at most 100 recipients.
+
+        Raises ``QuotaExceededError`` before connecting when the daily limit is used up
+        (``alert=True`` may use the part kept for alerts, ``alert_reserve``).
+        """
+        self.ledger.check(len(envelope.recipients), alert=alert, now=time.time(), hold=False)
+        try:
+            result = deliver(self._transport, envelope)
+        except QuotaExceededError as exc:
+            if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
+                self.ledger.hold(time.time())
+            raise
+        self.ledger.record(len(result.accepted), alert=alert, now=time.time())
+        self.counters.add("sent")
+        return result
+
+    def send_or_keep(
+        self, envelope: Envelope, priority: PriorityName = "normal"
+    ) -> tuple[SendResult | None, str | None]:
+        """Send now; keep in the spool, for the next process, what failed for now.
+
+        For the command line and crash alerts: the whole message, or the recipients
+        refused only for now, is kept. Returns (the result or None, why something was
+        kept or None). Raises the ``DeliveryError`` when the message cannot be kept (a
+        permanent failure, or no spool).
+        """
+        level = Priority.named(priority)
+        try:
+            result = self.send_now(envelope, alert=level == Priority.ALERT)
+        except DeliveryError as exc:
+            if exc.retryable and self.keep(envelope, level):
+                return None, exc.description
+            raise
+        later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
+        if later and self.keep(envelope.with_recipients(later), level):
+            code, text = result.refused[later[0]]
+            return result, f"{', '.join(later)} refused for now: {code} {text}"
+        return result, None
+
+    def kept_line(self, what: str, why: str) -> str:
+        """The one line that tells a user ``what`` waits in the spool, and why."""
+        return (
+            f"{what} was not sent ({why}); it is kept in the spool {self.settings.spool} "
+            "and goes out with the next postbud command or Mailer of this account."
+        )
+
+    # -- the caller's side of the queue ---------------------------------------------------
 
     def submit(self, envelope: Envelope, priority: int) -> None:
         """Queue ``envelope``; never blocks on the network, never raises for the spool."""
         now = time.time()
-        self._last_submit = time.monotonic()
+        self.last_submit = time.monotonic()
         if not self._store(envelope, priority, now, warn=True):
-            dropped = self._memory.add(envelope, priority, now)
+            dropped = self.memory.add(envelope, priority, now)
             if dropped is not None:
-                self._counters.add("dropped")
-        self._counters.add("submitted")
+                self.counters.add("dropped")
+        self.counters.add("submitted")
         self.start()
 
     def keep(self, envelope: Envelope, priority: int) -> bool:
@@ -144,78 +245,163 @@ class Outbox:
         """
         return self._store(envelope, priority, time.time(), warn=False)
 
-    def retry_now(self) -> int:
+    def retry_pending(self) -> int:
         """Make the account's queued rows due now and start the worker; how many there are."""
-        if self._spool is None:
+        if self.spool is None:
             return 0
-        self._spool.retry_now(time.time())
-        pending = self._spool.counts()[0]
+        self.spool.make_due(time.time())
+        pending = self.spool.pending()
         if pending:
             self.start()
         return pending
 
-    def hold_open(self, on: bool) -> None:
+    def keep_alive(self, on: bool) -> None:
         """An alert handler starts (``True``) or stops relying on this worker."""
-        with self._cond:
-            self._keepers = max(0, self._keepers + (1 if on else -1))
+        with self.cond:
+            self.keepers = max(0, self.keepers + (1 if on else -1))
 
     def stored(self, count: int) -> None:
-        """``count`` messages were written to the spool directly: count and deliver them."""
+        """``count`` messages were written to the spool directly (``shared_transaction``):
+        count and deliver them."""
         if count:
-            self._counters.add("submitted", count)
+            self.counters.add("submitted", count)
             self.start()
 
-    def _store(
-        self,
-        envelope: Envelope,
-        priority: int,
-        created: float,
-        *,
-        warn: bool,
-        retry: Item | None = None,
-    ) -> bool:
-        """Write to the spool; False if it did not take the message. ``retry``: a
-        memory item tried before, whose attempts and next try go along."""
-        if self._spool is None:
+    def alerts_over_share(self) -> bool:
+        """Whether alerts used more than ``alert_max_share`` of the daily limit (the
+        alert handler then sends digests only)."""
+        return self.ledger.alerts_over_share(time.time())
+
+    @property
+    def shared(self) -> bool:
+        """Whether the queue and the state live in a spool other processes can share."""
+        return self.spool is not None
+
+    @contextlib.contextmanager
+    def shared_transaction(
+        self, wait: float = 1.0
+    ) -> Iterator[tuple[sqlite3.Connection, Callable[[Envelope], None]]]:
+        """A write transaction on the spool, and a function that queues an alert in it.
+
+        The alert handler's state and the mails it decides on commit together (or not
+        at all); call ``stored(n)`` afterwards. Raises ``QueueBusy`` when the spool
+        cannot be written; only for a shared outbox.
+        """
+        spool = self.spool
+        assert spool is not None, "shared_transaction needs a spool"
+        try:
+            with spool.database.transaction(wait=wait) as db:
+
+                def enqueue(envelope: Envelope) -> None:
+                    spool.insert_in(db, envelope, Priority.ALERT, time.time())
+
+                yield db, enqueue
+        except sqlite3.Error as exc:  # a full disk, a damaged file: like a busy spool
+            raise QueueBusy(str(exc)) from exc
+
+    def _store(self, envelope: Envelope, priority: int, created: float, *, warn: bool) -> bool:
+        """Write to the spool; False if it did not take the message."""
+        if self.spool is None:
             return False
         try:
-            if retry is None:
-                self._spool.add(envelope, priority, created)
-            else:
-                self._spool.add(
-                    envelope, priority, created, next_try=retry.next_try, attempts=retry.attempts
-                )
-        except SpoolBusy as exc:
+            self.spool.add(envelope, priority, created)
+        except QueueBusy as exc:
             if warn:
-                self._counters.add("spilled")
+                self.counters.add("spilled")
                 if not self._warned_spill:
                     self._warned_spill = True
                     log.warning(
                         "postbud's spool %s could not take a message (%s); it is "
                         "kept in memory and sent from there.",
-                        self._spool.path,
+                        self.spool.path,
                         exc,
                     )
             return False
         return True
 
-    def _keep(self, item: Item) -> bool:
+    def keep_item(self, item: Item) -> bool:
         """Move a memory item to the spool, its age and retry state included."""
-        return self._store(item.envelope, item.priority, item.created, warn=False, retry=item)
+        if self.spool is None:
+            return False
+        try:
+            self.spool.add(
+                item.envelope,
+                item.priority,
+                item.created,
+                next_try=item.next_try,
+                attempts=item.attempts,
+            )
+        except QueueBusy:
+            return False
+        return True
+
+    # -- the spool, for ``postbud outbox`` and the framework commands ----------------------
+
+    def status(self) -> OutboxStatus:
+        """Counts, the oldest message, the next try and the quota (reads only)."""
+        now = time.time()
+        queued = dead = 0
+        oldest = next_try = None
+        if self.spool is not None:
+            queued, dead = self.spool.counts()
+            waiting = admin.rows(self.spool, "queued")
+            oldest = waiting[0].created if waiting else None
+            next_try = self.spool.next_due() if waiting else None
+        queued += len(self.memory)
+        return OutboxStatus(
+            spool=self.spool.path if self.spool is not None else None,
+            account=self.settings.username,
+            queued=queued,
+            dead=dead,
+            oldest=oldest,
+            next_try=next_try,
+            quota_used=self.ledger.used(now)[0],
+            daily_limit=self.settings.daily_limit,
+            held_until=self.ledger.held_until(now),
+        )
+
+    def rows(self, state: str | None = None) -> list[OutboxRow]:
+        """The spool's messages of this account (oldest first), without bodies."""
+        return admin.rows(self.spool, state) if self.spool is not None else []
+
+    def revive(self, ids: list[int] | None = None) -> int:
+        """Put dead letters (all, or ``ids``) back in the queue; the worker sends them."""
+        if self.spool is None:
+            return 0
+        count = admin.revive(self.spool, ids, time.time())
+        if count:
+            self.start()
+        return count
+
+    def purge(self, ids: list[int] | None = None) -> int:
+        """Delete dead letters (all, or ``ids``); how many went."""
+        return admin.forget_dead(self.spool, ids) if self.spool is not None else 0
+
+    # -- the worker's lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
         """Make sure a worker runs (never starts one at interpreter shutdown)."""
-        with self._cond:
-            self._stopping = False  # a worker winding down after close() goes on instead
-            self._cond.notify_all()
-            if self._thread is not None:
+        with self.cond:
+            self.stopping = False  # a worker winding down after close() goes on instead
+            self.cond.notify_all()
+            if self.thread is not None:
                 return
-            thread = threading.Thread(target=self._run, name="postbud-outbox", daemon=True)
+            thread = threading.Thread(target=self._worker.run, name="postbud-outbox", daemon=True)
             try:
                 thread.start()
             except RuntimeError:  # Python 3.12+: no new thread at shutdown
                 return
-            self._thread = thread
+            self.thread = thread
+
+    def sleep(self, seconds: float) -> None:
+        """The worker's pause; ``start``, ``close`` and a submit end it early."""
+        with self.cond:
+            if not self.stopping:
+                self.cond.wait(seconds)
+
+    def pending(self) -> bool:
+        """Whether anything waits, in memory or in the spool."""
+        return bool(len(self.memory) or (self.spool is not None and self.spool.pending()))
 
     def flush(self, timeout: float, *, start: bool = True) -> bool:
         """Wait until what was queued before the call is settled; True if it is.
@@ -229,302 +415,60 @@ class Outbox:
         try:
             deadline = time.monotonic() + max(0.0, timeout)
             horizon = time.time() + max(0.0, timeout)
-            upto_disk = self._spool.last_id() if self._spool is not None else 0
-            upto_memory = self._memory.last_seq()
+            upto_disk = self.spool.last_key() if self.spool is not None else 0
+            upto_memory = self.memory.last_key()
             while self._unsettled(upto_disk, upto_memory, horizon):
                 if start:
                     self.start()
                 left = deadline - time.monotonic()
-                if left <= 0 or self._thread is None:
+                if left <= 0 or self.thread is None:
                     return False
-                with self._cond:
-                    self._cond.wait(min(left, 0.05))
+                with self.cond:
+                    self.cond.wait(min(left, 0.05))
             return True
         except Exception:  # flush never raises: it only reports whether all is settled
             log.exception("postbud could not tell whether the outbox is flushed")
             return False
 
+    def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
+        now = time.time()
+        held = max(self.ledger.held_until(now) or 0.0, self._worker.paused_until)
+        if held > horizon:
+            return 0  # everything waits (daily-limit hold, login pause) beyond the horizon
+        on_disk = self.spool.unsettled(upto_disk, horizon) if self.spool is not None else 0
+        return on_disk + self.memory.unsettled(upto_memory, horizon)
+
     def close(self, timeout: float) -> bool:
         """Flush, stop the worker, and keep what is left in the spool for later."""
         flushed = self.flush(timeout)
-        self._stop(wait=min(1.0, timeout))
+        self.stop(wait=min(1.0, timeout))
         self._keep_memory()
         return flushed
 
     def _keep_memory(self) -> None:
         """Move the mail waiting in memory (spilled, or ``spool=None``) to the spool if
         it takes it; what it does not take is dropped, counted, with a warning."""
-        left = self._memory.drain()
-        kept = [i for i in left if self._keep(i)]
+        left = self.memory.drain()
+        kept = [i for i in left if self.keep_item(i)]
         if len(kept) < len(left):
             log.warning(
                 "postbud dropped %d message(s) held in memory at close.", len(left) - len(kept)
             )
-            self._counters.add("dropped", len(left) - len(kept))
-        if self._spool is not None:
-            self._spool.close()  # reopened if this Mailer is used again
+            self.counters.add("dropped", len(left) - len(kept))
+        if self.spool is not None:
+            self.spool.database.close()  # reopened if this Mailer is used again
 
     def queued(self) -> int:
-        on_disk = self._spool.counts()[0] if self._spool is not None else 0
-        return on_disk + len(self._memory)
+        """Messages waiting now (spool and memory)."""
+        on_disk = self.spool.pending() if self.spool is not None else 0
+        return on_disk + len(self.memory)
 
-    # -- the worker ---------------------------------------------------------------------
-
-    def _run(self) -> None:
-        last_purge = idle_since = time.monotonic()
-        while True:
-            with self._cond:
-                if self._stopping or (
-                    time.monotonic() - idle_since > IDLE_EXIT
-                    and not self._keepers
-                    and not self._pending()
-                ):
-                    self._thread = None  # decided under the lock: start() sees it
-                    break
-            self._let_callers_finish()
-            now = time.time()
-            item = None
-            try:
-                if self._spool is not None and time.monotonic() - last_purge > 3600:
-                    self._spool.purge(now)
-                    last_purge = time.monotonic()
-                item = self._next(now)
-                if item is None:
-                    if self._spool is not None:
-                        # TRUNCATE blocks writers (a submit) while it syncs the file:
-                        # only once the queue has been quiet for a while, not in the
-                        # gaps of a burst. PASSIVE never blocks anybody.
-                        quiet = time.monotonic() - idle_since > QUIET_TRUNCATE
-                        self._spool.checkpoint(truncate=quiet and not self._pending())
-                    self._idle(now)
-                    continue
-                idle_since = time.monotonic()
-                self._handle(item)
-            except Exception:  # a bug or a broken spool must not kill delivery for good
-                log.exception("postbud's outbox worker hit an unexpected error")
-                if item is not None and not item.on_disk:
-                    item.next_try = time.time() + POLL  # a disk row's lease frees it
-                    self._memory.put_back(item)
-                self._sleep(POLL)
-            with self._cond:
-                self._cond.notify_all()
-        if self._transport is not None:  # the worker owns its connection
-            self._transport.close()
-
-    def _let_callers_finish(self) -> None:
-        """Wait while callers submit (a few ms at most), so they keep the GIL.
-
-        Each call a submit makes into SQLite lets another thread take the GIL, and the
-        caller then waits until that thread's turn ends: a worker busy sending next to
-        a burst of submits would make each one wait for it. A short pause after the
-        latest submit keeps the callers' latency the same whatever the server's speed,
-        and costs delivery at most CALLERS_MAX_WAIT per message.
-        """
-        deadline = time.monotonic() + CALLERS_MAX_WAIT
-        while True:
-            now = time.monotonic()
-            quiet = self._last_submit + CALLERS_QUIET - now
-            if quiet <= 0 or now >= deadline or self._stopping:
-                return
-            time.sleep(min(quiet, deadline - now))
-
-    def _pending(self) -> bool:
-        return bool(len(self._memory) or (self._spool is not None and self._spool.counts()[0]))
-
-    def _next(self, now: float) -> Item | None:
-        if now < self._paused_until or self._ledger.held_until(now) is not None:
-            return None
-        # Alerts first, then the oldest; of each, memory first (a crash would lose it).
-        for alerts_only in (True, False):
-            item = self._memory.claim(now, alerts_only=alerts_only)
-            if item is None and self._spool is not None:
-                item = self._spool.claim(
-                    now, self.settings.timeout, self._owner, alerts_only=alerts_only
-                )
-            if item is not None:
-                return item
-        return None
-
-    def _idle(self, now: float) -> None:
-        paused = self._paused_until if self._paused_until > now else None
-        dues = [self._memory.next_due(), self._ledger.held_until(now), paused]
-        if self._spool is not None:
-            dues.append(self._spool.next_due())
-        soonest = min((d for d in dues if d is not None), default=now + POLL)
-        self._sleep(min(POLL, max(0.01, soonest - now)))
-
-    def _sleep(self, seconds: float) -> None:
-        with self._cond:
-            if not self._stopping:
-                self._cond.wait(seconds)
-
-    def _handle(self, item: Item) -> None:
-        envelope = item.envelope
-        alert = item.priority == ALERT
-        now = time.time()
-        try:
-            self._ledger.check(len(envelope.recipients), alert, now)
-            if self._transport is None:
-                self._transport = self._make_transport()
-            result = deliver(self._transport, envelope, self._renewer(item))
-        except _LostLease:
-            log.warning(
-                "postbud: another process took over %s (its lease expired during "
-                "delivery); it finishes the delivery.",
-                envelope.message_id,
-            )
-        except QuotaExceededError as exc:
-            if not exc.retryable:  # more recipients than a whole day allows
-                self._dead(item, exc.code, exc.description, exc.hint)
-                return
-            until = self._ledger.hold(now) if exc.code == 550 else now + (exc.retry_after or 60)
-            self._counters.add("held")
-            self._retry(item, envelope.recipients, item.attempts, until, exc.code, str(exc))
-        except InvalidMessageError as exc:
-            self._dead(item, None, str(exc), None)
-        except DeliveryError as exc:
-            self._failed(item, exc, now)
-        else:
-            self._settle(item, result, alert, now)
-
-    def _renewer(self, item: Item) -> Callable[[], None] | None:
-        spool = self._spool
-        if not item.on_disk or spool is None:
-            return None
-        first = [True]
-
-        def renew() -> None:  # before every transaction but the first (just claimed)
-            if first[0]:
-                first[0] = False
-            elif not spool.renew(item.key, self._owner, time.time(), self.settings.timeout):
-                raise _LostLease
-
-        return renew
-
-    def _failed(self, item: Item, exc: DeliveryError, now: float) -> None:
-        if isinstance(exc, AuthenticationError):
-            # One refused or throttled login stops logins for the account for a while:
-            # trying again for every queued message gets accounts locked.
-            pause = AUTH_PAUSE if not exc.retryable else (exc.retry_after or POLL)
-            self._paused_until = max(self._paused_until, now + pause)
-            if not exc.retryable:
-                log.warning(
-                    "postbud pauses delivery for %s for %.0f s after a refused login; "
-                    "fix the credentials and restart: %s",
-                    self.settings.username,
-                    pause,
-                    exc,
-                )
-        if not exc.retryable:
-            self._dead(item, exc.code, exc.description, exc.hint)
-        elif now - item.created > self.settings.max_age:
-            self._dead(
-                item,
-                exc.code,
-                f"gave up after max_age ({self.settings.max_age:g} s): {exc.description}",
-                exc.hint,
-            )
-        else:
-            self._counters.add("retried")
-            attempts = item.attempts + 1
-            when = now + backoff(attempts, exc.retry_after)
-            self._retry(item, item.envelope.recipients, attempts, when, exc.code, str(exc))
-
-    def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
-        self._counters.add("sent")
-        accepted = len(result.accepted)
-        retry = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
-        final = {r: v for r, v in result.refused.items() if r not in retry}
-        if final:  # those recipients will never get it: a dead letter says why
-            code, text = next(iter(final.values()))
-            self._counters.add("dead")
-            if self._spool is not None:
-                copy = item.envelope.with_recipients(tuple(final))
-                self._spool.dead(None, "", copy, item.priority, item.created, now, code, text, None)
-            log.warning(
-                "postbud: %s was refused for %s: %s",
-                item.envelope.message_id,
-                ", ".join(final),
-                text,
-            )
-        if retry:  # a split message retries only the recipients not yet accepted
-            self._ledger.record(accepted, alert, now)
-            self._counters.add("retried")
-            codes = [result.refused[r] for r in retry]
-            quota = any(code == 550 for code, _ in codes)
-            when = self._ledger.hold(now) if quota else now + backoff(item.attempts + 1, None)
-            self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
-        elif item.on_disk:
-            assert self._spool is not None
-            # One commit: the row is gone and its recipients are counted, or neither.
-            self._spool.delete(
-                item.key, self._owner, lambda db: self._ledger.record(accepted, alert, now, db)
-            )
-        else:
-            self._ledger.record(accepted, alert, now)
-            self._memory.done(item)
-
-    def _retry(
-        self,
-        item: Item,
-        recipients: tuple[str, ...],
-        attempts: int,
-        when: float,
-        code: int | None,
-        error: str,
-    ) -> None:
-        if item.on_disk:
-            assert self._spool is not None
-            self._spool.retry(item.key, self._owner, recipients, attempts, when, code, error)
-        else:
-            item.envelope = item.envelope.with_recipients(recipients)
-            item.attempts, item.next_try = attempts, when
-            # close() moved what waited in memory to the spool, but not this message,
-            # then being tried: after close() it goes there itself.
-            if self._stopping and self._keep(item):
-                self._memory.done(item)
-                return
-            self._memory.put_back(item)
-
-    def _dead(self, item: Item, code: int | None, error: str, hint: str | None) -> None:
-        self._counters.add("dead")
-        log.warning(
-            "postbud gave up on %s to %s: %s",
-            item.envelope.message_id,
-            ", ".join(item.envelope.recipients),
-            error,
-        )
-        if item.on_disk:
-            assert self._spool is not None
-            self._spool.dead(
-                item.key,
-                self._owner,
-                item.envelope,
-                item.priority,
-                item.created,
-                time.time(),
-                code,
-                error,
-                hint,
-            )
-        else:
-            self._memory.done(item)
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
-        now = time.time()
-        held = max(self._ledger.held_until(now) or 0.0, self._paused_until)
-        if held > horizon:
-            return 0  # everything waits (daily-limit hold, login pause) beyond the horizon
-        on_disk = self._spool.unsettled(upto_disk, horizon) if self._spool is not None else 0
-        return on_disk + self._memory.unsettled(upto_memory, horizon)
-
-    def _stop(self, wait: float = 1.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
-            thread = self._thread
+    def stop(self, wait: float = 1.0) -> None:
+        """Tell the worker to stop and wait up to ``wait`` for it."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+            thread = self.thread
         if thread is not None and thread is not threading.current_thread():
             # A send in progress finishes within its own deadline; the worker closes
             # its connection when it leaves, so close() does not wait for that.
@@ -533,27 +477,23 @@ class Outbox:
     def _after_fork(self) -> None:
         # The child has no worker thread; what the parent had in memory is the
         # parent's to send (sending it here too would double it).
-        self._cond = threading.Condition()
-        self._thread = None
-        self._stopping = False
-        self._memory = MemoryQueue(self.settings.queue_size)
-        self._owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.cond = threading.Condition()
+        self.thread = None
+        self.stopping = False
+        self.memory = MemoryQueue(self.settings.queue_size)
 
 
-_live: weakref.WeakSet[Outbox] = weakref.WeakSet()
+class _NoTransport:
+    """The transport of an outbox opened only to read the spool: it never sends."""
+
+    def send(self, envelope: Envelope) -> dict[str, tuple[int, str]]:
+        raise ConfigurationError("This outbox was opened to read the spool; it cannot send.")
+
+    def open(self) -> None:
+        self.send(None)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        pass
 
 
-@atexit.register
-def _drain_at_exit() -> None:
-    # One deadline for all Mailers, not one after the other. Python 3.12+ cannot start
-    # a thread at shutdown: only workers already running drain.
-    # A worker already told to stop (close()) is not waited for a second time.
-    running = [o for o in list(_live) if o._thread is not None and not o._stopping]
-    if not running:
-        return
-    deadline = time.monotonic() + max(o.settings.exit_timeout for o in running)
-    for outbox in running:
-        outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
-    for outbox in running:
-        if not outbox._keepers:  # an alert handler's close() stops the others later
-            outbox._stop(wait=max(0.0, deadline - time.monotonic()))
+_NO_TRANSPORT = _NoTransport()

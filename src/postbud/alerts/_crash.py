@@ -139,8 +139,8 @@ def _report(
         print(f"postbud: could not build the crash alert: {error}", file=sys.stderr)
         return
     try:
-        _, kept = mailer._send_or_keep(envelope, "alert")
+        _, kept = mailer.outbox.send_or_keep(envelope, "alert")
         if kept is not None:
-            print(f"postbud: {mailer._kept_line('the crash alert', kept)}", file=sys.stderr)
+            print(f"postbud: {mailer.outbox.kept_line('the crash alert', kept)}", file=sys.stderr)
     except Exception as error:  # DeliveryError included: one line, then the traceback
         print(f"postbud: the crash alert could not be sent: {error}", file=sys.stderr)

@@ -10,7 +10,6 @@ which mails go out, renders them and hands them to the Mailer's outbox as alerts
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import socket
@@ -26,13 +25,13 @@ from postbud._address import parse_addresses
 from postbud._config import Settings
 from postbud._mailer import Mailer
 from postbud._message import Envelope
-from postbud._outbox.spool import ALERT, SpoolBusy
+from postbud._outbox import QueueBusy, at_exit_first
 from postbud.errors import ConfigurationError
 
 from ._policy import Counted, FpState, Mail, ScopeState, decide
 from ._record import Fingerprint, describe, digest_key, fingerprint
 from ._render import DEFAULT_SUBJECT, check_template, render
-from ._store import MemoryStore, SpoolStore, Store
+from ._store import Enqueue, MemoryStore, SpoolStore, Store
 
 __all__ = ["AlertHandler", "recipients_of"]
 
@@ -259,7 +258,7 @@ class AlertHandler(logging.Handler):
                 self._thread = thread
                 if not self._keeping:
                     self._keeping = True
-                    self.mailer._outbox.hold_open(True)
+                    self.mailer.outbox.keep_alive(True)
         self._wake.set()
 
     # -- the handler's thread -----------------------------------------------------------
@@ -302,8 +301,8 @@ class AlertHandler(logging.Handler):
         dictConfig sets after construction. Handlers with the same account,
         recipients, tag, level, subject and name share state on a spool."""
         if self._store is None:
-            spool = self.mailer._spool
-            if spool is None:
+            outbox = self.mailer.outbox
+            if not outbox.shared:
                 self._store = MemoryStore()
             else:
                 s = self.mailer.settings
@@ -318,7 +317,7 @@ class AlertHandler(logging.Handler):
                     )
                 )
                 owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-                self._spool_store = SpoolStore(spool, scope, owner)
+                self._spool_store = SpoolStore(outbox, scope, owner)
                 self._store = self._spool_store
         return self._store
 
@@ -336,7 +335,7 @@ class AlertHandler(logging.Handler):
             counted = {digest_key(fp): d.counted() for fp, d in deltas.items()}
             self._back_to_spool(now)
             self._apply(self._state_store(), counted, now, force, leaving)
-        except SpoolBusy as exc:
+        except QueueBusy as exc:
             self._put_back(deltas)
             self._busy_ticks += 1
             if self._busy_ticks >= MAX_BUSY_TICKS and self._spool_store is not None:
@@ -359,7 +358,7 @@ class AlertHandler(logging.Handler):
         self, store: Store, counted: dict[str, Counted], now: float, force: bool, leaving: bool
     ) -> None:
         s = self.mailer.settings
-        digests_only = self.mailer._ledger.alerts_over_share(time.time())
+        digests_only = self.mailer.outbox.alerts_over_share()
         envelopes: list[Envelope] = []
         kinds: list[str] = []
 
@@ -380,12 +379,11 @@ class AlertHandler(logging.Handler):
                 force=forced,
             )
 
-        def commit(mails: list[Mail], db: Any) -> None:
+        def commit(mails: list[Mail], enqueue: Enqueue | None) -> None:
             for mail in mails:
                 envelope = self._envelope(mail)
-                if db is not None:  # in the transaction that updated the state
-                    assert isinstance(store, SpoolStore)
-                    store.spool.insert(db, envelope, ALERT, time.time())
+                if enqueue is not None:  # in the transaction that updated the state
+                    enqueue(envelope)
                 envelopes.append(envelope)
                 kinds.append(mail.kind)
 
@@ -397,7 +395,7 @@ class AlertHandler(logging.Handler):
                 self._counts[kind] += 1
             self._mails_since_flush += len(envelopes)
         if store.shared:
-            self.mailer._outbox.stored(len(envelopes))
+            self.mailer.outbox.stored(len(envelopes))
         else:
             for envelope in envelopes:
                 self.mailer.enqueue(envelope, "alert")
@@ -468,7 +466,7 @@ class AlertHandler(logging.Handler):
             with self._start_lock:
                 if self._keeping:
                     self._keeping = False
-                    self.mailer._outbox.hold_open(False)
+                    self.mailer.outbox.keep_alive(False)
             timeout = _left_at_exit()
             recent = self._flushed_at is not None and time.monotonic() - self._flushed_at < 1
             if timeout is None and recent and not self._mails_since_flush:
@@ -502,12 +500,10 @@ def _left_at_exit() -> float | None:
     return max(0.0, _exit_deadline[0] - time.monotonic())
 
 
-@atexit.register
 def _report_at_exit() -> None:
-    # Registered after the outbox's own hook, so it runs first: the last follow-ups and
-    # digests are queued while the outbox workers run (they stay up for
-    # logging.shutdown(), which then flushes and closes the handlers within the same
-    # deadline).
+    # Run by the exit hook before the outboxes drain: the last follow-ups and digests
+    # are queued while the outbox workers run (they stay up for logging.shutdown(),
+    # which then flushes and closes the handlers within the same deadline).
     handlers = [h for h in list(_live) if not h._closed]
     if handlers:
         wait = max(h.mailer.settings.exit_timeout for h in handlers)
@@ -515,3 +511,6 @@ def _report_at_exit() -> None:
     for handler in handlers:
         handler.tick(force=True)
     _exiting.set()
+
+
+at_exit_first(_report_at_exit)

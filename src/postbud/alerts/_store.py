@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from postbud._outbox.spool import DiskSpool, SpoolBusy
+from postbud._message import Envelope
+from postbud._outbox import Outbox
 
 from ._policy import Counted, FpState, Mail, ScopeState, merge, next_due
 
@@ -26,40 +27,14 @@ __all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
 
 #: (scope, rows, first-occurrence details, force) -> mails; updates scope and rows.
 Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]], bool], list[Mail]]
-#: What a store opens for one tick: (the spool transaction or None, scope, rows, whether
-#: this handler is the only one of its scope running).
-_Open = tuple["sqlite3.Connection | None", ScopeState, dict[str, FpState], bool]
-#: Receives the mails inside the transaction (``db``: the spool's, or None).
-Commit = Callable[[list[Mail], "sqlite3.Connection | None"], None]
+#: Queues an alert mail inside the store's spool transaction.
+Enqueue = Callable[[Envelope], None]
+#: What a store opens for one tick: (how to queue a mail in the spool transaction, or
+#: None in memory; scope; rows; whether this handler is the only one of its scope running).
+_Open = tuple["Enqueue | None", ScopeState, dict[str, FpState], bool]
+#: Receives the mails inside the transaction (``enqueue``: into the spool, or None).
+Commit = Callable[[list[Mail], "Enqueue | None"], None]
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS alert_scope (
-        scope        TEXT PRIMARY KEY,
-        window_start REAL,
-        window_mails INTEGER NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS alert_presence (
-        scope   TEXT NOT NULL,
-        owner   TEXT NOT NULL,
-        seen_at REAL NOT NULL,
-        PRIMARY KEY (scope, owner)
-    )""",
-    """CREATE TABLE IF NOT EXISTS alert_state (
-        scope         TEXT    NOT NULL,
-        fingerprint   TEXT    NOT NULL,
-        total         INTEGER NOT NULL,
-        first_at      REAL    NOT NULL,
-        last_at       REAL    NOT NULL,
-        mailed_at     REAL,
-        pending       INTEGER NOT NULL,
-        pending_since REAL,
-        digest        INTEGER NOT NULL,
-        digest_first  REAL,
-        digest_last   REAL,
-        detail        TEXT    NOT NULL,
-        PRIMARY KEY (scope, fingerprint)
-    )""",
-)
 _COLUMNS = (
     "fingerprint, total, first_at, last_at, mailed_at, pending, pending_since, digest, "
     "digest_first, digest_last, detail"
@@ -102,9 +77,9 @@ class Store:
         reports them in time, and eight gunicorn workers recycled one by one must not
         send eight digests. ``leaving``: this handler stops.
         """
-        with self._state(deltas, now, cooldown, leaving) as (db, scope, rows, alone):
+        with self._state(deltas, now, cooldown, leaving) as (enqueue, scope, rows, alone):
             firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
-            commit(decide(scope, rows, firsts, force and alone), db)
+            commit(decide(scope, rows, firsts, force and alone), enqueue)
             return next_due(scope, rows, cooldown)
 
     def _state(
@@ -140,29 +115,23 @@ class SpoolStore(Store):
 
     shared = True
 
-    def __init__(self, spool: DiskSpool, scope: str, owner: str) -> None:
-        self.spool = spool
+    def __init__(self, outbox: Outbox, scope: str, owner: str) -> None:
+        self.outbox = outbox
         self.scope = scope
         self.owner = owner
-        self._ready = False
         self._purged = 0.0
 
     @contextlib.contextmanager
     def _state(
         self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
     ) -> Iterator[_Open]:
-        try:
-            with self.spool.transaction(wait=1.0) as db:
-                if not self._ready:
-                    for statement in _SCHEMA:
-                        db.execute(statement)
-                alone = self._presence(db, leaving)
-                scope, rows = self._load(db, deltas)
-                yield db, scope, rows, alone
-                self._save(db, scope, rows, now, cooldown)
-                self._ready = True
-        except sqlite3.Error as exc:  # a full disk, a damaged file: like a busy spool
-            raise SpoolBusy(str(exc)) from exc
+        # The outbox's transaction turns sqlite3 errors (a full disk, a damaged file)
+        # into QueueBusy, like a busy spool.
+        with self.outbox.shared_transaction(wait=1.0) as (db, enqueue):
+            alone = self._presence(db, leaving)
+            scope, rows = self._load(db, deltas)
+            yield enqueue, scope, rows, alone
+            self._save(db, scope, rows, now, cooldown)
 
     def _presence(self, db: sqlite3.Connection, leaving: bool) -> bool:
         """Note (or end) this handler's presence; whether it is the only one running.

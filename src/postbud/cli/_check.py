@@ -18,9 +18,9 @@ from typing import Any, NoReturn
 from postbud._address import parse_address
 from postbud._auth import Credentials
 from postbud._config import Settings
-from postbud._mailer import Mailer, open_spool
+from postbud._mailer import Mailer
 from postbud._oauth import OAuth2, refresh_error
-from postbud._outbox.ledger import Ledger
+from postbud._outbox import Outbox
 from postbud._smtp import SMTPTransport, Stage, translate
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError
 
@@ -123,20 +123,19 @@ def _login(settings: Settings, credentials: Credentials, transport: SMTPTranspor
 
 def _quota(settings: Settings) -> None:
     now = time.time()
-    spool = open_spool(settings)
-    ledger = Ledger(settings, spool)
-    used, _, _ = ledger.used(now)
-    held = ledger.held_until(now)
-    quota = f"{used} of {settings.daily_limit} recipients used in the last 24 h"
-    if held is not None:
+    outbox = Outbox.open(settings)  # reads the ledger; sends nothing
+    try:
+        status = outbox.status()
+    finally:
+        outbox.close(0)
+    quota = f"{status.quota_used} of {settings.daily_limit} recipients used in the last 24 h"
+    if status.held_until is not None:
         raise _Failed(
             "quota",
-            quota + f"; held for {held - now:.0f} s after Gmail's daily-limit reply.",
+            quota + f"; held for {status.held_until - now:.0f} s after Gmail's daily-limit reply.",
             "Nothing is lost: queued mail goes out when the hold ends.",
         )
-    _line("ok", "quota", quota + (f" (spool {spool.path})" if spool else " (no spool)"))
-    if spool is not None:
-        spool.close()
+    _line("ok", "quota", quota + (f" (spool {status.spool})" if status.spool else " (no spool)"))
 
 
 def _tls_and_ehlo(settings: Settings, transport: SMTPTransport) -> None:

@@ -2,22 +2,21 @@
 
 ``status``, ``list`` and ``purge`` only read or trim the spool, so they work without
 credentials (with them, ``status`` and ``list`` first deliver what waits, like every
-command); ``retry`` puts dead letters back in the queue and sends them.
+command); ``retry`` puts dead letters back in the queue and sends them. Everything
+goes through the outbox's own API (``Mailer.outbox``).
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from datetime import datetime, timezone
 
 from postbud._config import Settings
-from postbud._mailer import Mailer, open_spool
-from postbud._outbox.ledger import Ledger
-from postbud._outbox.spool import DiskSpool
+from postbud._mailer import Mailer
+from postbud._outbox import Outbox
 from postbud.errors import ConfigurationError
 
-from . import (
+from ._common import (
     EXIT_DELIVERY,
     EXIT_OK,
     EXIT_TEMPFAIL,
@@ -47,104 +46,93 @@ class _NoLogin:
         raise ConfigurationError("postbud outbox has no credentials to send with.")
 
 
-class _SpoolOnly:
-    """What ``outbox status``, ``list`` and ``purge`` need: settings, spool and ledger.
-
-    Built without a Mailer, so reading the spool needs no credentials and starts no
-    worker."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._spool = open_spool(settings)
-        self._ledger = Ledger(settings, self._spool)
-
-    def close(self, timeout: float = 0.0) -> None:
-        if self._spool is not None:
-            self._spool.close()
+def _read_only(settings: Settings) -> Outbox:
+    """The account's outbox for reading the spool: no credentials needed, no worker."""
+    return Outbox.open(settings)
 
 
-def _outbox_mailer(args: argparse.Namespace) -> Mailer | _SpoolOnly:
+def _outbox_of(args: argparse.Namespace) -> tuple[Outbox, Mailer | None]:
     if args.action == "retry":
-        return mailer_from(args)
+        mailer = mailer_from(args)
+        return mailer.outbox, mailer
     try:  # status and list deliver what waits first, when they can; purge never sends
-        return mailer_from(args) if args.action != "purge" else _SpoolOnly(settings_from(args))
+        if args.action == "purge":
+            return _read_only(settings_from(args)), None
+        mailer = mailer_from(args)
+        return mailer.outbox, mailer
     except ConfigurationError as missing:  # no credentials: reading the spool still works
         try:
-            return _SpoolOnly(settings_from_with(args, auth=_NoLogin()))
+            return _read_only(settings_from_with(args, auth=_NoLogin())), None
         except ConfigurationError:
             raise missing from None
 
 
 def outbox_command(args: argparse.Namespace) -> int:
     """Run ``postbud outbox ACTION``; returns the exit status."""
-    mailer = _outbox_mailer(args)
+    outbox, mailer = _outbox_of(args)
     try:
-        spool = mailer._spool
-        if spool is None:
+        if not outbox.shared:
             raise Usage(
                 "there is no spool (POSTBUD_SPOOL is empty, or the file cannot be used): "
                 "nothing is kept between runs."
             )
         ids = args.ids or None
         if args.action == "status":
-            _status(mailer, spool)
+            _status(outbox)
         elif args.action == "list":
-            _list(spool)
+            _list(outbox)
         elif args.action == "retry":
-            assert isinstance(mailer, Mailer)
-            return _retry(mailer, spool, ids)
+            return _retry(outbox, ids)
         else:
-            print(f"{spool.forget_dead(ids)} dead letter(s) deleted.")
+            print(f"{outbox.purge(ids)} dead letter(s) deleted.")
         return EXIT_OK
     finally:
-        mailer.close(timeout=0)
+        if mailer is not None:
+            mailer.close(timeout=0)
+        else:
+            outbox.close(0)
 
 
-def _status(mailer: Mailer | _SpoolOnly, spool: DiskSpool) -> None:
-    now = time.time()
-    queued, dead = spool.counts()
-    rows = spool.rows("queued")
-    used, _, _ = mailer._ledger.used(now)
-    held = mailer._ledger.held_until(now)
-    print(f"spool:      {spool.path}")
-    print(f"account:    {mailer.settings.username}")
-    print(f"queued:     {queued}")
-    print(f"oldest:     {when(rows[0]['created']) if rows else '-'}")
-    print(f"next retry: {when(spool.next_due()) if rows else '-'}")
-    print(f"dead:       {dead}")
-    print(f"quota:      {used} of {mailer.settings.daily_limit} recipients in 24 h")
-    if held is not None:
-        print(f"held until: {when(held)} (Gmail's daily limit)")
+def _status(outbox: Outbox) -> None:
+    status = outbox.status()
+    print(f"spool:      {status.spool}")
+    print(f"account:    {status.account}")
+    print(f"queued:     {status.queued}")
+    print(f"oldest:     {when(status.oldest)}")
+    print(f"next retry: {when(status.next_try)}")
+    print(f"dead:       {status.dead}")
+    print(f"quota:      {status.quota_used} of {status.daily_limit} recipients in 24 h")
+    if status.held_until is not None:
+        print(f"held until: {when(status.held_until)} (Gmail's daily limit)")
 
 
-def _list(spool: DiskSpool) -> None:
-    for row in spool.rows():
-        recipients = ", ".join(str(r) for r in row["recipients"])  # type: ignore[attr-defined]
+def _list(outbox: Outbox) -> None:
+    for row in outbox.rows():
+        recipients = ", ".join(row.recipients)
         print(
-            f"{row['id']:>6}  {row['state']:<6}  {when(row['created'])}  "
-            f"tries {row['attempts']}  to {recipients}  {row['subject']!r}"
+            f"{row.id:>6}  {row.state:<6}  {when(row.created)}  "
+            f"tries {row.attempts}  to {recipients}  {row.subject!r}"
         )
-        if row["state"] == "dead":
-            print(f"        dead since {when(row['dead_at'])}: {row['last_error']}")
-            if row["hint"]:
-                print(f"        hint: {row['hint']}")
-        elif row["last_error"]:
-            print(f"        next try {when(row['next_try'])}; last: {row['last_error']}")
+        if row.state == "dead":
+            print(f"        dead since {when(row.dead_at)}: {row.last_error}")
+            if row.hint:
+                print(f"        hint: {row.hint}")
+        elif row.last_error:
+            print(f"        next try {when(row.next_try)}; last: {row.last_error}")
 
 
-def _retry(mailer: Mailer, spool: DiskSpool, ids: list[int] | None) -> int:
-    wanted = {int(str(r["id"])) for r in spool.rows("dead")}
+def _retry(outbox: Outbox, ids: list[int] | None) -> int:
+    wanted = {r.id for r in outbox.rows("dead")}
     revived = wanted if ids is None else wanted & set(ids)
-    count = spool.revive(ids, time.time())
+    count = outbox.revive(ids)
     print(f"{count} dead letter(s) back in the queue.")
     if not count:
         return EXIT_OK
-    mailer._outbox.start()
-    mailer.flush(mailer.settings.exit_timeout)
-    after = [r for r in spool.rows() if int(str(r["id"])) in revived]
-    failed = [r for r in after if r["state"] == "dead"]
+    outbox.flush(outbox.settings.exit_timeout)
+    after = [r for r in outbox.rows() if r.id in revived]
+    failed = [r for r in after if r.state == "dead"]
     for row in failed:
-        say(f"{row['id']} failed again: {row['last_code']} {row['last_error']}")
+        say(f"{row.id} failed again: {row.last_code} {row.last_error}")
     if failed:
         return EXIT_DELIVERY
     if after:

@@ -191,12 +191,14 @@ def _report(mailer: Mailer, run: _Run) -> None:
     status."""
     try:
         envelope = _envelope(mailer, run)
-        result, kept = mailer._send_or_keep(envelope, "alert")
+        result, kept = mailer.outbox.send_or_keep(envelope, "alert")
     except Exception as exc:  # DeliveryError included: one line, the status stays
         print(f"postbud: the report could not be sent: {exc}", file=sys.stderr, flush=True)
         return
     if kept is not None:
-        print(f"postbud: {mailer._kept_line('the report', kept)}", file=sys.stderr, flush=True)
+        print(
+            f"postbud: {mailer.outbox.kept_line('the report', kept)}", file=sys.stderr, flush=True
+        )
     for address, (code, reply) in result.refused.items() if result else ():
         print(f"postbud: {address} was refused: {code} {reply}", file=sys.stderr, flush=True)
 

@@ -1,0 +1,363 @@
+"""The spool database: its one owner, the schema of every table, its version and migrations.
+
+One SQLite file holds the outbox, the quota ledger, the daily-limit holds and the
+alert state, so that one transaction can settle a row and count its recipients, or
+update alert counts and queue the mail they decided on: exactly once, across processes.
+This module defines every table, stamps ``PRAGMA user_version`` and migrates older
+files (each migration inside ``BEGIN IMMEDIATE``, since two processes may start at
+once); a file newer than this code is refused. It also owns the two connections a
+process keeps (the callers' and the worker's) and what happens to them across fork.
+
+The file is created mode 0600 (it holds mail bodies: password-reset links), in WAL
+mode with ``synchronous=NORMAL``: a commit survives the process being killed, not a
+power loss. Every call waits at most ~50 ms for a lock unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+
+from postbud import _fork
+
+from .queue import QueueBusy
+
+__all__ = [
+    "LOCK_WAIT",
+    "SCHEMA_VERSION",
+    "SETTLE_WAIT",
+    "Database",
+    "SchemaTooNew",
+    "open_database",
+]
+
+log = logging.getLogger("postbud")
+_warned: set[str] = set()
+
+LOCK_WAIT = 0.05
+#: How long the worker waits to record what happened to a row it sent.
+SETTLE_WAIT = 30.0
+
+#: The schema this code writes. 0: postbud 0.1.0 (no version stamped; the alert tables
+#: were made by the first alert handler). Each step below brings a file one version up.
+SCHEMA_VERSION = 1
+
+_TABLES = (
+    """CREATE TABLE IF NOT EXISTS outbox (
+    id          INTEGER PRIMARY KEY,
+    account     TEXT    NOT NULL,
+    message_id  TEXT    NOT NULL,
+    mail_from   TEXT    NOT NULL,
+    recipients  TEXT    NOT NULL,              -- JSON list still to deliver
+    data        BLOB    NOT NULL,
+    smtputf8    INTEGER NOT NULL,
+    eightbit    INTEGER NOT NULL,
+    priority    INTEGER NOT NULL,              -- 0 alert, 1 normal
+    created     REAL    NOT NULL,
+    next_try    REAL    NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    lease_until REAL    NOT NULL DEFAULT 0,
+    lease_owner TEXT,
+    state       TEXT    NOT NULL DEFAULT 'queued',   -- queued | dead
+    dead_at     REAL,
+    last_code   INTEGER,
+    last_error  TEXT,
+    hint        TEXT
+)""",
+    """CREATE INDEX IF NOT EXISTS outbox_due ON outbox (account, state, priority, id)""",
+    """CREATE TABLE IF NOT EXISTS ledger (
+    account    TEXT    NOT NULL,
+    at         REAL    NOT NULL,
+    recipients INTEGER NOT NULL,
+    alert      INTEGER NOT NULL
+)""",
+    """CREATE INDEX IF NOT EXISTS ledger_window ON ledger (account, at)""",
+    """CREATE TABLE IF NOT EXISTS holds (
+    account TEXT PRIMARY KEY,
+    until   REAL NOT NULL,
+    since   REAL NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS alert_scope (
+    scope        TEXT PRIMARY KEY,
+    window_start REAL,
+    window_mails INTEGER NOT NULL
+)""",
+    """CREATE TABLE IF NOT EXISTS alert_presence (
+    scope   TEXT NOT NULL,
+    owner   TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (scope, owner)
+)""",
+    """CREATE TABLE IF NOT EXISTS alert_state (
+    scope         TEXT    NOT NULL,
+    fingerprint   TEXT    NOT NULL,
+    total         INTEGER NOT NULL,
+    first_at      REAL    NOT NULL,
+    last_at       REAL    NOT NULL,
+    mailed_at     REAL,
+    pending       INTEGER NOT NULL,
+    pending_since REAL,
+    digest        INTEGER NOT NULL,
+    digest_first  REAL,
+    digest_last   REAL,
+    detail        TEXT    NOT NULL,
+    PRIMARY KEY (scope, fingerprint)
+)""",
+)
+
+#: ``MIGRATIONS[n]`` brings a file from version n to n + 1. Additive only, so an older
+#: postbud can still use a migrated file (see CHANGELOG.md).
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 0 -> 1: every table exists from the start (0.1.0 made the alert tables lazily).
+    _TABLES,
+)
+
+
+class SchemaTooNew(sqlite3.DatabaseError):
+    """The file was written by a newer postbud (its ``user_version`` is higher)."""
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Switch to WAL. On a new file that takes an exclusive lock and SQLite answers
+    "locked" at once instead of waiting: processes starting together on a fresh
+    spool try again for a few seconds here, rather than fall back to memory."""
+    deadline = time.monotonic() + 5.0
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+class _Handle:
+    """One SQLite connection and the lock that serialises its users.
+
+    Writers of one process also share ``writes``: waiting on a Python lock wakes the
+    moment it is free, while SQLite's own busy handler sleeps 1 ms, then 2 ms, ...
+    (SQLite's locks still order writers of different processes, within ``wait``).
+    """
+
+    def __init__(self, path: str, writes: threading.RLock) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self.writes = writes
+        self._db: sqlite3.Connection | None = None
+        self._busy_ms = -1  # the busy_timeout last set on the connection
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The connection, opened on first use (and again after ``close()``)."""
+        if self._db is None:
+            db = sqlite3.connect(
+                self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA busy_timeout = 5000")
+            _wal(db)
+            db.execute("PRAGMA synchronous=NORMAL")
+            # No checkpoint inside a commit (its fsync would land on whoever commits, a
+            # submit included): the worker checkpoints outside the write lock instead.
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            # Freed pages are zeroed: a delivered password-reset link does not linger
+            # in the file (SQLite's default depends on how it was compiled).
+            db.execute("PRAGMA secure_delete=ON")
+            self._busy_ms = int(LOCK_WAIT * 1000)
+            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            self._db = db
+        return self._db
+
+    @contextlib.contextmanager
+    def _writing(self, wait: float) -> Iterator[sqlite3.Connection]:
+        """The connection, with this process's write lock held (within ``wait``)."""
+        if not self.writes.acquire(timeout=wait):
+            raise QueueBusy("the spool is in use by another thread")
+        if not self.lock.acquire(timeout=wait):
+            self.writes.release()
+            raise QueueBusy("the spool is in use by another thread")
+        try:
+            db = self.db
+            try:
+                if db.in_transaction:  # left open by an interruption: never write into it
+                    db.execute("ROLLBACK")
+                busy_ms = int(wait * 1000)
+                if busy_ms != self._busy_ms:
+                    # Another process's write lock is waited for up to ``wait`` as well.
+                    db.execute(f"PRAGMA busy_timeout = {busy_ms}")
+                    self._busy_ms = busy_ms
+            except sqlite3.Error as exc:
+                self._db = None  # a fresh connection next time
+                with contextlib.suppress(sqlite3.Error):
+                    db.close()
+                raise QueueBusy(str(exc)) from exc
+            yield db
+        finally:
+            self.lock.release()
+            self.writes.release()
+
+    def statement(self, wait: float, sql: str, args: tuple[object, ...]) -> sqlite3.Cursor:
+        """One write statement, its own transaction (SQLite's autocommit).
+
+        A submit's single INSERT: each call into SQLite lets another thread take the
+        GIL, and the caller then waits for that thread's turn to end, so the fewer
+        calls the better. Raises QueueBusy when the spool is locked.
+        """
+        with self._writing(wait) as db:
+            try:
+                return db.execute(sql, args)
+            except sqlite3.OperationalError as exc:
+                raise QueueBusy(str(exc)) from exc
+
+    @contextlib.contextmanager
+    def transaction(self, wait: float) -> Iterator[sqlite3.Connection]:
+        with self._writing(wait) as db:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise QueueBusy(str(exc)) from exc
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise QueueBusy(str(exc)) from exc
+
+    def read(self, sql: str, args: tuple[object, ...]) -> list[tuple[object, ...]]:
+        with self.lock:
+            return self.db.execute(sql, args).fetchall()
+
+    def close(self) -> None:
+        with self.lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class Database:
+    """The spool file of this process: two connections, transactions, the schema.
+
+    Raises ``OSError`` or ``sqlite3.Error`` (``SchemaTooNew`` among them) from the
+    constructor when the file cannot be created, opened or migrated; the caller then
+    keeps the queue in memory.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        # Create the file ourselves so it is 0600 from the first byte (SQLite gives the
+        # -wal and -shm files the database file's mode).
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(path, 0o600)
+        self._open_handles()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
+        _fork.register(self)
+
+    def _migrate(self) -> None:
+        # Waits for other processes' writers (many may start at once on a fresh file);
+        # it is not on anybody's hot path.
+        with self.transaction(wait=5.0) as db:
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise SchemaTooNew(
+                    f"the spool {self.path} has schema version {version}, written by a newer "
+                    f"postbud; this one knows up to {SCHEMA_VERSION}"
+                )
+            for step in MIGRATIONS[version:]:
+                for statement in step:
+                    db.execute(statement)
+            if version < SCHEMA_VERSION:
+                # Fixed integer: PRAGMA takes no parameters.
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+    def _open_handles(self) -> None:
+        # Two handles: the callers' (a submit's one INSERT) and everyone else's, so a
+        # submit never queues behind a read; writes of both share one lock.
+        writes = threading.RLock()
+        self._front = _Handle(self.path, writes)
+        self._back = _Handle(self.path, writes)
+
+    def transaction(
+        self, wait: float = LOCK_WAIT, *, front: bool = False
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (BEGIN IMMEDIATE); QueueBusy if not had within ``wait``.
+
+        The worker's handle by default; ``front=True`` for the callers' (submit).
+        """
+        return (self._front if front else self._back).transaction(wait)
+
+    def statement(
+        self, sql: str, args: tuple[object, ...], wait: float = LOCK_WAIT
+    ) -> sqlite3.Cursor:
+        """One write statement on the callers' handle, its own transaction."""
+        return self._front.statement(wait, sql, args)
+
+    def read(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        """Run a read-only query (WAL readers never wait for writers).
+
+        On the worker's handle: the callers' handle is kept for writes alone, so a
+        submit never waits behind a query.
+        """
+        return self._back.read(sql, args)
+
+    def checkpoint(self, *, truncate: bool = False) -> None:
+        """Fold the WAL into the database (the worker calls it, outside any write).
+
+        ``truncate`` (when the queue is empty) also empties the WAL file, so the bodies
+        of delivered mail do not stay readable in it.
+        """
+        mode = "TRUNCATE" if truncate else "PASSIVE"
+        with contextlib.suppress(sqlite3.Error), self._back.lock:
+            self._back.db.execute(f"PRAGMA wal_checkpoint({mode})")
+
+    def close(self) -> None:
+        """Close both connections (they reopen on next use)."""
+        self._front.close()
+        self._back.close()
+
+    def _after_fork(self) -> None:
+        # SQLite handles must not cross fork: the child keeps the parent's alive but
+        # unused (closing them could disturb the parent's locks) and opens its own,
+        # lazily (nothing here may fail and stop the other fork hooks).
+        _graveyard.extend([self._front, self._back])
+        self._open_handles()
+
+
+def open_database(path: str | None) -> Database | None:
+    """The spool at ``path``, or None (memory) when there is none or it cannot be used.
+
+    An unusable spool is not a configuration error: one warning per path, then memory.
+    """
+    if path is None:
+        return None
+    try:
+        return Database(path)
+    except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...
+        if path not in _warned:
+            _warned.add(path)
+            log.warning(
+                "postbud cannot use the spool %s (%s); queued mail is kept in memory "
+                "only and is lost if the process dies.",
+                path,
+                exc,
+            )
+        return None
+
+
+# Handles inherited across fork are kept alive here, never closed by the child.
+_graveyard: list[_Handle] = []

@@ -1,0 +1,279 @@
+"""The outbox worker: claim → deliver → settle, retry or dead-letter, in its own thread.
+
+One worker per Outbox, with a connection of its own. It takes alerts first, then the
+oldest message, from memory first (a crash would lose it) then from the spool. A
+transient failure is retried with the policy's backoff (a known ``retry_after``
+wins); a permanent one is dead-lettered with its reply and hint; Gmail's daily limit
+holds delivery (nothing is dropped for quota); ``max_age`` gives up on what never got
+through. The queues are reached only through the ``Queue`` protocol.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from postbud._smtp import SendResult, Transport, deliver, temporary
+from postbud.errors import (
+    AuthenticationError,
+    DeliveryError,
+    InvalidMessageError,
+    QuotaExceededError,
+)
+
+from .queue import Item, Priority, Queue
+
+if TYPE_CHECKING:  # the outbox owns the worker; the worker only reads its state
+    from .outbox import Outbox
+
+__all__ = ["Worker"]
+
+log = logging.getLogger("postbud")
+
+
+class _LostLease(Exception):
+    """Another process took over the row (our lease expired): stop sending it."""
+
+
+class Worker:
+    """The delivery loop of one Outbox (``run`` is the thread's target)."""
+
+    def __init__(self, outbox: Outbox, make_transport: Callable[[], Transport]) -> None:
+        self.outbox = outbox
+        self.policy = outbox.policy
+        self._make_transport = make_transport
+        self._transport: Transport | None = None  # made when first needed
+        self.paused_until = 0.0  # no login before this (after a refused one)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        outbox, policy = self.outbox, self.policy
+        last_purge = idle_since = time.monotonic()
+        while True:
+            with outbox.cond:
+                if outbox.stopping or (
+                    time.monotonic() - idle_since > policy.idle_exit
+                    and not outbox.keepers
+                    and not outbox.pending()
+                ):
+                    outbox.thread = None  # decided under the lock: start() sees it
+                    break
+            self.let_callers_finish()
+            now = time.time()
+            item = None
+            try:
+                spool = outbox.spool
+                if spool is not None and time.monotonic() - last_purge > 3600:
+                    spool.purge(now)
+                    last_purge = time.monotonic()
+                item = self._next(now)
+                if item is None:
+                    if spool is not None:
+                        # TRUNCATE blocks writers (a submit) while it syncs the file:
+                        # only once the queue has been quiet for a while, not in the
+                        # gaps of a burst. PASSIVE never blocks anybody.
+                        quiet = time.monotonic() - idle_since > policy.quiet_truncate
+                        spool.database.checkpoint(truncate=quiet and not outbox.pending())
+                    self._idle(now)
+                    continue
+                idle_since = time.monotonic()
+                self._handle(item)
+            except Exception:  # a bug or a broken spool must not kill delivery for good
+                log.exception("postbud's outbox worker hit an unexpected error")
+                if item is not None and not item.on_disk:
+                    item.next_try = time.time() + policy.poll  # a disk row's lease frees it
+                    outbox.memory.put_back(item)
+                outbox.sleep(policy.poll)
+            with outbox.cond:
+                outbox.cond.notify_all()
+        if self._transport is not None:  # the worker owns its connection
+            self._transport.close()
+
+    def let_callers_finish(self) -> None:
+        """Wait while callers submit (a few ms at most), so they keep the GIL.
+
+        Each call a submit makes into SQLite lets another thread take the GIL, and the
+        caller then waits until that thread's turn ends: a worker busy sending next to
+        a burst of submits would make each one wait for it. A short pause after the
+        latest submit keeps the callers' latency the same whatever the server's speed,
+        and costs delivery at most ``callers_max_wait`` per message.
+        """
+        outbox, policy = self.outbox, self.policy
+        deadline = time.monotonic() + policy.callers_max_wait
+        while True:
+            now = time.monotonic()
+            quiet = outbox.last_submit + policy.callers_quiet - now
+            if quiet <= 0 or now >= deadline or outbox.stopping:
+                return
+            time.sleep(min(quiet, deadline - now))
+
+    def _queues(self) -> list[Queue]:
+        # Memory first: a crash would lose what it holds.
+        spool = self.outbox.spool
+        return [self.outbox.memory] if spool is None else [self.outbox.memory, spool]
+
+    def _queue_of(self, item: Item) -> Queue:
+        spool = self.outbox.spool
+        return spool if item.on_disk and spool is not None else self.outbox.memory
+
+    def _next(self, now: float) -> Item | None:
+        if now < self.paused_until or self.outbox.ledger.held_until(now) is not None:
+            return None
+        # Alerts first, then the oldest.
+        for alerts_only in (True, False):
+            for queue in self._queues():
+                item = queue.claim(now, alerts_only=alerts_only)
+                if item is not None:
+                    return item
+        return None
+
+    def _idle(self, now: float) -> None:
+        paused = self.paused_until if self.paused_until > now else None
+        dues = [q.next_due() for q in self._queues()]
+        dues += [self.outbox.ledger.held_until(now), paused]
+        soonest = min((d for d in dues if d is not None), default=now + self.policy.poll)
+        self.outbox.sleep(min(self.policy.poll, max(0.01, soonest - now)))
+
+    # -- one message --------------------------------------------------------------------
+
+    def _handle(self, item: Item) -> None:
+        envelope = item.envelope
+        alert = item.priority == Priority.ALERT
+        now = time.time()
+        ledger = self.outbox.ledger
+        try:
+            ledger.check(len(envelope.recipients), alert, now)
+            if self._transport is None:
+                self._transport = self._make_transport()
+            result = deliver(self._transport, envelope, self._renewer(item))
+        except _LostLease:
+            log.warning(
+                "postbud: another process took over %s (its lease expired during "
+                "delivery); it finishes the delivery.",
+                envelope.message_id,
+            )
+        except QuotaExceededError as exc:
+            if not exc.retryable:  # more recipients than a whole day allows
+                self._dead(item, exc.code, exc.description, exc.hint)
+                return
+            until = ledger.hold(now) if exc.code == 550 else now + (exc.retry_after or 60)
+            self.outbox.counters.add("held")
+            self._retry(item, envelope.recipients, item.attempts, until, exc.code, str(exc))
+        except InvalidMessageError as exc:
+            self._dead(item, None, str(exc), None)
+        except DeliveryError as exc:
+            self._failed(item, exc, now)
+        else:
+            self._settle(item, result, alert, now)
+
+    def _renewer(self, item: Item) -> Callable[[], None]:
+        queue = self._queue_of(item)
+        first = [True]
+
+        def renew() -> None:  # before every transaction but the first (just claimed)
+            if first[0]:
+                first[0] = False
+            elif not queue.renew(item, time.time()):
+                raise _LostLease
+
+        return renew
+
+    def _failed(self, item: Item, exc: DeliveryError, now: float) -> None:
+        settings = self.outbox.settings
+        if isinstance(exc, AuthenticationError):
+            # One refused or throttled login stops logins for the account for a while:
+            # trying again for every queued message gets accounts locked.
+            pause = (
+                self.policy.auth_pause
+                if not exc.retryable
+                else (exc.retry_after or self.policy.poll)
+            )
+            self.paused_until = max(self.paused_until, now + pause)
+            if not exc.retryable:
+                log.warning(
+                    "postbud pauses delivery for %s for %.0f s after a refused login; "
+                    "fix the credentials and restart: %s",
+                    settings.username,
+                    pause,
+                    exc,
+                )
+        if not exc.retryable:
+            self._dead(item, exc.code, exc.description, exc.hint)
+        elif now - item.created > settings.max_age:
+            self._dead(
+                item,
+                exc.code,
+                f"gave up after max_age ({settings.max_age:g} s): {exc.description}",
+                exc.hint,
+            )
+        else:
+            self.outbox.counters.add("retried")
+            attempts = item.attempts + 1
+            when = now + self.policy.delay(attempts, exc.retry_after)
+            self._retry(item, item.envelope.recipients, attempts, when, exc.code, str(exc))
+
+    def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
+        outbox = self.outbox
+        outbox.counters.add("sent")
+        accepted = len(result.accepted)
+        retry = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
+        final = {r: v for r, v in result.refused.items() if r not in retry}
+        queue = self._queue_of(item)
+        if final:  # those recipients will never get it: a dead letter says why
+            code, text = next(iter(final.values()))
+            outbox.counters.add("dead")
+            copy = item.envelope.with_recipients(tuple(final))
+            queue.dead_copy(copy, item.priority, item.created, now, code, text)
+            log.warning(
+                "postbud: %s was refused for %s: %s",
+                item.envelope.message_id,
+                ", ".join(final),
+                text,
+            )
+        if retry:  # a split message retries only the recipients not yet accepted
+            outbox.ledger.record(accepted, alert, now)
+            outbox.counters.add("retried")
+            codes = [result.refused[r] for r in retry]
+            quota = any(code == 550 for code, _ in codes)
+            when = (
+                outbox.ledger.hold(now)
+                if quota
+                else now + self.policy.delay(item.attempts + 1, None)
+            )
+            self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
+        else:
+            # One commit on disk: the row is gone and its recipients are counted, or neither.
+            queue.sent(item, lambda db: outbox.ledger.record(accepted, alert, now, db))
+
+    def _retry(
+        self,
+        item: Item,
+        recipients: tuple[str, ...],
+        attempts: int,
+        when: float,
+        code: int | None,
+        error: str,
+    ) -> None:
+        outbox = self.outbox
+        if not item.on_disk and outbox.stopping:
+            # close() moved what waited in memory to the spool, but not this message,
+            # then being tried: after close() it goes there itself.
+            item.envelope = item.envelope.with_recipients(recipients)
+            item.attempts, item.next_try = attempts, when
+            if outbox.keep_item(item):
+                outbox.memory.done(item)
+                return
+        self._queue_of(item).retry(item, recipients, attempts, when, code, error)
+
+    def _dead(self, item: Item, code: int | None, error: str, hint: str | None) -> None:
+        self.outbox.counters.add("dead")
+        log.warning(
+            "postbud gave up on %s to %s: %s",
+            item.envelope.message_id,
+            ", ".join(item.envelope.recipients),
+            error,
+        )
+        self._queue_of(item).dead(item, code, error, hint, time.time())
