@@ -29,11 +29,12 @@ LAYERS: list[list[str]] = [
     ["postbud._outbox"],  # L4
     ["postbud._smtp"],  # L3
     ["postbud._config"],  # L2
-    ["postbud._message"],  # L1
-    ["postbud._mime"],  # L0c
+    ["postbud._message", "postbud._convert"],  # L1  a message; one setting's value
+    ["postbud._mime", "postbud._html"],  # L0c  MIME parts (use _address); HTML (uses _mask)
     # L0b
-    ["postbud._address", "postbud._auth", "postbud._oauth", "postbud._mask", "postbud._html"],
-    ["postbud.errors", "postbud._secret", "postbud._fork"],  # L0a: import nothing of postbud
+    ["postbud._address", "postbud._auth", "postbud._oauth", "postbud._mask"],
+    # L0a: import nothing of postbud
+    ["postbud.errors", "postbud._secret", "postbud._fork", "postbud._version"],
 ]
 
 # Up or sideways imports allowed under `if TYPE_CHECKING:`, for annotations (runtime imports
