@@ -469,7 +469,7 @@ def test_after_fork_the_child_forgets_the_parents_counts(make: Make) -> None:
     handler.tick()
     handler._after_fork()  # what os.fork() runs in the child
     assert handler.stats()["records"] == 0
-    assert handler._store is None and handler._deltas == {}
+    assert handler._ticker.store is None and handler._deltas == {}
 
 
 def test_mask_argv_keeps_harmless_options() -> None:

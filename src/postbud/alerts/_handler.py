@@ -11,27 +11,23 @@ which mails go out, renders them and hands them to the Mailer's outbox as alerts
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from postbud import _fork
 from postbud._address import parse_addresses
 from postbud._config import Settings
 from postbud._mailer import Mailer
-from postbud._message import Envelope
-from postbud._outbox import QueueBusy, at_exit_first
+from postbud._outbox import at_exit_first
 from postbud.errors import ConfigurationError
 
-from ._policy import Counted, FpState, Mail, ScopeState, decide
-from ._record import Fingerprint, describe, digest_key, fingerprint
+from ._policy import Mail
+from ._record import Fingerprint, fingerprint
 from ._render import DEFAULT_SUBJECT, check_template, render
-from ._store import Enqueue, MemoryStore, SpoolStore, Store
+from ._ticker import Delta, Ticker
 
 __all__ = ["AlertHandler", "recipients_of"]
 
@@ -64,44 +60,6 @@ def _ours(record: logging.LogRecord) -> bool:
         or getattr(_local, "busy", False)
         or threading.current_thread().name.startswith("postbud-")
     )
-
-
-@dataclass
-class _Delta:
-    """Occurrences of one fingerprint counted by ``emit`` since the last tick."""
-
-    count: int
-    first_at: float
-    last_at: float
-    first: logging.LogRecord
-    first_message: str
-    last: logging.LogRecord
-    last_message: str
-
-    def add(self, record: logging.LogRecord, message: str, at: float) -> None:
-        self.count += 1
-        self.last_at = at
-        self.last, self.last_message = record, message
-
-    def merged(self, newer: _Delta) -> _Delta:
-        self.count += newer.count
-        self.last_at, self.last, self.last_message = newer.last_at, newer.last, newer.last_message
-        return self
-
-    def counted(self) -> Counted:
-        first = _described(self.first, self.first_message, self.first_at)
-        last = first
-        if self.count > 1:
-            last = _described(self.last, self.last_message, self.last_at)
-        return Counted(self.count, self.first_at, self.last_at, first, last)
-
-
-def _described(record: logging.LogRecord, message: str, at: float) -> dict[str, Any]:
-    try:
-        return describe(record, message, at)
-    except Exception as exc:  # a record we cannot describe is still counted and mailed
-        log.exception("postbud could not describe a log record")
-        return {"message": f"(postbud could not describe this record: {exc!r})", "at": at}
 
 
 def recipients_of(to: str | Sequence[str] | None, account: str) -> tuple[str, ...]:
@@ -180,15 +138,10 @@ class AlertHandler(logging.Handler):
         self._owns_mailer = mailer is None
         self.mailer = mailer if mailer is not None else Mailer(config)
         self._clock = clock or time.time
-        self._store: Store | None = None  # made at the first tick (see _state_store)
-        self._spool_store: SpoolStore | None = None
-        self._fallback_since: float | None = None
-        self._deltas: dict[Fingerprint, _Delta] = {}
+        self._deltas: dict[Fingerprint, Delta] = {}
         self._seen: set[Fingerprint] = set()
         self._counts = {"records": 0, "first": 0, "follow-up": 0, "digest": 0}
-        self._next_due: float | None = None
-        self._last_look = 0.0
-        self._busy_ticks = 0
+        self._ticker = Ticker(self)
         self._flushed_at: float | None = None
         self._mails_since_flush = 0
         self._closed = False
@@ -228,11 +181,14 @@ class AlertHandler(logging.Handler):
             key = fingerprint(record)
             message = record.getMessage()
             at = self._clock()
+            # A first occurrence in this process: what the hook keeps of it, taken now,
+            # on the caller's thread (reading the set without the lock is safe).
+            captured = self._captured(record) if key not in self._seen else None
             with self._deltas_lock:
                 self._counts["records"] += 1
                 delta = self._deltas.get(key)
                 if delta is None:
-                    self._deltas[key] = _Delta(1, at, at, record, message, record, message)
+                    self._deltas[key] = Delta(1, at, at, record, message, record, message, captured)
                 else:
                     delta.add(record, message, at)
                 new = key not in self._seen
@@ -290,157 +246,52 @@ class AlertHandler(logging.Handler):
         with self._tick_lock:
             _local.busy = True
             try:
-                self._tick(force, leaving)
+                self._ticker.run(force, leaving)
             except Exception:  # a bug must not stop alerting for good
                 log.exception("postbud's alert handler hit an unexpected error")
             finally:
                 _local.busy = False
 
-    def _state_store(self) -> Store:
-        """Made at the first tick: the scope includes the level and the name, which
-        dictConfig sets after construction. Handlers with the same account,
-        recipients, tag, level, subject and name share state on a spool."""
-        if self._store is None:
-            outbox = self.mailer.outbox
-            if not outbox.shared:
-                self._store = MemoryStore()
-            else:
-                s = self.mailer.settings
-                scope = "|".join(
-                    (
-                        s.username.lower(),
-                        ",".join(sorted(self.to)),
-                        s.alert_tag or "",
-                        logging.getLevelName(self.level),
-                        self.subject,
-                        self.name or "",
-                    )
-                )
-                owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-                self._spool_store = SpoolStore(outbox, scope, owner)
-                self._store = self._spool_store
-        return self._store
-
-    def _tick(self, force: bool, leaving: bool) -> None:
-        with self._deltas_lock:
-            deltas, self._deltas = self._deltas, {}
-        now = self._clock()
-        store = self._state_store()
-        due = self._next_due is not None and now >= self._next_due
-        look = store.shared and time.monotonic() - self._last_look >= LOOK
-        if not (deltas or force or leaving or due or look or self._fallback_since):
-            return
-        try:
-            # Described here, before any spool transaction: the lock stays short.
-            counted = {digest_key(fp): d.counted() for fp, d in deltas.items()}
-            self._back_to_spool(now)
-            self._apply(self._state_store(), counted, now, force, leaving)
-        except QueueBusy as exc:
-            self._put_back(deltas)
-            self._busy_ticks += 1
-            if self._busy_ticks >= MAX_BUSY_TICKS and self._spool_store is not None:
-                log.warning(
-                    "postbud's alert handler cannot use the spool (%s); alert state is "
-                    "kept in this process's memory and the spool is tried again in %.0f s.",
-                    exc,
-                    RETRY_SPOOL,
-                )
-                self._store, self._fallback_since = MemoryStore(), time.monotonic()
-                self._busy_ticks = 0
-        except BaseException:
-            self._put_back(deltas)  # counted again at the next tick, never lost
-            raise
-        else:
-            self._busy_ticks = 0
-            self._last_look = time.monotonic()
-
-    def _apply(
-        self, store: Store, counted: dict[str, Counted], now: float, force: bool, leaving: bool
-    ) -> None:
-        s = self.mailer.settings
-        digests_only = self.mailer.outbox.alerts_over_share()
-        envelopes: list[Envelope] = []
-        kinds: list[str] = []
-
-        def decide_now(
-            scope: ScopeState,
-            rows: dict[str, FpState],
-            firsts: dict[str, dict[str, Any]],
-            forced: bool,
-        ) -> list[Mail]:
-            return decide(
-                scope,
-                rows,
-                firsts,
-                now,
-                cooldown=s.alert_cooldown,
-                cap=s.alert_cap,
-                digests_only=digests_only,
-                force=forced,
-            )
-
-        def commit(mails: list[Mail], enqueue: Enqueue | None) -> None:
-            for mail in mails:
-                envelope = self._envelope(mail)
-                if enqueue is not None:  # in the transaction that updated the state
-                    enqueue(envelope)
-                envelopes.append(envelope)
-                kinds.append(mail.kind)
-
-        self._next_due = store.run(
-            counted, now, s.alert_cooldown, decide_now, commit, force=force, leaving=leaving
-        )
-        with self._deltas_lock:
-            for kind in kinds:
-                self._counts[kind] += 1
-            self._mails_since_flush += len(envelopes)
-        if store.shared:
-            self.mailer.outbox.stored(len(envelopes))
-        else:
-            for envelope in envelopes:
-                self.mailer.enqueue(envelope, "alert")
-
-    def _back_to_spool(self, now: float) -> None:
-        """After a while in memory, report what memory holds and use the spool again."""
-        fallback = self._store
-        if self._fallback_since is None or self._spool_store is None:
-            return
-        if time.monotonic() - self._fallback_since < RETRY_SPOOL:
-            return
-        assert fallback is not None
-        self._apply(fallback, {}, now, True, False)  # pending counts go out as mails
-        self._store, self._fallback_since = self._spool_store, None
-
-    def _put_back(self, deltas: dict[Fingerprint, _Delta]) -> None:
+    def _put_back(self, deltas: dict[Fingerprint, Delta]) -> None:
         with self._deltas_lock:
             for key, old in deltas.items():
                 newer = self._deltas.get(key)
                 self._deltas[key] = old.merged(newer) if newer is not None else old
 
-    def _envelope(self, mail: Mail) -> Envelope:
-        s = self.mailer.settings
-        headers = {"X-Postbud-Alert": mail.kind, "X-Postbud-Count": str(mail.count)}
-        if mail.key:
-            headers["X-Postbud-Fingerprint"] = mail.key
+    def _captured(self, record: logging.LogRecord) -> Any:
         try:
-            subject, text, html = render(
-                mail,
-                template=self.subject,
-                tag=s.alert_tag,
-                cooldown=s.alert_cooldown,
-                cap=s.alert_cap,
-            )
-            return self.mailer.build(list(self.to), subject, text, html, headers=headers)
-        except Exception as exc:  # the count must still reach someone
-            log.exception("postbud could not render an alert; sending a plain one")
-            tag = f"[{s.alert_tag}] " if s.alert_tag else ""
-            text = (
-                f"postbud could not render this alert ({type(exc).__name__}). It reports "
-                f"{mail.count} occurrence(s) of errors logged on {socket.gethostname()}; "
-                "see the application's own logs for the details.\n"
-            )
-            subject = f"{tag}postbud alert ({mail.kind}, {mail.count} occurrence(s))"
-            return self.mailer.build(list(self.to), subject, text, headers=headers)
+            return self.capture(record)
+        except Exception as exc:  # the alert still goes out, saying what went wrong
+            return {"capture_error": f"{type(exc).__name__}: {exc}"}
+
+    # -- hooks for adapters (Django's AdminAlertHandler, Flask) ---------------------------
+
+    def capture(self, record: logging.LogRecord) -> Any:
+        """What to keep of a fingerprint's first occurrence in this process, on the
+        caller's thread (the request, the frame locals are still there).
+
+        Called from ``emit`` once per fingerprint and process; return a JSON-able value
+        (it is stored in the spool with the alert state) or None. It must be quick and
+        must not log through this handler. The value reaches ``render_mail`` as
+        ``mail.detail["captured"]`` for first alerts. Default: None.
+        """
+        return None
+
+    def render_mail(self, mail: Mail) -> tuple[str, str, str | None]:
+        """(subject, text, html) of one alert mail: a first alert, a follow-up or a digest.
+
+        Override to change the subject or the bodies (call this for the kinds you do
+        not change). Runs on the handler's thread; an exception falls back to a plain
+        alert that still reports the count.
+        """
+        s = self.mailer.settings
+        return render(
+            mail,
+            template=self.subject,
+            tag=s.alert_tag,
+            cooldown=s.alert_cooldown,
+            cap=s.alert_cap,
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -488,9 +339,7 @@ class AlertHandler(logging.Handler):
         self._deltas = {}
         self._seen = set()
         self._counts = dict.fromkeys(self._counts, 0)
-        if self._store is not None and not self._store.shared:
-            self._store = None  # the parent's memory state would be reported twice
-            self._fallback_since = None
+        self._ticker.forget()
 
 
 def _left_at_exit() -> float | None:
