@@ -233,3 +233,8 @@ def test_the_script_fails_on_a_violating_import(tmp_path: Path) -> None:
         "src/postbud/_fork.py:2: postbud._fork imports postbud._config, which is in a higher layer",
         "layers: 1 violation(s) in 16 modules checked",
     ]
+
+
+def test_the_real_tree_keeps_the_layers() -> None:
+    root = Path(__file__).resolve().parent.parent
+    assert layers.check(root) == []

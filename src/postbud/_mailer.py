@@ -205,13 +205,14 @@ class Mailer:
             self._warn_foreign_from(chosen_from)
         return envelope
 
-    def send_message(self, message: Message) -> SendResult:
+    def send_message(self, message: Message, *, recipients: Addresses = None) -> SendResult:
         """Send a ready ``email.message.Message``/``EmailMessage`` now.
 
-        Recipients are taken from To, Cc and Bcc; Bcc is stripped from what is sent;
+        Recipients are taken from To, Cc and Bcc (or are ``recipients``, the envelope's
+        own, as Django's ``message.recipients()``); Bcc is stripped from what is sent;
         missing ``From`` (the account), ``Date`` and ``Message-ID`` are added to a copy.
         """
-        return self.deliver(self._envelope_of(message))
+        return self.deliver(self._envelope_of(message, recipients))
 
     def deliver(self, envelope: Envelope, *, alert: bool = False) -> SendResult:
         """Send a built envelope now, in transactions of at most 100 recipients.
@@ -266,9 +267,18 @@ class Mailer:
         )
         return self.enqueue(envelope, priority)
 
-    def submit_message(self, message: Message, *, priority: PriorityName = "normal") -> str:
-        """Queue a ready ``email.message.Message``; return its Message-ID."""
-        return self.enqueue(self._envelope_of(message), priority)
+    def submit_message(
+        self,
+        message: Message,
+        *,
+        recipients: Addresses = None,
+        priority: PriorityName = "normal",
+    ) -> str:
+        """Queue a ready ``email.message.Message``; return its Message-ID.
+
+        ``recipients`` as for ``send_message``.
+        """
+        return self.enqueue(self._envelope_of(message, recipients), priority)
 
     def enqueue(self, envelope: Envelope, priority: PriorityName = "normal") -> str:
         """Queue a built envelope for the outbox worker; return its Message-ID."""
@@ -351,8 +361,10 @@ class Mailer:
 
     # -- helpers ----------------------------------------------------------------------
 
-    def _envelope_of(self, message: Message) -> Envelope:
-        envelope = envelope_from_message(message, mail_from=self.settings.username)
+    def _envelope_of(self, message: Message, recipients: Addresses = None) -> Envelope:
+        envelope = envelope_from_message(
+            message, mail_from=self.settings.username, recipients=recipients
+        )
         if message["From"] is not None:
             self._warn_foreign_from(str(message["From"]))
         return envelope

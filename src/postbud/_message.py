@@ -275,10 +275,13 @@ def _body(
     return multipart("mixed", [main, *files]) if files else main
 
 
-def envelope_from_message(message: Message, *, mail_from: str) -> Envelope:
+def envelope_from_message(
+    message: Message, *, mail_from: str, recipients: Addresses = None
+) -> Envelope:
     """Turn a ready ``email.message.Message`` (any policy) into an Envelope.
 
-    Recipients come from To, Cc and Bcc; Bcc is removed from the data; a missing
+    Recipients come from To, Cc and Bcc, unless ``recipients`` names the envelope's
+    own (Django's ``message.recipients()``); Bcc is removed from the data; a missing
     ``From``, ``Date`` or ``Message-ID`` is added. The caller's object is not changed.
     """
     if not isinstance(message, Message):
@@ -291,15 +294,18 @@ def envelope_from_message(message: Message, *, mail_from: str) -> Envelope:
             raise InvalidMessageError(
                 f"header {name} contains a line break that is not folding: it could inject headers."
             )
-    recipients = list(
-        dict.fromkeys(
-            a.addr_spec
-            for field in ("To", "Cc", "Bcc")
-            for value in message.get_all(field, [])
-            for a in addresses(field.lower(), str(value))
+    if recipients is not None:
+        chosen = list(dict.fromkeys(a.addr_spec for a in addresses("recipients", recipients)))
+    else:
+        chosen = list(
+            dict.fromkeys(
+                a.addr_spec
+                for field in ("To", "Cc", "Bcc")
+                for value in message.get_all(field, [])
+                for a in addresses(field.lower(), str(value))
+            )
         )
-    )
-    if not recipients:
+    if not chosen:
         raise InvalidMessageError("The message has no To, Cc or Bcc recipient.")
     account = parse_address(mail_from)
     msg = copy.copy(message)
@@ -314,7 +320,7 @@ def envelope_from_message(message: Message, *, mail_from: str) -> Envelope:
         msg["Date"] = format_datetime(datetime.now(timezone.utc))
     if msg["Message-ID"] is None:
         msg["Message-ID"] = make_msgid(domain=from_addr.domain)
-    utf8 = any(not r.isascii() for r in recipients) or from_addr.needs_smtputf8
+    utf8 = any(not r.isascii() for r in chosen) or from_addr.needs_smtputf8
     policy = message.policy.clone(linesep="\r\n")
     if utf8:
         if not isinstance(policy, email_policy.EmailPolicy):
@@ -329,5 +335,5 @@ def envelope_from_message(message: Message, *, mail_from: str) -> Envelope:
     size_check(len(data))
     message_id = str(msg["Message-ID"]).strip()
     return Envelope(
-        account.addr_spec, tuple(recipients), data, message_id, utf8, eightbit=not data.isascii()
+        account.addr_spec, tuple(chosen), data, message_id, utf8, eightbit=not data.isascii()
     )

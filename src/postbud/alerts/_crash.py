@@ -17,7 +17,7 @@ import time
 import traceback
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postbud._config import Settings
 from postbud._mailer import Mailer
@@ -27,6 +27,11 @@ from ._handler import recipients_of
 from ._policy import Mail
 from ._record import describe
 from ._render import DEFAULT_SUBJECT, check_template, render
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from postbud._config import SettingsKwargs
 
 __all__ = ["alert_on_crash"]
 
@@ -38,7 +43,7 @@ def alert_on_crash(
     subject: str | None = None,
     *,
     mailer: Mailer | None = None,
-    **settings: Any,
+    **settings: Unpack[SettingsKwargs],
 ) -> None:
     """Mail uncaught exceptions (of the main thread and of other threads) as alerts.
 

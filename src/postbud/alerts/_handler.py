@@ -15,7 +15,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postbud import _fork
 from postbud._address import parse_addresses
@@ -28,6 +28,11 @@ from ._policy import Mail
 from ._record import Fingerprint, fingerprint
 from ._render import DEFAULT_SUBJECT, check_template, render
 from ._ticker import Delta, Ticker
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from postbud._config import SettingsKwargs
 
 __all__ = ["AlertHandler", "recipients_of"]
 
@@ -109,7 +114,7 @@ class AlertHandler(logging.Handler):
         *,
         mailer: Mailer | None = None,
         clock: Callable[[], float] | None = None,
-        **settings: Any,
+        **settings: Unpack[SettingsKwargs],
     ) -> None:
         super().__init__()
         # Usable by close() and logging.shutdown() even if the checks below fail.

@@ -1,0 +1,133 @@
+"""The spool's schema: one owner, a version, migrations from 0.1.0, newer files refused."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from postbud import Mailer
+from postbud._outbox import SCHEMA_VERSION, Database, SchemaTooNew
+from postbud.testing import FakeGmail
+
+FIXTURE = Path(__file__).parent.parent / "fixtures" / "spool-0.1.0.sqlite"
+# What 0.1.0 created with CREATE TABLE IF NOT EXISTS (the alert tables lazily).
+OLD_TABLES = {"outbox", "ledger", "holds", "alert_scope", "alert_presence", "alert_state"}
+
+
+@pytest.fixture
+def old_spool(tmp_path: Path) -> Path:
+    path = tmp_path / "outbox.sqlite"
+    shutil.copyfile(FIXTURE, path)
+    path.chmod(0o600)
+    return path
+
+
+def tables(path: Path) -> dict[str, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
+
+
+def version(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def test_the_fixture_is_what_0_1_0_wrote() -> None:
+    assert version(FIXTURE) == 0  # 0.1.0 stamped no version
+    assert set(tables(FIXTURE)) == OLD_TABLES
+
+
+def test_a_0_1_0_spool_opens_and_its_queued_rows_are_delivered(
+    fake_gmail: FakeGmail, old_spool: Path
+) -> None:
+    before = tables(old_spool)
+    # The fixture's account is the fake's; its two queued rows and the alert the old
+    # handler decided on go out as soon as a Mailer of the account opens the file.
+    with Mailer(fake_gmail.settings(spool=str(old_spool))) as mailer:
+        assert mailer.flush(10)
+        status = mailer.outbox.status()
+        assert (status.queued, status.dead) == (0, 1)  # the dead letter stays dead
+        assert [row.subject for row in mailer.outbox.rows()] == ["dead in 0.1.0"]
+        assert status.quota_used >= 3  # the 3 sent now (0.1.0's entries age out)
+    subjects = sorted(m["Subject"] or "" for m in fake_gmail.messages)
+    # The old handler's first alert, the alert and the normal message 0.1.0 queued.
+    assert subjects == ["[ERROR] app: from 0.1.0", "alert from 0.1.0", "normal from 0.1.0"]
+    assert version(old_spool) == SCHEMA_VERSION
+    # Additive: every table 0.1.0 made is there as it was, so 0.1.0 can still use it.
+    after = tables(old_spool)
+    assert {name: after[name] for name in before} == before
+    with sqlite3.connect(old_spool) as db:
+        # The other account's row is left alone.
+        other = db.execute("SELECT state FROM outbox WHERE account = 'other@gmail.com'")
+        assert other.fetchall() == [("queued",)]
+
+
+def test_a_new_file_has_every_table_and_the_version(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    Database(str(path)).close()
+    assert set(tables(path)) == OLD_TABLES
+    assert version(path) == SCHEMA_VERSION
+    Database(str(path)).close()  # opening again migrates nothing and fails nothing
+    assert version(path) == SCHEMA_VERSION
+
+
+def test_a_file_from_a_newer_postbud_is_refused_and_mail_goes_to_memory(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "future.sqlite"
+    Database(str(path)).close()
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(SchemaTooNew, match="written by a newer postbud"):
+        Database(str(path))
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        mailer = Mailer(fake_gmail.settings(spool=str(path)))
+    try:
+        assert not mailer.outbox.shared  # memory, not the newer file
+        assert "written by a newer postbud" in caplog.text
+        mailer.submit("you@example.com", "from memory", "x")
+        assert mailer.flush(10)
+        assert [m["Subject"] for m in fake_gmail.messages] == ["from memory"]
+    finally:
+        mailer.close()
+    assert version(path) == SCHEMA_VERSION + 1  # left as it was
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+
+
+MIGRATE = """
+import sys
+from postbud._outbox import Database
+sys.stdin.readline()  # every process starts migrating at the same moment
+Database(sys.argv[1]).close()
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_processes_migrating_the_same_old_file_at_once(old_spool: Path) -> None:
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", MIGRATE, str(old_spool)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    for child in children:
+        assert child.stdin is not None
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    results = [child.communicate(timeout=60) for child in children]
+    assert [out for out, _ in results] == ["ok\n"] * 4, [err for _, err in results]
+    assert version(old_spool) == SCHEMA_VERSION
+    with sqlite3.connect(old_spool) as db:  # nothing was lost or doubled
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (5,)
