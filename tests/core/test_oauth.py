@@ -355,9 +355,9 @@ def test_refresh_tokens_and_client_secrets_never_leak(
     texts = [
         repr(settings),
         repr(mailer),
-        repr(mailer._transport),  # type: ignore[attr-defined]
-        repr(mailer._transport.credentials),
-        str(info.value),  # type: ignore[attr-defined]
+        repr(mailer._transport),
+        repr(mailer._transport.credentials),  # type: ignore[attr-defined]
+        str(info.value),
         rendered,
         caplog.text,
     ]

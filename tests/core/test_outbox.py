@@ -395,7 +395,7 @@ def test_a_refused_login_pauses_instead_of_failing_every_message(
         assert m.stats()["dead"] == 1
     assert fake_gmail.failed_logins == [fake_gmail.username]  # one login, not three
     states = [r["state"] for r in rows(postbud_spool)]
-    assert sorted(states) == ["dead", "queued", "queued"]
+    assert sorted(states) == ["dead", "queued", "queued"]  # type: ignore[type-var]
     assert "pauses delivery for postbud.test@gmail.com for 300 s" in caplog.text
 
 

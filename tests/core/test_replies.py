@@ -85,8 +85,8 @@ def test_reply_map(
     err = classify(
         code,
         text,
-        stage=stage,
-        username="me@gmail.com",  # type: ignore[arg-type]
+        stage=stage,  # type: ignore[arg-type]
+        username="me@gmail.com",
         refused=refused,
     )
     assert type(err) is kind

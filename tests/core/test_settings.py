@@ -150,7 +150,7 @@ def test_unknown_names_suggest_the_closest() -> None:
         match=r"Unknown postbud setting usernme\. Did you "
         r"mean username\?",
     ):
-        postbud.Mailer(usernme="me@gmail.com", app_password=PW)
+        postbud.Mailer(usernme="me@gmail.com", app_password=PW)  # type: ignore[call-arg]
 
 
 def test_spool_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

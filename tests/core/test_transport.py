@@ -465,7 +465,7 @@ def test_raw_smtplib_client_sees_gmail(fake_gmail_starttls: FakeGmail) -> None:
         with pytest.raises(smtplib.SMTPAuthenticationError) as info:
             smtp.login(fake.username, "wrong")
         assert info.value.smtp_code == 535
-        assert info.value.smtp_error.startswith(b"5.7.8 Username and Password not accepted.")
+        assert info.value.smtp_error.startswith(b"5.7.8 Username and Password not accepted.")  # type: ignore[arg-type]
 
 
 def test_refusal_keeps_the_connection(fake_gmail: FakeGmail, mailer: Mailer) -> None:
