@@ -4,6 +4,9 @@ It validates and renders the message (``_message``) and either sends it now on t
 Mailer's own connection (``send``: one attempt, never sleeps or loops, raises with
 ``retryable`` and ``retry_after``) or queues it for the outbox worker (``submit``:
 returns the Message-ID at once; the worker retries). Both count into the quota ledger.
+
+Longer than ~350 lines on purpose: ``send``, ``build`` and ``submit`` repeat their
+parameters explicitly (as httpx does), so that signatures, docs and IDEs show them.
 """
 
 from __future__ import annotations

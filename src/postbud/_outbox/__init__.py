@@ -6,14 +6,15 @@ Private: the rest of postbud imports only the names below, never a module inside
 
 from __future__ import annotations
 
-from .admin import OutboxRow
+from .admin import OutboxRow, OutboxStatus
 from .db import SCHEMA_VERSION, Database, SchemaTooNew, open_database
 from .ledger import Ledger
-from .outbox import Outbox, OutboxStatus, Stats
+from .outbox import Outbox
 from .queue import Item, Priority, PriorityName, Queue, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .shutdown import first as at_exit_first
 from .spool import DiskSpool
+from .stats import Stats
 
 __all__ = [
     "DEFAULT_POLICY",

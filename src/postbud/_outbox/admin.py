@@ -7,11 +7,15 @@ records. Reading never sends mail and never changes a row.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 
+from postbud._config import Settings
+
+from .ledger import Ledger
 from .spool import DiskSpool
 
-__all__ = ["OutboxRow", "forget_dead", "revive", "rows"]
+__all__ = ["OutboxRow", "OutboxStatus", "forget_dead", "revive", "rows", "status"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +46,56 @@ class OutboxRow:
     last_code: int | None
     last_error: str | None
     hint: str | None
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """What ``Outbox.status()`` reports (``postbud outbox status``).
+
+    Attributes:
+        spool: The spool file, or None when the queue is in memory.
+        account: The sending account.
+        queued, dead: Messages waiting, and dead letters.
+        oldest: Creation time of the oldest queued message (Unix time) or None.
+        next_try: When the next one may be tried, or None.
+        quota_used, daily_limit: Recipients in the last 24 h, and the limit.
+        held_until: End of a hold after Gmail's daily-limit reply, or None.
+    """
+
+    spool: str | None
+    account: str
+    queued: int
+    dead: int
+    oldest: float | None
+    next_try: float | None
+    quota_used: int
+    daily_limit: int
+    held_until: float | None
+
+
+def status(
+    settings: Settings, spool: DiskSpool | None, in_memory: int, ledger: Ledger
+) -> OutboxStatus:
+    """The status of an account's outbox: its spool, what memory holds, the quota."""
+    now = time.time()
+    queued = dead = 0
+    oldest = next_try = None
+    if spool is not None:
+        queued, dead = spool.counts()
+        waiting = rows(spool, "queued")
+        oldest = waiting[0].created if waiting else None
+        next_try = spool.next_due() if waiting else None
+    return OutboxStatus(
+        spool=spool.path if spool is not None else None,
+        account=settings.username,
+        queued=queued + in_memory,
+        dead=dead,
+        oldest=oldest,
+        next_try=next_try,
+        quota_used=ledger.used(now)[0],
+        daily_limit=settings.daily_limit,
+        held_until=ledger.held_until(now),
+    )
 
 
 def rows(spool: DiskSpool, state: str | None = None) -> list[OutboxRow]:

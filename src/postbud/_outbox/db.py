@@ -11,6 +11,8 @@ process keeps (the callers' and the worker's) and what happens to them across fo
 The file is created mode 0600 (it holds mail bodies: password-reset links), in WAL
 mode with ``synchronous=NORMAL``: a commit survives the process being killed, not a
 power loss. Every call waits at most ~50 ms for a lock unless told otherwise.
+
+About 360 lines, a third of them the schema written out: every table in one place.
 """
 
 from __future__ import annotations

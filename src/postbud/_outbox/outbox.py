@@ -9,6 +9,10 @@ This class is also the one internal API the adapters use (the command line, cras
 alerts, the alert handler, the Django and Flask packages), reached through
 ``Mailer.outbox``: send now or keep for later, retry what earlier runs left, keep the
 worker alive for an alert handler, administer the spool, and share its transactions.
+
+Longer than the ~350 lines of a module here, on purpose: it is the adapters' one
+API, one method per operation, each a few lines; the work is in ``worker``,
+``spool``, ``admin`` and ``ledger``.
 """
 
 from __future__ import annotations
@@ -19,8 +23,6 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from typing import TypedDict
 
 from postbud import _fork
 from postbud._config import Settings
@@ -29,79 +31,19 @@ from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import ConfigurationError, DeliveryError, QuotaExceededError
 
 from . import admin, shutdown
-from .admin import OutboxRow
+from .admin import OutboxRow, OutboxStatus
 from .db import open_database
 from .ledger import Ledger
 from .memory import MemoryQueue
 from .queue import Item, Priority, PriorityName, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .spool import DiskSpool
+from .stats import Counters
 from .worker import Worker
 
-__all__ = ["Counters", "Outbox", "OutboxStatus", "Stats"]
+__all__ = ["Outbox"]
 
 log = logging.getLogger("postbud")
-
-
-class Stats(TypedDict):
-    """``Mailer.stats()``: counters since the Mailer was created, the queue and quota now."""
-
-    submitted: int
-    sent: int
-    retried: int
-    held: int
-    dead: int
-    dropped: int
-    spilled: int
-    queued: int
-    quota_used: int
-
-
-class Counters:
-    """Thread-safe counters for ``Mailer.stats()``."""
-
-    NAMES = ("submitted", "sent", "retried", "held", "dead", "dropped", "spilled")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values = dict.fromkeys(self.NAMES, 0)
-        _fork.register(self)
-
-    def _after_fork(self) -> None:
-        self._lock = threading.Lock()
-
-    def add(self, name: str, n: int = 1) -> None:
-        with self._lock:
-            self._values[name] += n
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._values)
-
-
-@dataclass(frozen=True)
-class OutboxStatus:
-    """What ``Outbox.status()`` reports (``postbud outbox status``).
-
-    Attributes:
-        spool: The spool file, or None when the queue is in memory.
-        account: The sending account.
-        queued, dead: Messages waiting, and dead letters.
-        oldest: Creation time of the oldest queued message (Unix time) or None.
-        next_try: When the next one may be tried, or None.
-        quota_used, daily_limit: Recipients in the last 24 h, and the limit.
-        held_until: End of a hold after Gmail's daily-limit reply, or None.
-    """
-
-    spool: str | None
-    account: str
-    queued: int
-    dead: int
-    oldest: float | None
-    next_try: float | None
-    quota_used: int
-    daily_limit: int
-    held_until: float | None
 
 
 class Outbox:
@@ -339,26 +281,7 @@ class Outbox:
 
     def status(self) -> OutboxStatus:
         """Counts, the oldest message, the next try and the quota (reads only)."""
-        now = time.time()
-        queued = dead = 0
-        oldest = next_try = None
-        if self.spool is not None:
-            queued, dead = self.spool.counts()
-            waiting = admin.rows(self.spool, "queued")
-            oldest = waiting[0].created if waiting else None
-            next_try = self.spool.next_due() if waiting else None
-        queued += len(self.memory)
-        return OutboxStatus(
-            spool=self.spool.path if self.spool is not None else None,
-            account=self.settings.username,
-            queued=queued,
-            dead=dead,
-            oldest=oldest,
-            next_try=next_try,
-            quota_used=self.ledger.used(now)[0],
-            daily_limit=self.settings.daily_limit,
-            held_until=self.ledger.held_until(now),
-        )
+        return admin.status(self.settings, self.spool, len(self.memory), self.ledger)
 
     def rows(self, state: str | None = None) -> list[OutboxRow]:
         """The spool's messages of this account (oldest first), without bodies."""

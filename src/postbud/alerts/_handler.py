@@ -6,6 +6,9 @@ wakes at once for a fingerprint it has not seen and otherwise about once a secon
 it describes the records it was given, merges the counts into the alert state (the
 spool, shared by processes, or memory), lets the policy (``_alert_policy``) decide
 which mails go out, renders them and hands them to the Mailer's outbox as alerts.
+
+About 370 lines: the handler's lifecycle (emit, its thread, flush, close, fork) and
+the two adapter hooks; the tick itself is ``_ticker``.
 """
 
 from __future__ import annotations
