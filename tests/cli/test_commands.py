@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def postbud(
 
 
 def queued(env: dict[str, str]) -> list[tuple[str, str]]:
-    with sqlite3.connect(env["POSTBUD_SPOOL"]) as db:
+    with closing(sqlite3.connect(env["POSTBUD_SPOOL"])) as db, db:
         return [(str(s), str(e)) for s, e in db.execute("SELECT state, last_error FROM outbox")]
 
 
@@ -485,7 +486,7 @@ def test_send_keeps_recipients_refused_for_now(env: dict[str, str], fake_gmail: 
     assert "a@example.com refused for now: 451" in result.stderr
     [received] = fake_gmail.messages
     assert received.recipients == ("b@example.com",)
-    with sqlite3.connect(env["POSTBUD_SPOOL"]) as db:
+    with closing(sqlite3.connect(env["POSTBUD_SPOOL"])) as db, db:
         assert [r for (r,) in db.execute("SELECT recipients FROM outbox")] == ['["a@example.com"]']
 
 
@@ -522,7 +523,7 @@ def test_outbox_retry_gives_an_old_dead_letter_a_new_life_and_says_if_it_died_ag
         mailer.submit("a@example.com", "Old one", "x")
         mailer.submit("b@example.com", "Bad one", "x")
         assert mailer.flush(10)
-    with sqlite3.connect(env["POSTBUD_SPOOL"]) as db:  # both older than max_age
+    with closing(sqlite3.connect(env["POSTBUD_SPOOL"])) as db, db:  # both older than max_age
         db.execute("UPDATE outbox SET created = created - 10 * 86400")
     first, second = (
         line.split()[0] for line in postbud(env, "outbox", "list").stdout.splitlines()[::3]

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,7 @@ def mailer(fake_gmail: FakeGmail) -> Iterator[Mailer]:
 
 
 def rows(spool: Path, where: str = "1") -> list[dict[str, object]]:
-    with sqlite3.connect(spool) as db:
+    with closing(sqlite3.connect(spool)) as db, db:
         db.row_factory = sqlite3.Row
         return [dict(r) for r in db.execute(f"SELECT * FROM outbox WHERE {where} ORDER BY id")]
 
@@ -373,7 +374,7 @@ def test_spool_size_cap(
     mailer.submit("nobody@example.com", "dead letter", "x" * 50_000)
     assert mailer.flush(10)
     assert [r["state"] for r in rows(postbud_spool)] == ["dead"]
-    with sqlite3.connect(postbud_spool) as db:  # pages in use, WAL included
+    with closing(sqlite3.connect(postbud_spool)) as db, db:  # pages in use, WAL included
         size = _spool._bytes(db)
     monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", size + 1000)
     fake_gmail.delay(0.5, "DATA")  # keep the next one queued while we look

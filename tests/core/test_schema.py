@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -29,12 +30,12 @@ def old_spool(tmp_path: Path) -> Path:
 
 
 def tables(path: Path) -> dict[str, str]:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         return dict(db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table'"))
 
 
 def version(path: Path) -> int:
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         return int(db.execute("PRAGMA user_version").fetchone()[0])
 
 
@@ -62,7 +63,7 @@ def test_a_0_1_0_spool_opens_and_its_queued_rows_are_delivered(
     # Additive: every table 0.1.0 made is there as it was, so 0.1.0 can still use it.
     after = tables(old_spool)
     assert {name: after[name] for name in before} == before
-    with sqlite3.connect(old_spool) as db:
+    with closing(sqlite3.connect(old_spool)) as db, db:
         # The other account's row is left alone.
         other = db.execute("SELECT state FROM outbox WHERE account = 'other@gmail.com'")
         assert other.fetchall() == [("queued",)]
@@ -82,7 +83,7 @@ def test_a_file_from_a_newer_postbud_is_refused_and_mail_goes_to_memory(
 ) -> None:
     path = tmp_path / "future.sqlite"
     Database(str(path)).close()
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     with pytest.raises(SchemaTooNew, match="written by a newer postbud"):
         Database(str(path))
@@ -97,7 +98,7 @@ def test_a_file_from_a_newer_postbud_is_refused_and_mail_goes_to_memory(
     finally:
         mailer.close()
     assert version(path) == SCHEMA_VERSION + 1  # left as it was
-    with sqlite3.connect(path) as db:
+    with closing(sqlite3.connect(path)) as db, db:
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
 
 
@@ -129,5 +130,39 @@ def test_processes_migrating_the_same_old_file_at_once(old_spool: Path) -> None:
     results = [child.communicate(timeout=60) for child in children]
     assert [out for out, _ in results] == ["ok\n"] * 4, [err for _, err in results]
     assert version(old_spool) == SCHEMA_VERSION
-    with sqlite3.connect(old_spool) as db:  # nothing was lost or doubled
+    with closing(sqlite3.connect(old_spool)) as db, db:  # nothing was lost or doubled
         assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (5,)
+
+
+def test_a_mailer_dropped_without_close_closes_its_spool(
+    fake_gmail: FakeGmail, tmp_path: Path
+) -> None:
+    import gc
+
+    mailer = Mailer(fake_gmail.settings(spool=str(tmp_path / "outbox.sqlite")))
+    assert mailer.outbox.spool is not None
+    database = mailer.outbox.spool.database
+    connections = [database._front.db, database._back.db]  # both opened
+    del mailer, database
+    gc.collect()  # the outbox and its worker object form a cycle
+    for connection in connections:  # closed: Python 3.13 would warn "unclosed database"
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            connection.execute("SELECT 1")
+
+
+def test_a_running_worker_does_not_keep_a_dropped_mailer_alive(fake_gmail: FakeGmail) -> None:
+    import gc
+    import weakref
+
+    mailer = fake_gmail.mailer()
+    mailer.submit("you@example.com", "dropped", "x")
+    assert mailer.flush(10)
+    outbox, worker = mailer.outbox, mailer.outbox.thread
+    assert worker is not None and worker.is_alive()  # idles for a while before it ends
+    alive = weakref.ref(mailer)
+    del mailer
+    gc.collect()
+    assert alive() is None  # the worker holds the outbox, never the Mailer
+    outbox.close(5)  # the worker leaves and closes its connection
+    worker.join(5)
+    assert not worker.is_alive()

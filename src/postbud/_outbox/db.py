@@ -23,6 +23,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 from postbud import _fork
@@ -152,6 +153,7 @@ class _Handle:
         self.lock = threading.RLock()
         self.writes = writes
         self._db: sqlite3.Connection | None = None
+        self._finalizer: weakref.finalize[[], _Handle] | None = None
         self._busy_ms = -1  # the busy_timeout last set on the connection
 
     @property
@@ -173,6 +175,11 @@ class _Handle:
             self._busy_ms = int(LOCK_WAIT * 1000)
             db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self._db = db
+            # A Mailer dropped without close() closes its connections when it is
+            # collected (Python 3.13 warns about an unclosed database). Not at exit:
+            # the exit hook still drains through them (shutdown.py closes them after).
+            self._finalizer = weakref.finalize(self, db.close)
+            self._finalizer.atexit = False
         return self._db
 
     @contextlib.contextmanager
@@ -244,6 +251,15 @@ class _Handle:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+
+    def forsake(self) -> None:
+        """In a forked child: never close the parent's connection (not even when the
+        handle is collected): closing it could disturb the parent's locks."""
+        if self._finalizer is not None:
+            self._finalizer.detach()
 
 
 class Database:
@@ -336,7 +352,9 @@ class Database:
         # SQLite handles must not cross fork: the child keeps the parent's alive but
         # unused (closing them could disturb the parent's locks) and opens its own,
         # lazily (nothing here may fail and stop the other fork hooks).
-        _graveyard.extend([self._front, self._back])
+        for handle in (self._front, self._back):
+            handle.forsake()
+            _graveyard.append(handle)
         self._open_handles()
 
 

@@ -381,6 +381,11 @@ class Outbox:
         if self.spool is not None:
             self.spool.database.close()  # reopened if this Mailer is used again
 
+    def release(self) -> None:
+        """Close the spool's connections now (they reopen when next needed)."""
+        if self.spool is not None:
+            self.spool.database.close()
+
     def queued(self) -> int:
         """Messages waiting now (spool and memory)."""
         on_disk = self.spool.pending() if self.spool is not None else 0

@@ -6,7 +6,8 @@ run; then every running worker gets the time left of one shared deadline. From
 Python 3.12 no thread may start at exit, so only workers already running drain; a
 worker an alert handler keeps alive stays up for ``logging.shutdown()`` (registered
 before postbud, so it runs after this hook), which flushes and closes the handlers
-within the same deadline.
+within the same deadline. Then the spool connections of the outboxes nobody closed
+are closed (they reopen if an alert handler's close() still needs them).
 """
 
 from __future__ import annotations
@@ -43,12 +44,15 @@ def _at_exit() -> None:
         callback()  # each one catches its own errors
     # One deadline for all Mailers, not one after the other. A worker already told to
     # stop (close()) is not waited for a second time.
-    running = [o for o in list(_live) if o.thread is not None and not o.stopping]
-    if not running:
-        return
-    deadline = time.monotonic() + max(o.settings.exit_timeout for o in running)
-    for outbox in running:
-        outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
-    for outbox in running:
-        if not outbox.keepers:  # an alert handler's close() stops the others later
-            outbox.stop(wait=max(0.0, deadline - time.monotonic()))
+    outboxes = list(_live)
+    running = [o for o in outboxes if o.thread is not None and not o.stopping]
+    if running:
+        deadline = time.monotonic() + max(o.settings.exit_timeout for o in running)
+        for outbox in running:
+            outbox.flush(max(0.0, deadline - time.monotonic()), start=False)
+        for outbox in running:
+            if not outbox.keepers:  # an alert handler's close() stops the others later
+                outbox.stop(wait=max(0.0, deadline - time.monotonic()))
+    for outbox in outboxes:
+        if not outbox.keepers:  # the spool's connections, of Mailers nobody closed
+            outbox.release()
