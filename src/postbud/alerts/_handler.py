@@ -260,7 +260,27 @@ class AlertHandler(logging.Handler):
             finally:
                 _local.busy = False
 
+    # -- for the ticker (alerts/_ticker.py), in this package only ---------------------
+
+    def _take_counts(self) -> dict[Fingerprint, Delta]:
+        """The counts ``emit`` gathered since the last tick (and start new ones)."""
+        with self._deltas_lock:
+            deltas, self._deltas = self._deltas, {}
+        return deltas
+
+    def _now(self) -> float:
+        """The policy's clock (seconds since the epoch; tests move it)."""
+        return self._clock()
+
+    def _count_mails(self, kinds: list[str]) -> None:
+        """The ticker queued mails of these kinds."""
+        with self._deltas_lock:
+            for kind in kinds:
+                self._counts[kind] += 1
+            self._mails_since_flush += len(kinds)
+
     def _put_back(self, deltas: dict[Fingerprint, Delta]) -> None:
+        """Counts a tick could not store: merged into the next one, never lost."""
         with self._deltas_lock:
             for key, old in deltas.items():
                 newer = self._deltas.get(key)

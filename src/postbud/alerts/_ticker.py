@@ -129,9 +129,9 @@ class Ticker:
 
     def run(self, force: bool, leaving: bool) -> None:
         """One tick: merge the counts, decide, render and queue the mails."""
-        with self.handler._deltas_lock:
-            deltas, self.handler._deltas = self.handler._deltas, {}
-        now = self.handler._clock()
+        handler = self.handler
+        deltas = handler._take_counts()
+        now = handler._now()
         store = self._state_store()
         due = self._next_due is not None and now >= self._next_due
         look = store.shared and time.monotonic() - self._last_look >= LOOK
@@ -143,7 +143,7 @@ class Ticker:
             self._back_to_spool(now)
             self._apply(self._state_store(), counted, now, force, leaving)
         except QueueBusy as exc:
-            self.handler._put_back(deltas)
+            handler._put_back(deltas)
             self._busy_ticks += 1
             if self._busy_ticks >= MAX_BUSY_TICKS and self._spool_store is not None:
                 log.warning(
@@ -155,7 +155,7 @@ class Ticker:
                 self._store, self._fallback_since = MemoryStore(), time.monotonic()
                 self._busy_ticks = 0
         except BaseException:
-            self.handler._put_back(deltas)  # counted again at the next tick, never lost
+            handler._put_back(deltas)  # counted again at the next tick, never lost
             raise
         else:
             self._busy_ticks = 0
@@ -197,10 +197,7 @@ class Ticker:
         self._next_due = store.run(
             counted, now, s.alert_cooldown, decide_now, commit, force=force, leaving=leaving
         )
-        with self.handler._deltas_lock:
-            for kind in kinds:
-                self.handler._counts[kind] += 1
-            self.handler._mails_since_flush += len(envelopes)
+        self.handler._count_mails(kinds)
         if store.shared:
             self.handler.mailer.outbox.stored(len(envelopes))
         else:
