@@ -97,3 +97,13 @@ def test_mypy_catches_misspelt_and_mistyped_settings(tmp_path: Path) -> None:
     flagged = sorted(int(line.split(":")[1]) for line in lines)
     assert flagged == [4, 5, 6, 7], result.stdout  # not the correct call on line 8
     assert '"usernme"' in result.stdout
+
+
+def test_public_values_still_pickle_under_their_public_path() -> None:
+    import pickle
+
+    settings = postbud.Settings(
+        username="me@gmail.com", app_password="abcdabcdabcdabcd", spool=None
+    )
+    for value in (settings, postbud.Secret("s3cret")):
+        assert pickle.loads(pickle.dumps(value)) == value

@@ -5,7 +5,8 @@ first, then XOAUTH2) and the quota ledger, in the order a connection needs them,
 the first failure is the one to fix. The result is a ``CheckReport`` (steps, verdicts,
 fixes) that ``postbud check`` prints and the Django and Flask commands can print too.
 Nothing secret is reported: not the password, not a token, not a line of the AUTH
-exchange. No queued mail is touched; only ``send_to`` sends (one test message).
+exchange. The checks send nothing; with ``send_to`` a Mailer sends one test message
+(and, like every Mailer of the account, delivers what an earlier run left queued).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import postbud
-from postbud import AlertHandler
+from postbud import AlertHandler, Mailer
 from postbud._outbox import RetryPolicy
 from postbud.alerts import Mail
 from postbud.errors import AuthenticationError, ConfigurationError, TransportError
@@ -207,3 +207,87 @@ def test_the_retry_policy_is_a_value() -> None:
     assert all(0 <= jittered.delay(3, None) <= 8.0 for _ in range(100))
     with pytest.raises(AttributeError):
         exact.base_delay = 5  # type: ignore[misc]
+
+
+def test_a_transport_that_is_falsy_is_still_the_callers(fake_gmail: FakeGmail) -> None:
+    from postbud.testing import MemoryTransport
+
+    class Collecting(MemoryTransport):
+        def __len__(self) -> int:  # an empty collection is falsy
+            return len(self.messages)
+
+    transport = Collecting()
+    with Mailer(fake_gmail.settings(spool=None), transport=transport) as mailer:
+        mailer.send(TO, "kept as given", "x")
+    assert [m["Subject"] for m in transport.messages] == ["kept as given"]
+
+
+def test_an_outbox_opened_to_read_starts_no_worker_even_to_revive(
+    fake_gmail: FakeGmail, tmp_path: Path
+) -> None:
+    spool = str(tmp_path / "outbox.sqlite")
+    fake_gmail.bad_recipients = {"gone@example.com"}
+    with fake_gmail.mailer(spool=spool) as mailer:
+        mailer.submit("gone@example.com", "dead", "x")
+        assert mailer.flush(10)
+    fake_gmail.bad_recipients = set()
+    reader = postbud._outbox.Outbox.open(fake_gmail.settings(spool=spool))
+    try:
+        assert reader.revive() == 1
+        assert reader.thread is None  # revived, left for the next Mailer of the account
+        assert [r.state for r in reader.rows()] == ["queued"]
+    finally:
+        reader.close(0)
+    with fake_gmail.mailer(spool=spool) as mailer:  # which delivers it
+        assert mailer.flush(10)
+    assert [m["Subject"] for m in fake_gmail.messages] == ["dead"]
+
+
+def test_a_context_loosened_under_the_worker_holds_the_queue_without_a_hot_loop(
+    fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = fake_gmail.ssl_context()
+    settings = fake_gmail.settings()
+    transport = postbud.SMTPTransport(settings, ssl_context=context)
+    fast = RetryPolicy(base_delay=0.01, auth_pause=60.0)
+    context.check_hostname = False  # loosened after it was given
+    context.verify_mode = ssl.CERT_NONE
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        mailer = Mailer(settings, transport=transport, policy=fast)
+        try:
+            mailer.submit(TO, "waits", "x")
+            time.sleep(0.5)
+            [row] = mailer.outbox.rows()
+            assert (row.state, row.attempts) == ("queued", 0)  # held, not dead, not lost
+            assert row.next_try > time.time() + 30  # waits the pause, no loop
+        finally:
+            mailer.close(0)
+    assert fake_gmail.commands == []  # nothing was sent over the loosened context
+    assert caplog.text.count("cannot deliver") == 1
+    assert "Traceback" not in caplog.text
+
+
+def test_a_dead_letter_is_kept_for_mail_sent_from_memory(
+    fake_gmail: FakeGmail, postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postbud._outbox import QueueBusy
+    from postbud._outbox.spool import DiskSpool
+
+    real_add = DiskSpool.add
+    calls = [0]
+
+    def busy_once(self: DiskSpool, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise QueueBusy("busy for this test")
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(DiskSpool, "add", busy_once)
+    fake_gmail.bad_recipients = {"bad@example.com"}
+    with fake_gmail.mailer() as mailer:
+        mailer.submit(["ok@example.com", "bad@example.com"], "half refused", "x")
+        assert mailer.flush(10)
+        assert mailer.stats()["spilled"] == 1  # it went out from memory
+        [dead] = mailer.outbox.rows("dead")
+    assert dead.recipients == ("bad@example.com",) and dead.last_code == 553
+    assert [m.recipients for m in fake_gmail.messages] == [("ok@example.com",)]

@@ -7,22 +7,18 @@ Private: the rest of postbud imports only the names below, never a module inside
 from __future__ import annotations
 
 from .admin import OutboxRow, OutboxStatus
-from .db import SCHEMA_VERSION, Database, SchemaTooNew, open_database
-from .ledger import Ledger
+from .db import SCHEMA_VERSION, Database, SchemaTooNew
 from .outbox import Outbox
 from .queue import Item, Priority, PriorityName, Queue, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .shutdown import first as at_exit_first
-from .spool import DiskSpool
 from .stats import Stats
 
 __all__ = [
     "DEFAULT_POLICY",
     "SCHEMA_VERSION",
     "Database",
-    "DiskSpool",
     "Item",
-    "Ledger",
     "Outbox",
     "OutboxRow",
     "OutboxStatus",
@@ -34,5 +30,4 @@ __all__ = [
     "SchemaTooNew",
     "Stats",
     "at_exit_first",
-    "open_database",
 ]

@@ -1,7 +1,8 @@
 """Administration of the spool: what ``postbud outbox`` (and the framework commands) show and do.
 
 Listing, reviving and deleting dead letters, and the status of the queue, as typed
-records. Reading never sends mail and never changes a row.
+records. Reading sends no mail and changes no row (opening the file may still migrate
+its schema, and drop dead letters past their 30 days).
 """
 
 from __future__ import annotations

@@ -50,7 +50,10 @@ SETTLE_WAIT = 30.0
 #: were made by the first alert handler). Each step below brings a file one version up.
 SCHEMA_VERSION = 1
 
-_TABLES = (
+#: The schema as version 1 creates it. Never edit it: a later version adds a step to
+#: MIGRATIONS (a new table, ALTER TABLE ... ADD COLUMN) and raises SCHEMA_VERSION, so
+#: new files and migrated ones end up the same.
+_SCHEMA_V1 = (
     """CREATE TABLE IF NOT EXISTS outbox (
     id          INTEGER PRIMARY KEY,
     account     TEXT    NOT NULL,
@@ -117,7 +120,7 @@ _TABLES = (
 #: postbud can still use a migrated file (see CHANGELOG.md).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 0 -> 1: every table exists from the start (0.1.0 made the alert tables lazily).
-    _TABLES,
+    _SCHEMA_V1,
 )
 
 

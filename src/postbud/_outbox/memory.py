@@ -116,10 +116,11 @@ class MemoryQueue:
         now = created
         with self._lock:
             self._seq += 1
-            if next_try is not None or attempts:
-                item = Item(self._seq, envelope, priority, created, attempts, next_try or created)
-                item.on_disk = False
-                self._later.append(item)
+            if next_try is not None or attempts:  # a retry's state carried over
+                due = created if next_try is None else next_try
+                self._later.append(
+                    Item(self._seq, envelope, priority, created, attempts, due, on_disk=False)
+                )
                 return None
             if self._waiting() < self.size:
                 self._fresh[priority].append(self._seq, envelope, now)

@@ -28,7 +28,12 @@ from postbud import _fork
 from postbud._config import Settings
 from postbud._message import Envelope
 from postbud._smtp import SendResult, Transport, deliver, temporary
-from postbud.errors import ConfigurationError, DeliveryError, QuotaExceededError
+from postbud.errors import (
+    ConfigurationError,
+    DeliveryError,
+    InvalidMessageError,
+    QuotaExceededError,
+)
 
 from . import admin, shutdown
 from .admin import OutboxRow, OutboxStatus
@@ -82,7 +87,9 @@ class Outbox:
         # Python 3.12 no thread may start at exit, and their last mails must go out).
         self.keepers = 0
         self.last_submit = 0.0  # time.monotonic() of the latest submit
-        self._transport = transport or _NO_TRANSPORT
+        self._transport = transport if transport is not None else _NO_TRANSPORT
+        # An outbox without a worker transport only reads the spool: it never starts one.
+        self._reader = worker_transport is None
         self._worker = Worker(self, worker_transport or (lambda: _NO_TRANSPORT))
         self._warned_spill = False
         _fork.register(self)
@@ -100,7 +107,8 @@ class Outbox:
         """The outbox of ``settings``' account on its spool (or in memory).
 
         Without transports it can only read and administer the spool (``postbud
-        outbox status``): nothing is sent, and no worker starts by itself.
+        outbox status``): nothing is sent and no worker starts; what it revives goes
+        out with the next Mailer of the account.
         """
         database = open_database(settings.spool)
         spool = None
@@ -146,7 +154,10 @@ class Outbox:
         kept or None). Raises the ``DeliveryError`` when the message cannot be kept (a
         permanent failure, or no spool).
         """
-        level = Priority.named(priority)
+        try:
+            level = Priority.named(priority)
+        except ValueError as exc:
+            raise InvalidMessageError(str(exc)) from None
         try:
             result = self.send_now(envelope, alert=level == Priority.ALERT)
         except DeliveryError as exc:
@@ -303,7 +314,10 @@ class Outbox:
     # -- the worker's lifecycle -------------------------------------------------------------
 
     def start(self) -> None:
-        """Make sure a worker runs (never starts one at interpreter shutdown)."""
+        """Make sure a worker runs (never starts one at interpreter shutdown, nor for an
+        outbox opened only to read the spool)."""
+        if self._reader:
+            return
         with self.cond:
             self.stopping = False  # a worker winding down after close() goes on instead
             self.cond.notify_all()

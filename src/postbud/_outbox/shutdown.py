@@ -13,6 +13,7 @@ are closed (they reopen if an alert handler's close() still needs them).
 from __future__ import annotations
 
 import atexit
+import logging
 import time
 import weakref
 from collections.abc import Callable
@@ -41,7 +42,10 @@ def first(callback: Callable[[], None]) -> None:
 @atexit.register
 def _at_exit() -> None:
     for callback in list(_first):
-        callback()  # each one catches its own errors
+        try:
+            callback()
+        except Exception:  # one failing callback must not keep the outboxes from draining
+            logging.getLogger("postbud").exception("postbud: an exit callback failed")
     # One deadline for all Mailers, not one after the other. A worker already told to
     # stop (close()) is not waited for a second time.
     outboxes = list(_live)

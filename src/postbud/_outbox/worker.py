@@ -5,7 +5,9 @@ oldest message, from memory first (a crash would lose it) then from the spool. A
 transient failure is retried with the policy's backoff (a known ``retry_after``
 wins); a permanent one is dead-lettered with its reply and hint; Gmail's daily limit
 holds delivery (nothing is dropped for quota); ``max_age`` gives up on what never got
-through. The queues are reached only through the ``Queue`` protocol.
+through. Messages are claimed and settled through the ``Queue`` protocol, whichever
+queue holds them (the spool's housekeeping, purge and checkpoints, is the only
+disk-specific work here).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING
 from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import (
     AuthenticationError,
+    ConfigurationError,
     DeliveryError,
     InvalidMessageError,
     QuotaExceededError,
@@ -164,6 +167,10 @@ class Worker:
             self._retry(item, envelope.recipients, item.attempts, until, exc.code, str(exc))
         except InvalidMessageError as exc:
             self._dead(item, None, str(exc), None)
+        except ConfigurationError as exc:
+            # A set-up the worker cannot send with (an SSL context loosened after it was
+            # given, an outbox opened only to read): hold the queue, warn, try later.
+            self._hold_for_configuration(item, exc, now)
         except DeliveryError as exc:
             self._failed(item, exc, now)
         else:
@@ -180,6 +187,18 @@ class Worker:
                 raise _LostLease
 
         return renew
+
+    def _hold_for_configuration(self, item: Item, exc: ConfigurationError, now: float) -> None:
+        pause = self.policy.auth_pause
+        if now >= self.paused_until:
+            log.warning(
+                "postbud cannot deliver for %s (%s); queued mail waits %.0f s before the next try.",
+                self.outbox.settings.username,
+                exc,
+                pause,
+            )
+        self.paused_until = max(self.paused_until, now + pause)
+        self._retry(item, item.envelope.recipients, item.attempts, now + pause, None, str(exc))
 
     def _failed(self, item: Item, exc: DeliveryError, now: float) -> None:
         settings = self.outbox.settings
@@ -226,7 +245,10 @@ class Worker:
             code, text = next(iter(final.values()))
             outbox.counters.add("dead")
             copy = item.envelope.with_recipients(tuple(final))
-            queue.dead_copy(copy, item.priority, item.created, now, code, text)
+            # Kept in the spool whenever there is one, even for a message sent from
+            # memory (the spool was busy at submit): memory keeps no dead letters.
+            keeper: Queue = outbox.spool if outbox.spool is not None else outbox.memory
+            keeper.dead_copy(copy, item.priority, item.created, now, code, text)
             log.warning(
                 "postbud: %s was refused for %s: %s",
                 item.envelope.message_id,

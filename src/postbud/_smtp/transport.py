@@ -236,7 +236,8 @@ class SMTPTransport:
         """Connect afresh (TLS, EHLO and, with ``login``, the login), report, hang up.
 
         Sends no mail and leaves the reused connection alone; raises the same
-        ``DeliveryError`` a send would (``postbud check`` and the framework checks).
+        ``DeliveryError`` a send would. Meant for diagnostics (the framework checks, and
+        ``postbud check`` once it moves onto it from its own steps).
         """
         deadline = time.monotonic() + self.settings.timeout
         smtp = self._open_connection(deadline, login=login)

@@ -45,12 +45,6 @@ log = logging.getLogger("postbud")
 TICK = 1.0
 #: At most one tick per this many seconds, however many new errors arrive.
 MIN_GAP = 0.1
-#: How often a handler on a shared spool looks for other processes' pending counts.
-LOOK = 5.0
-#: After this many ticks in a row could not use the spool, alert state moves to memory;
-#: the spool is tried again after RETRY_SPOOL seconds.
-MAX_BUSY_TICKS = 3
-RETRY_SPOOL = 60.0
 
 _local = threading.local()  # .busy: this thread is running the handler's own code
 _live: weakref.WeakSet[AlertHandler] = weakref.WeakSet()
