@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from email.message import Message
@@ -99,6 +100,11 @@ class Mailer:
         self._outbox = Outbox.open(
             settings, transport=caller, worker_transport=worker_transport, policy=policy
         )
+        if own is not None:
+            # Collected without close(): its connection goes without a word (the
+            # collector may run in any thread; no network I/O there). Its spool
+            # connections close with their handles (_outbox/db.py).
+            weakref.finalize(self, own.close, polite=False).atexit = False
         if self._outbox.pending():
             # A killed process left mail for this account: deliver it now.
             self._outbox.start()

@@ -166,3 +166,46 @@ def test_a_running_worker_does_not_keep_a_dropped_mailer_alive(fake_gmail: FakeG
     outbox.close(5)  # the worker leaves and closes its connection
     worker.join(5)
     assert not worker.is_alive()
+
+
+def test_a_mailer_collected_after_sending_closes_its_connection(fake_gmail: FakeGmail) -> None:
+    import gc
+    import weakref
+
+    mailer = fake_gmail.mailer()
+    mailer.send("you@example.com", "sent now", "x")  # opens the Mailer's own connection
+    own = mailer._transport
+    assert own._smtp is not None  # type: ignore[attr-defined]
+    collected = weakref.ref(mailer)
+    del mailer
+    gc.collect()
+    assert collected() is None
+    assert own._smtp is None  # type: ignore[attr-defined]  # no unclosed SSL socket
+
+
+def test_a_mailer_collected_with_mail_queued_delivers_it_then_closes_the_spool(
+    fake_gmail: FakeGmail,
+) -> None:
+    import gc
+    import weakref
+
+    from postbud._outbox import RetryPolicy
+
+    fake_gmail.delay(0.3, "DATA")
+    mailer = Mailer(fake_gmail.settings(), policy=RetryPolicy(idle_exit=0.2))
+    mailer.submit("you@example.com", "after the Mailer is gone", "x")
+    worker = mailer.outbox.thread
+    assert worker is not None and mailer.outbox.spool is not None
+    database = mailer.outbox.spool.database
+    connections = [database._front.db, database._back.db]
+    collected = weakref.ref(mailer)
+    del mailer, database
+    gc.collect()
+    assert collected() is None  # its worker keeps the outbox, not the Mailer
+    worker.join(10)  # it ends 0.2 s after the delivery
+    assert not worker.is_alive()
+    assert [m["Subject"] for m in fake_gmail.messages] == ["after the Mailer is gone"]
+    gc.collect()  # the outbox and its worker object form a cycle
+    for connection in connections:
+        with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
+            connection.execute("SELECT 1")

@@ -131,9 +131,10 @@ class SMTPTransport:
         with self._lock:
             return self._attempt(envelope)
 
-    def close(self) -> None:
+    def close(self, *, polite: bool = True) -> None:
+        """Close the connection, with a QUIT (``polite``) or without a word."""
         with self._lock:
-            self._drop(polite=True)
+            self._drop(polite=polite)
 
     # -- one attempt ------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ so it runs in its own thread and any client, not just postbud, can talk to it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import ssl
@@ -161,7 +162,7 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         # Clients still connected (a Mailer nobody closed) would leave transports for
         # the garbage collector, which warns about them (ResourceWarning) at exit.
         if getattr(self, "loop", None) is not None and self.loop.is_running():
-            self.close_connections()
+            self._abort_connections(5.0 if timeout is None else timeout)
         super().stop(timeout)
         if os.path.exists(self.ca_file):
             os.unlink(self.ca_file)
@@ -261,6 +262,27 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             if session.transport is not None:
                 session.loop.call_soon_threadsafe(close_transport, session)
         time.sleep(0.05)  # let the loop thread run the closes
+
+    def _abort_connections(self, wait: float) -> None:
+        """Drop every client connection at once and wait (up to ``wait``) until each is
+        gone. Not close(): a TLS close waits for the client's close_notify, which an idle
+        client never sends, so its socket would outlive the loop (and, from Python 3.12,
+        the loop's ``wait_closed()`` would wait out the 30 s TLS shutdown timeout)."""
+
+        def abort_all() -> None:
+            for session in list(self._sessions):
+                for transport in (session.transport, session._original_transport):
+                    if isinstance(transport, asyncio.WriteTransport):
+                        transport.abort()
+                    elif transport is not None:
+                        transport.close()
+
+        self.loop.call_soon_threadsafe(abort_all)
+        deadline = time.monotonic() + wait
+        while any(s.transport is not None for s in list(self._sessions)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
 
     def delay(self, seconds: float, command: str | None = None) -> None:
         """Delay every reply (or the replies to ``command``; ``"CONNECT"`` is the greeting)."""

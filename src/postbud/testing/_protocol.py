@@ -78,6 +78,13 @@ class GmailSMTP(SMTP):
         return run
 
     def connection_lost(self, error: Exception | None) -> None:
+        # aiosmtpd closes its transport only on the paths it chose (QUIT, a cancelled
+        # command loop); a client that hangs up while the greeting is pending (a delayed
+        # CONNECT) leaves it open. A TLS transport (implicit TLS, or after STARTTLS) is
+        # then never marked closed on Python 3.10 and warns when it is collected
+        # ("unclosed transport <_SSLProtocolTransport>", a ResourceWarning).
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
         super().connection_lost(error)
         # A client that reset the connection leaves its error in the stream's "closed"
         # future; aiosmtpd only reads it when the protocol is collected, which may be
