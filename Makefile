@@ -6,8 +6,6 @@ PY     := $(VENV)/bin/python
 PYTEST_ARGS ?=
 # The other supported Pythons (`make test-pythons`, run by CI); 3.11 is .venv's.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
-# Coverage may not drop below this on the full run (`make test`, Python 3.11).
-COVERAGE_FLOOR ?= 91
 
 .PHONY: help demo test test-pythons lint format bench clean
 
@@ -44,8 +42,7 @@ lint: $(VENV)/.dev-installed
 	$(PY) tools/check_layers.py
 
 test: lint
-	$(PY) -m pytest --cov --cov-branch --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR) \
-		--junitxml=build/junit.xml $(PYTEST_ARGS)
+	$(PY) -m pytest --cov --cov-branch --cov-report=term --junitxml=build/junit.xml $(PYTEST_ARGS)
 
 # One virtualenv per Python, made with the pyenv (or system) interpreter of that version;
 # a missing interpreter fails and says which.

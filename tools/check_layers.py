@@ -34,7 +34,7 @@ LAYERS: list[list[str]] = [
     # L0b
     ["postbud._address", "postbud._auth", "postbud._oauth", "postbud._mask"],
     # L0a: import nothing of postbud
-    ["postbud.errors", "postbud._secret", "postbud._fork", "postbud._version"],
+    ["postbud.errors", "postbud._secret", "postbud._fork", "postbud._version", "postbud._sasl"],
 ]
 
 # Up or sideways imports allowed under `if TYPE_CHECKING:`, for annotations (runtime imports

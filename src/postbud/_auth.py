@@ -11,6 +11,7 @@ from __future__ import annotations
 import smtplib
 from typing import ClassVar, Protocol, runtime_checkable
 
+from ._sasl import Cancel, authenticate
 from ._secret import Secret, as_secret
 from .errors import AuthenticationError, ConfigurationError
 
@@ -28,6 +29,9 @@ class Credentials(Protocol):
 
     #: How the hints name this credential ("app password", "OAuth2 token").
     credential: ClassVar[str]
+
+    # Optional: ``secret_values() -> tuple[str, ...]``, the values postbud masks in
+    # alert mails, reports and reply texts (AppPassword and OAuth2 have it).
 
     def login(self, smtp: smtplib.SMTP, username: str) -> None:
         """Authenticate ``username`` on ``smtp``."""
@@ -68,10 +72,14 @@ class AppPassword:
         if not username.isascii():
             raise ConfigurationError(f"The username {username!r} must be ASCII to log in.")
         offered = smtp.esmtp_features.get("auth", "").upper().split()
+        sent = [False]  # the password went out: a further challenge is cancelled
         if "PLAIN" in offered:
             mechanism = "PLAIN"
 
             def answer(challenge: bytes | None = None) -> str:
+                if sent[0]:  # PLAIN is one step: a 334 after it is not a Gmail server
+                    raise Cancel
+                sent[0] = True
                 return f"\0{username}\0{self._password.reveal()}"
 
         elif "LOGIN" in offered:
@@ -81,6 +89,9 @@ class AppPassword:
                 # The initial response (no challenge) and "Username:" get the user.
                 if challenge is None or challenge.lower().startswith(b"user"):
                     return username
+                if sent[0]:
+                    raise Cancel
+                sent[0] = True
                 return self._password.reveal()
 
         else:
@@ -88,6 +99,8 @@ class AppPassword:
                 f"The server offers no password login (AUTH {' '.join(offered) or 'none'}).",
                 hint="Gmail offers PLAIN and LOGIN; check host and port.",
             )
-        code, reply = smtp.auth(mechanism, answer)
-        if code != 235:  # smtplib treats 503 ("already authenticated") as success
-            raise smtplib.SMTPAuthenticationError(code, reply)
+        authenticate(smtp, mechanism, answer)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What must never be shown, in postbud's masking of alert mails and replies."""
+        return (self._password.reveal(),)

@@ -149,7 +149,7 @@ def _network(steps: _Steps, settings: Settings, transport: SMTPTransport) -> Non
 def _fail(step: str, transport: SMTPTransport, exc: Exception, stage: Stage) -> NoReturn:
     """Stop at ``step`` with the transport's own words for ``exc`` (one mapping of
     socket, TLS and SMTP errors for sending and for checking)."""
-    error = translate(exc, stage, transport.settings, transport.credentials.credential)
+    error = translate(exc, stage, transport.settings, transport.credentials)
     raise _Failed(step, error.description, getattr(error, "hint", None)) from None
 
 
@@ -160,7 +160,7 @@ def _login(
         try:
             credentials.token(timeout=settings.timeout)  # never printed
         except Exception as exc:
-            error = refresh_error(exc)
+            error = refresh_error(exc, credentials.token_uri)
             if error is None:
                 raise
             raise _Failed("token", error.description, error.hint) from None

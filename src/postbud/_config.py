@@ -29,6 +29,7 @@ from ._convert import (
     to_path,
     to_secret,
     to_text,
+    to_token_uri,
 )
 from ._oauth import OAuth2
 from ._secret import Secret
@@ -176,7 +177,7 @@ class Settings:
         put(self, "oauth_client_id", to_text("oauth_client_id", oauth_client_id))
         put(self, "oauth_client_secret", to_secret("oauth_client_secret", oauth_client_secret))
         put(self, "oauth_refresh_token", to_secret("oauth_refresh_token", oauth_refresh_token))
-        put(self, "oauth_token_uri", to_text("oauth_token_uri", oauth_token_uri))
+        put(self, "oauth_token_uri", to_token_uri(to_text("oauth_token_uri", oauth_token_uri)))
         put(
             self,
             "service_account_file",

@@ -16,6 +16,7 @@ from contextvars import ContextVar
 from typing import Literal
 
 from ._address import parse_address
+from ._oauth import check_token_uri
 from ._secret import Secret, as_secret
 from .errors import ConfigurationError, InvalidMessageError
 
@@ -32,6 +33,7 @@ __all__ = [
     "to_path",
     "to_secret",
     "to_text",
+    "to_token_uri",
 ]
 
 Security = Literal["ssl", "starttls"]
@@ -175,3 +177,8 @@ def to_address(name: str, value: str | None, *, required: bool) -> str:
         ) from None
     # The account is a bare address; a sender may carry a display name.
     return address.addr_spec if name == "username" else str(address)
+
+
+def to_token_uri(value: str | None) -> str | None:
+    """An OAuth2 token endpoint the secrets may be posted to (see ``check_token_uri``)."""
+    return None if value is None else check_token_uri(value, label("oauth_token_uri"))

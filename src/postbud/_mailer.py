@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ._address import parse_address
 from ._config import Settings
+from ._mask import known_secrets, mask_known
 from ._message import (
     Addresses,
     AttachmentLike,
@@ -108,6 +109,22 @@ class Mailer:
         if self._outbox.pending():
             # A killed process left mail for this account: deliver it now.
             self._outbox.start()
+
+    def mask(self, text: str) -> str:
+        """``text`` with this Mailer's secrets masked, in every spelling.
+
+        The app password (with or without Google's spaces), the OAuth2 refresh token,
+        client secret and current access token, and their base64 forms as the login
+        sends them, in any case. For adapters that put text into mails (alerts, job
+        reports); postbud's own mails are masked with it already.
+        """
+        s = self.settings
+        values = [
+            v.reveal() for v in (s.app_password, s.oauth_client_secret, s.oauth_refresh_token) if v
+        ]
+        own = getattr(self._transport, "credentials", None)
+        values += getattr(own, "secret_values", tuple)()
+        return mask_known(text, known_secrets(values, s.username))
 
     @property
     def outbox(self) -> Outbox:

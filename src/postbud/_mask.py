@@ -9,11 +9,22 @@ passwords of URLs; it also makes text a mail can carry (``clean``).
 
 from __future__ import annotations
 
+import base64
+import functools
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["MASK", "clean", "clip", "mask_argv", "mask_text", "mask_value"]
+__all__ = [
+    "MASK",
+    "clean",
+    "clip",
+    "known_secrets",
+    "mask_argv",
+    "mask_known",
+    "mask_text",
+    "mask_value",
+]
 
 MASK = "********"
 
@@ -30,7 +41,10 @@ _INLINE = re.compile(
     # made a long run of letters (a hex dump) take seconds.
     rf"(?<![\w-])(?P<key>[\"']?[\w-]{{0,40}}?(?:{_WORDS}|sig)[\w-]{{0,40}}[\"']?)"
     r"(?P<sep>\s*[=:]\s*)"
-    r"(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,'\"}\])]+)",
+    # The value: quoted; or an app password as Google shows it, four groups of four
+    # letters with spaces (all of it, not only the first group); or up to a separator.
+    r"(?P<value>\"[^\"]*\"|'[^']*'|[a-z]{4}(?:[ \t][a-z]{4}){3}(?![\w-])"
+    r"|[^\s&;,'\"}\])]+)",
     re.IGNORECASE,
 )
 # ``Authorization: Bearer abc…``: the scheme is no secret, the credential after it is.
@@ -124,3 +138,48 @@ def clip(text: str, limit: int, *, keep_end: bool = False) -> str:
     if keep_end:  # a traceback's last lines are the ones that matter
         return "… (cut) …\n" + text[-limit:]
     return text[:limit] + " … (cut)"
+
+
+# -- the secrets postbud knows ----------------------------------------------------------
+
+#: Shorter values are not masked on their own: they would hide ordinary words.
+MIN_SECRET = 6
+
+
+def known_secrets(values: Iterable[str], username: str = "") -> re.Pattern[str] | None:
+    """One pattern for every spelling of these secrets that may reach a text.
+
+    Each value as it is, with or without the spaces Google shows in app passwords
+    (``abcd efgh ijkl mnop``), and base64 as the SASL exchanges send it (AUTH PLAIN
+    ``\\0user\\0secret``, AUTH LOGIN, XOAUTH2), in any case: a server that echoes a
+    line upper-cased still gets it masked. None when there is nothing to mask.
+    """
+    return _pattern(tuple(sorted({v for v in values if v})), username)
+
+
+@functools.lru_cache(maxsize=32)
+def _pattern(values: tuple[str, ...], username: str) -> re.Pattern[str] | None:
+    spellings: set[str] = set()
+    for value in values:
+        bare = "".join(value.split())
+        if len(bare) < MIN_SECRET:
+            continue
+        # Any whitespace between the characters: "abcd efgh ijkl mnop" and its groups.
+        spellings.add(r"\s?".join(re.escape(c) for c in bare))
+        for sasl in (
+            bare,
+            f"\0{username}\0{bare}",
+            f"user={username}\x01auth=Bearer {bare}\x01\x01",
+        ):
+            encoded = base64.b64encode(sasl.encode("utf-8", "replace")).decode("ascii")
+            spellings.add(re.escape(encoded.rstrip("=")))
+    if not spellings:
+        return None
+    # Longest first, so that a whole spelling is masked rather than a part of it.
+    ordered = sorted(spellings, key=len, reverse=True)
+    return re.compile("|".join(ordered), re.IGNORECASE)
+
+
+def mask_known(text: str, secrets: re.Pattern[str] | None) -> str:
+    """``text`` with every spelling of the known secrets masked."""
+    return text if secrets is None else secrets.sub(MASK, text)

@@ -18,9 +18,10 @@ import time
 from typing import Any, ClassVar
 
 from . import _fork
+from ._sasl import Cancel, authenticate
 from .errors import ConfigurationError, MissingDependencyError, TokenRefreshError
 
-__all__ = ["MAIL_SCOPE", "OAuth2", "refresh_error"]
+__all__ = ["MAIL_SCOPE", "OAuth2", "check_token_uri", "refresh_error"]
 
 #: The only scope that works for SMTP (and IMAP/POP).
 MAIL_SCOPE = "https://mail.google.com/"
@@ -29,6 +30,31 @@ GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"  # noqa: S105 - a URL
 _MAX_REQUEST_TIMEOUT = 30.0
 # Answers google-auth would retry after sleeping (1 s, then 2 s) inside send().
 _RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+def check_token_uri(value: str, name: str = "token_uri") -> str:
+    """``value`` if the refresh token and client secret may be posted to it: an
+    ``https://`` URL, or ``http://`` to a loopback address (a local test endpoint such
+    as FakeGoogleTokens). Anything else is a ``ConfigurationError`` naming ``name``."""
+    import ipaddress
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(value)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return value
+    if parts.scheme == "http" and host:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return value
+    raise ConfigurationError(
+        f"{name} {value!r} must be an https:// URL (http:// only to a loopback address "
+        "such as 127.0.0.1, for a local test endpoint): the refresh token and the client "
+        "secret are sent to it."
+    )
 
 
 def _google() -> Any:
@@ -117,7 +143,7 @@ class OAuth2:
             )
         creds = google.oauth2.credentials.Credentials.from_authorized_user_info(info)
         if token_uri:
-            creds = creds.with_token_uri(token_uri)
+            creds = creds.with_token_uri(check_token_uri(token_uri))
         return cls(creds, source=f"authorized user file {os.path.basename(os.fspath(path))!r}")
 
     @classmethod
@@ -136,7 +162,7 @@ class OAuth2:
             refresh_token=refresh_token,
             client_id=client_id,
             client_secret=client_secret,
-            token_uri=token_uri or GOOGLE_TOKEN_URI,
+            token_uri=check_token_uri(token_uri) if token_uri else GOOGLE_TOKEN_URI,
         )
         return cls(creds, source=f"refresh token of client {client_id!r}")
 
@@ -154,7 +180,7 @@ class OAuth2:
                 "console under IAM & Admin, Service accounts, Keys."
             )
         if token_uri:
-            info = {**info, "token_uri": token_uri}
+            info = {**info, "token_uri": check_token_uri(token_uri)}
         creds = google.oauth2.service_account.Credentials.from_service_account_info(
             info, scopes=[MAIL_SCOPE], subject=subject
         )
@@ -219,6 +245,19 @@ class OAuth2:
 
         return request
 
+    @property
+    def token_uri(self) -> str:
+        """Where tokens are refreshed (Google's endpoint unless told otherwise)."""
+        return str(getattr(self._credentials, "token_uri", None) or GOOGLE_TOKEN_URI)
+
+    def secret_values(self) -> tuple[str, ...]:
+        """What must never be shown: the refresh token, the client secret and the
+        current access token (postbud masks them in alert mails and reply texts)."""
+        creds = self._credentials
+        found = [getattr(creds, name, None) for name in ("refresh_token", "client_secret")]
+        found.append(getattr(creds, "token", None))
+        return tuple(str(value) for value in found if isinstance(value, str) and value)
+
     # -- the SMTP side ----------------------------------------------------------------------
 
     def login(self, smtp: smtplib.SMTP, username: str) -> None:
@@ -237,14 +276,20 @@ class OAuth2:
 
 
 def _xoauth2(smtp: smtplib.SMTP, user: str, token: str) -> None:
+    steps = {"token": False, "error": False}
+
     def answer(challenge: bytes | None = None) -> str:
         if not challenge:  # the initial response (or an empty "334 " prompt)
+            if steps["token"]:  # asked again for the token it was sent: cancel
+                raise Cancel
+            steps["token"] = True
             return f"user={user}\x01auth=Bearer {token}\x01\x01"
+        if steps["error"]:  # Gmail sends one error challenge, then 535
+            raise Cancel
+        steps["error"] = True
         return ""  # Gmail's error challenge (base64 JSON) wants an empty line
 
-    code, reply = smtp.auth("XOAUTH2", answer)
-    if code != 235:  # smtplib treats 503 as success
-        raise smtplib.SMTPAuthenticationError(code, reply)
+    authenticate(smtp, "XOAUTH2", answer)
 
 
 def _error_code(body: Any) -> str:
@@ -254,8 +299,12 @@ def _error_code(body: Any) -> str:
         return "no JSON body"
 
 
-def refresh_error(exc: Exception) -> TokenRefreshError | None:
-    """Translate a google-auth error into ``TokenRefreshError`` (None if not one)."""
+def refresh_error(exc: Exception, token_uri: str | None = None) -> TokenRefreshError | None:
+    """Translate a google-auth error into ``TokenRefreshError`` (None if not one).
+
+    ``token_uri``: the endpoint that answered, when it is not Google's (the texts then
+    name it instead of Google).
+    """
     module = type(exc).__module__
     if not module.startswith("google."):
         return None
@@ -264,9 +313,12 @@ def refresh_error(exc: Exception) -> TokenRefreshError | None:
     error = str(details.get("error") or first.split(":", 1)[0]).strip()
     description = str(details.get("error_description") or "").strip()
     said = f"{error}: {description}" if description else first
+    google = not token_uri or token_uri == GOOGLE_TOKEN_URI
+    who = "Google" if google else f"The token endpoint {token_uri}"
+    where = "Google's token endpoint" if google else f"The token endpoint {token_uri}"
     if error == "invalid_grant":
         return TokenRefreshError(
-            f"Google refused to refresh the OAuth2 token ({said}).",
+            f"{who} refused to refresh the OAuth2 token ({said}).",
             message=said,
             retryable=False,
             hint="The refresh token is no longer valid: it was revoked, the account's "
@@ -276,7 +328,7 @@ def refresh_error(exc: Exception) -> TokenRefreshError | None:
         )
     if error == "unauthorized_client":
         return TokenRefreshError(
-            f"Google refused the service account's token request ({said}).",
+            f"{who} refused the service account's token request ({said}).",
             message=said,
             retryable=False,
             hint="Domain-wide delegation is not set up for this service account: in the "
@@ -286,7 +338,7 @@ def refresh_error(exc: Exception) -> TokenRefreshError | None:
         )
     if error in ("invalid_client", "unauthorized", "access_denied", "invalid_scope"):
         return TokenRefreshError(
-            f"Google refused the OAuth2 client ({said}).",
+            f"{who} refused the OAuth2 client ({said}).",
             message=said,
             retryable=False,
             hint=f"Check the client id and secret, and that the token was granted the "
@@ -296,6 +348,5 @@ def refresh_error(exc: Exception) -> TokenRefreshError | None:
         f"The OAuth2 token could not be refreshed ({said}).",
         message=said,
         retryable=True,
-        hint="Google's token endpoint was unreachable or failing; the next attempt "
-        "refreshes again.",
+        hint=f"{where} was unreachable or failing; the next attempt refreshes again.",
     )

@@ -12,7 +12,7 @@ The file is created mode 0600 (it holds mail bodies: password-reset links), in W
 mode with ``synchronous=NORMAL``: a commit survives the process being killed, not a
 power loss. Every call waits at most ~50 ms for a lock unless told otherwise.
 
-About 360 lines, a third of them the schema written out: every table in one place.
+About 390 lines, a third of them the schema written out: every table in one place.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 from postbud import _fork
 
+from .files import SpoolRefused, identity, make_folders, open_own_file
 from .queue import QueueBusy
 
 __all__ = [
@@ -275,18 +276,21 @@ class Database:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, mode=0o700, exist_ok=True)
-        # Create the file ourselves so it is 0600 from the first byte (SQLite gives the
-        # -wal and -shm files the database file's mode).
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(path, 0o600)
-        self._open_handles()
+        make_folders(os.path.dirname(os.path.abspath(path)))
+        fd = open_own_file(path)
         try:
-            self._migrate()
-        except BaseException:
-            self.close()
-            raise
+            self._open_handles()
+            try:
+                self._migrate()
+                # SQLite opens the path itself (and follows links): it must be the file
+                # checked above, not one swapped in since.
+                if (os.stat(path).st_dev, os.stat(path).st_ino) != identity(os.fstat(fd)):
+                    raise SpoolRefused(f"{path} was replaced while it was being opened")
+            except BaseException:
+                self.close()
+                raise
+        finally:
+            os.close(fd)
         _fork.register(self)
 
     def _migrate(self) -> None:

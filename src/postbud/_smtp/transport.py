@@ -34,7 +34,15 @@ from postbud.errors import (
 )
 
 from .deadline import Connection, SMTPConnection, SMTPSSLConnection
-from .errors import Step, connection_gone, reply_text, translate, translated
+from .errors import (
+    Step,
+    connection_gone,
+    reply_text,
+    scrubbed,
+    secrets_of,
+    translate,
+    translated,
+)
 from .replies import Stage
 from .route import current_route
 
@@ -198,7 +206,7 @@ class SMTPTransport:
         self._check_context(context)  # it may have been loosened since it was given
         smtp: Connection | None = None
         try:
-            with translated(s, self.credentials.credential, Step()) as step:
+            with translated(s, self.credentials, Step()) as step:
                 # smtplib connects and reads the greeting in __init__ (SMTPConnectError
                 # if it is not 220); the deadline is already set then.
                 if security == "ssl":
@@ -313,11 +321,12 @@ class SMTPTransport:
             if code != 250:
                 raise smtplib.SMTPDataError(code, reply)
         except Exception as exc:
-            error = translate(exc, stage, self.settings, self.credentials.credential)
+            error = translate(exc, stage, self.settings, self.credentials)
             self._reset_after(exc)
+            cause = scrubbed(exc, stage, secrets_of(self.credentials, self.settings.username))
             if stage == "mail" and connection_gone(exc):
-                raise _Retryable(error, exc) from exc
-            raise error from exc
+                raise _Retryable(error, cause) from cause
+            raise error from cause
         except BaseException:
             # Interrupted mid-transaction (KeyboardInterrupt...): the session is in an
             # unknown state, so the next send starts on a fresh connection.

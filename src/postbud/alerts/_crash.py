@@ -25,7 +25,7 @@ from postbud.errors import ConfigurationError
 
 from ._handler import recipients_of
 from ._policy import Mail
-from ._record import describe
+from ._record import describe, masked
 from ._render import DEFAULT_SUBJECT, check_template, render
 
 if TYPE_CHECKING:
@@ -122,7 +122,7 @@ def _report(
         record.threadName = thread
         record.funcName = where.name if where else ""
         at = time.time()
-        detail = describe(record, message, at)
+        detail = masked(describe(record, message, at), mailer.mask)
         s = mailer.settings
         subject, text, html = render(
             Mail("first", 1, at, at, detail, "crash"),

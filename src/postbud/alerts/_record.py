@@ -23,11 +23,12 @@ import socket
 import sys
 import sysconfig
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 from postbud._mask import clean, clip, mask_argv, mask_text, mask_value
 
-__all__ = ["Fingerprint", "describe", "digest_key", "fingerprint"]
+__all__ = ["Fingerprint", "describe", "digest_key", "fingerprint", "masked"]
 
 Fingerprint = tuple[str, str, int, str]
 #: How much of a traceback, a stack or one extra value goes into a mail.
@@ -91,6 +92,18 @@ def fingerprint(record: logging.LogRecord) -> Fingerprint:
 def digest_key(fp: Fingerprint) -> str:
     """A short stable name for a fingerprint (the spool's key; shown in mails)."""
     return hashlib.sha1(repr(fp).encode(), usedforsecurity=False).hexdigest()[:16]
+
+
+def masked(value: Any, mask: Callable[[str], str]) -> Any:
+    """Every string inside ``value`` (a description: dicts, lists) passed through ``mask``
+    (the secrets the Mailer knows, in every spelling)."""
+    if isinstance(value, str):
+        return mask(value)
+    if isinstance(value, dict):
+        return {k: masked(v, mask) for k, v in value.items()}
+    if isinstance(value, list):
+        return [masked(v, mask) for v in value]
+    return value
 
 
 def _value(key: str, value: Any) -> str:

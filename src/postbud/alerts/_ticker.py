@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,7 +20,7 @@ from postbud._message import Envelope
 from postbud._outbox import QueueBusy
 
 from ._policy import Counted, FpState, Mail, ScopeState, decide
-from ._record import describe, digest_key
+from ._record import describe, digest_key, masked
 from ._store import Enqueue, MemoryStore, SpoolStore, Store
 
 if TYPE_CHECKING:  # the handler owns its ticker; the ticker reads the handler's state
@@ -61,13 +62,15 @@ class Delta:
         self.last_at, self.last, self.last_message = newer.last_at, newer.last, newer.last_message
         return self
 
-    def counted(self) -> Counted:
-        first = _described(self.first, self.first_message, self.first_at)
+    def counted(self, mask: Callable[[str], str]) -> Counted:
+        """The occurrences, described, every text masked with ``mask`` (the secrets the
+        Mailer knows, in every spelling) before it is stored or mailed."""
+        first = masked(_described(self.first, self.first_message, self.first_at), mask)
         if self.captured is not None:
             first["captured"] = self.captured
         last = first
         if self.count > 1:
-            last = _described(self.last, self.last_message, self.last_at)
+            last = masked(_described(self.last, self.last_message, self.last_at), mask)
         return Counted(self.count, self.first_at, self.last_at, first, last)
 
 
@@ -139,7 +142,8 @@ class Ticker:
             return
         try:
             # Described here, before any spool transaction: the lock stays short.
-            counted = {digest_key(fp): d.counted() for fp, d in deltas.items()}
+            mask = handler.mailer.mask
+            counted = {digest_key(fp): d.counted(mask) for fp, d in deltas.items()}
             self._back_to_spool(now)
             self._apply(self._state_store(), counted, now, force, leaving)
         except QueueBusy as exc:

@@ -205,11 +205,11 @@ def _report(mailer: Mailer, run: _Run) -> None:
 
 def _envelope(mailer: Mailer, run: _Run) -> Envelope:
     command, status, started, ended = run.command, run.status, run.started, run.ended
-    shown = shlex.join(mask_argv(list(command)))
+    shown = mailer.mask(shlex.join(mask_argv(list(command))))
     host = socket.gethostname()
     ok = status == "exit status 0"
     tag = f"[{mailer.settings.alert_tag}] " if mailer.settings.alert_tag else ""
-    head = run.subject or shown
+    head = mailer.mask(run.subject) if run.subject else shown
     title = one_line(f"{tag}{'OK' if ok else 'FAILED'} ({status}): {head} on {host}", 200)
     rows = [
         ("Command", shown),
@@ -221,7 +221,7 @@ def _envelope(mailer: Mailer, run: _Run) -> Envelope:
         ("User", _user()),
         ("Directory", _cwd()),
     ]
-    output = [mask_text(line) for line in run.tail.lines]
+    output = [mailer.mask(mask_text(line)) for line in run.tail.lines]
     text = "\n".join(f"{k + ':':<10} {v}" for k, v in rows)
     text += f"\n\nLast {len(output)} line(s) of output (stdout and stderr):\n"
     text += "\n".join(output) + "\n\n-- \nSent by postbud run.\n"

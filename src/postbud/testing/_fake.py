@@ -34,7 +34,7 @@ from postbud._smtp import Route, redirected
 
 from . import replies
 from ._hooks import ACCOUNT_PASSWORD, GmailHandler
-from ._protocol import GmailSMTP, close_transport
+from ._protocol import GmailSMTP, close_transport, hide_credentials_in_logs
 from ._records import ReceivedMessage
 
 __all__ = ["ACCOUNT_PASSWORD", "FakeGmail"]
@@ -146,6 +146,7 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
                 tls.recv(1024)
 
     def start(self) -> None:
+        hide_credentials_in_logs()
         super().start()
         # aiosmtpd's start-up probe connected once; a user's count starts at zero.
         self.connections = 0

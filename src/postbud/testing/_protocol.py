@@ -9,6 +9,8 @@ answers to each command is decided by the hooks (``_hooks``).
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -21,7 +23,7 @@ from . import replies
 if TYPE_CHECKING:
     from ._hooks import GmailHandler
 
-__all__ = ["GmailSMTP", "close_transport", "gmail_reply"]
+__all__ = ["GmailSMTP", "close_transport", "gmail_reply", "hide_credentials_in_logs"]
 
 # aiosmtpd's own texts -> Gmail's, for replies the handler hooks do not produce.
 _STOCK: dict[str, str] = {
@@ -40,6 +42,46 @@ _STOCK: dict[str, str] = {
     "501 Syntax: EHLO hostname": "501-5.5.4 Empty HELO/EHLO argument not allowed, closing "
     "connection.\r\n501 5.5.4  https://support.google.com/mail/?p=helo {id} - gsmtp",
 }
+
+
+# "AUTH PLAIN <base64>" in any case: aiosmtpd masks its own log lines only when the
+# client wrote "AUTH" in capitals (and not at all before 1.4.6).
+_AUTH_LINE = re.compile(rb"(?i)^(\s*AUTH\s+\S+\s+)\S.*?(\r?\n)?$", re.S)
+
+
+class _HideCredentials(logging.Filter):
+    """Masks the credentials of AUTH lines in aiosmtpd's log (logger ``mail.log``), so
+    a user's test suite that captures logs never records a password or a token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            if "can't decode base64" in str(record.msg):
+                # The answer to a login challenge that was not base64: a password typed
+                # in clear, as like as not.
+                record.args = (*record.args[:1], "********")
+            else:
+                record.args = tuple(_hidden(a) for a in record.args)
+        return True
+
+
+def _hidden(value: object) -> object:
+    if isinstance(value, (bytes, str)):
+        raw = value.encode("utf-8", "replace") if isinstance(value, str) else value
+        match = _AUTH_LINE.match(raw)
+        if match:
+            hidden = match.group(1) + b"********" + (match.group(2) or b"")
+            return hidden.decode("utf-8", "replace") if isinstance(value, str) else hidden
+    return value
+
+
+_filter = _HideCredentials()
+
+
+def hide_credentials_in_logs() -> None:
+    """Install the filter on ``mail.log`` (once; FakeGmail does it when it starts)."""
+    log = logging.getLogger("mail.log")
+    if _filter not in log.filters:
+        log.addFilter(_filter)
 
 
 class GmailSMTP(SMTP):
