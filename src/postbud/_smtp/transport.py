@@ -7,7 +7,7 @@ deadline of a whole attempt (``deadline``), not of each socket call; a reused
 connection that turns out dead is reopened once, and only when nothing of the
 message was sent yet. Errors are translated in one place (``errors``).
 
-About 370 lines: the connection, the transaction and the probe share the deadline
+About 390 lines: the connection, the transaction and the probe share the deadline
 and the reconnect rule, which are clearer in one class than across modules.
 """
 

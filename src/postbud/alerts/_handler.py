@@ -7,7 +7,7 @@ it describes the records it was given, merges the counts into the alert state (t
 spool, shared by processes, or memory), lets the policy (``_alert_policy``) decide
 which mails go out, renders them and hands them to the Mailer's outbox as alerts.
 
-About 370 lines: the handler's lifecycle (emit, its thread, flush, close, fork) and
+About 390 lines: the handler's lifecycle (emit, its thread, flush, close, fork) and
 the two adapter hooks; the tick itself is ``_ticker``.
 """
 
