@@ -7,12 +7,13 @@ PYTEST_ARGS ?=
 # The other supported Pythons (`make test-pythons`, run by CI); 3.11 is .venv's.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
-.PHONY: help demo test test-pythons lint format bench clean
+.PHONY: help demo test test-pythons fuzz lint format bench clean
 
 help:
 	@echo "make demo          run the demo against an embedded fake Gmail (no account needed)"
 	@echo "make test          lint, type checks, the layer check, the suite with coverage"
 	@echo "make test-pythons  the suite on Python $(OTHER_PYTHONS) (each in .venv-3.X)"
+	@echo "make fuzz          the property-based tests, random and longer (FUZZ_PYTHONS=...)"
 	@echo "make lint          ruff, mypy --strict on src and integrations, mypy on tests, layers"
 	@echo "make format        ruff's fixes and formatting"
 	@echo "make bench         the benchmarks in benchmarks/ (not part of make test)"
@@ -64,6 +65,18 @@ test-%: .venv-%/.dev-installed
 	.venv-$*/bin/python -m pytest -p no:cacheprovider --junitxml=build/junit-$*.xml $(PYTEST_ARGS)
 
 test-pythons: $(addprefix test-,$(OTHER_PYTHONS))
+
+# The property-based tests (tests/core/test_fuzz_message.py) with the random, longer
+# hypothesis profile of conftest.py; make test runs them short and derandomized. A
+# failure prints the example and a @reproduce_failure blob to replay it.
+FUZZ_PYTHONS ?= 3.11 $(OTHER_PYTHONS)
+fuzz: $(VENV)/.dev-installed $(patsubst %,.venv-%/.dev-installed,$(filter-out 3.11,$(FUZZ_PYTHONS)))
+	@for version in $(FUZZ_PYTHONS); do \
+		venv=.venv-$$version; [ "$$version" = 3.11 ] && venv=$(VENV); \
+		echo "== Python $$version"; \
+		$$venv/bin/python -m pytest -p no:cacheprovider -m fuzz --hypothesis-profile=postbud-fuzz \
+			--hypothesis-show-statistics tests/core/test_fuzz_message.py $(PYTEST_ARGS) || exit 1; \
+	done
 
 format: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check --fix src integrations tests benchmarks docs/examples tools

@@ -12,3 +12,31 @@ pytest_plugins = ["postbud.testing.plugin"]
 @pytest.fixture(autouse=True)
 def _quiet_aiosmtpd() -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
+
+
+# Hypothesis profiles for tests/core/test_fuzz_message.py (issue 15). make test runs the
+# short one: derandomized (the same examples on every run and every machine), no example
+# database, a few hundred examples per property. make fuzz runs the random, longer one.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # hypothesis is in the dev extra; the fuzz module skips without it
+    pass
+else:
+    settings.register_profile(
+        "postbud-short",
+        derandomize=True,
+        database=None,
+        max_examples=300,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.register_profile(
+        "postbud-fuzz",
+        derandomize=False,
+        database=None,
+        max_examples=5_000,
+        deadline=None,
+        print_blob=True,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    settings.load_profile("postbud-short")

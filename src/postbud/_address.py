@@ -8,6 +8,7 @@ cached: an alerting process writes to the same few addresses all day.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from email import policy as email_policy
@@ -23,11 +24,15 @@ __all__ = [
     "addresses",
     "check_no_breaks",
     "check_unicode",
+    "checked",
+    "control_character",
     "parse_address",
     "parse_addresses",
 ]
 
 Addresses = Union[str, Iterable[str], None]  # noqa: UP007
+# ASCII control characters but TAB (and DEL): they cannot be encoded in every field.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ def parse_addresses(text: str) -> tuple[Address, ...]:
     Cached: an alerting process writes to the same few addresses all day.
     """
     check_no_breaks("address", text)
+    bad = control_character(text)
+    if bad:
+        raise InvalidMessageError(f"{text!r} holds the control character {bad!r}: remove it.")
     try:
         header = email_policy.default.header_factory("To", text)
         groups = header.groups
@@ -87,6 +95,21 @@ def parse_address(text: str) -> Address:
     if len(found) != 1:
         raise InvalidMessageError(f"{text!r} holds {len(found)} addresses where one is expected.")
     return found[0]
+
+
+def checked(field: str, std: _StdAddress) -> Address:
+    """One address the stdlib parsed already (a header of an ``EmailMessage``), checked
+    as ``parse_addresses`` checks; ``field`` names it in the error."""
+    try:
+        check_no_breaks("address", std.display_name)
+        bad = control_character(std.display_name)
+        if bad:
+            raise InvalidMessageError(
+                f"the display name {std.display_name!r} holds the control character {bad!r}."
+            )
+        return _checked(std, std.addr_spec)
+    except InvalidMessageError as exc:
+        raise InvalidMessageError(f"{field}: {exc.description}") from None
 
 
 def _checked(std: _StdAddress, source: str) -> Address:
@@ -155,6 +178,12 @@ def check_no_breaks(field: str, value: str) -> None:
             "must be one line; a line break could inject headers."
         )
     check_unicode(field, value)
+
+
+def control_character(value: str) -> str | None:
+    """The first ASCII control character of ``value`` other than TAB (DEL included)."""
+    found = _CONTROL.search(value)
+    return found.group() if found else None
 
 
 def check_unicode(field: str, value: str) -> None:

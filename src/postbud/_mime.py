@@ -4,9 +4,29 @@ Why the bytes are written here rather than by ``EmailMessage.as_bytes()``: the m
 ``email`` API parses every header into a tree when it is set and refolds the tree when
 it is written, about 0.3 ms per small message, which is more than the whole SMTP round
 trip on a reused connection. The common case (ASCII headers that fit on a line, text
-and HTML bodies) is plain string work; everything hard (RFC 2047 encoded words, RFC
-2231 file names, folding long headers, SMTPUTF8) is still done by the stdlib's header
-classes, and the tests parse every message back with the stdlib and require zero defects.
+and HTML bodies) is plain string work, and the tests parse every message back with the
+stdlib and require zero defects.
+
+Why header values are encoded here too, not by the stdlib's folder: up to Python 3.12
+that folder decodes text that merely looks like an RFC 2047 encoded word and writes what
+it decoded, CR LF included (header and body injection, the CVE-2024-6923 class); it
+turns the comma after a long non-ASCII display name into ``=?utf-8?q?=2C?=`` (the other
+recipients vanish); and what it does differs by patch release. postbud relies on no
+patch level, so it writes every header by these rules, on every Python:
+
+- unstructured text (Subject, custom headers): a word that is printable (ASCII unless
+  SMTPUTF8) and holds no ``=?`` is written as it is; other words, with the blanks
+  between them, go into encoded words. So ``=?utf-8?q?P?=`` arrives as that text, and
+  control characters arrive encoded, never raw;
+- addresses: each display name by itself (atoms, a quoted string or encoded words), the
+  commas between addresses always plain;
+- file names: a quoted string, or RFC 2231 (percent-encoded UTF-8) when that is unsafe;
+- then ``check_header_block`` scans the lines of the result (no bare CR or LF, every
+  continuation line starts with a blank, one field per header, at most 998 octets):
+  a line scan, not a re-parse, so building stays cheap.
+
+This module is longer than ~350 lines because the header encoder and the parts that
+use it are one job: they change together.
 """
 
 from __future__ import annotations
@@ -15,40 +35,268 @@ import base64
 import binascii
 import mimetypes
 import os
+import re
 import secrets
-from collections.abc import Sequence
-from email import policy as email_policy
+from collections.abc import Iterable, Sequence
 
-from postbud._address import check_no_breaks
+from postbud._address import check_no_breaks, control_character
 from postbud.errors import InvalidMessageError
 
 __all__ = [
+    "address_header",
     "attachment_part",
     "binary_part",
+    "check_field",
+    "check_header_block",
     "header",
     "inline_part",
     "multipart",
+    "parameter_header",
     "text_part",
 ]
 
-_POLICY = email_policy.SMTP
-_POLICY_UTF8 = email_policy.SMTPUTF8
-_MAX_LINE = 998
+_MAX_LINE = 998  # RFC 5322: octets per line, CRLF excluded
+_LINE = 78  # RFC 5322's recommended line length; RFC 2047 wants lines with encoded words short
+_EW_ROOM = 75 - len("=?utf-8?q??=")  # encoded text in one encoded word (RFC 2047: 75 at most)
+_BLANK_RUN = 40  # a longer run of blanks goes into an encoded word with its neighbours
+_WORDS = re.compile(r"[ \t]+|[^ \t]+")
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ATOMS = re.compile(f"[{_ATEXT}]+(?: [{_ATEXT}]+)*")
+_ATOMS_UTF8 = re.compile(f"[{_ATEXT}\x80-\U0010ffff]+(?: [{_ATEXT}\x80-\U0010ffff]+)*")
+# RFC 2047 section 5 (3): the characters that may stand for themselves in a "Q" encoded
+# word wherever it is; the rest (and "=", "?", "_") are written =XX, the space "_".
+_Q_SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!*+-/"
+_Q = tuple(chr(b) if b in _Q_SAFE else "_" if b == 0x20 else f"={b:02X}" for b in range(256))
+# RFC 2231 attribute-char: what a parameter value may hold unencoded; the rest is %XX.
+_ATTR_SAFE = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$&+-.^_`|~"
+_PCT = tuple(chr(b) if b in _ATTR_SAFE else f"%{b:02X}" for b in range(256))
+# An empty line, or one of blanks only: it would end the header block for some parsers.
+_BLANK_LINE = re.compile(rb"\r\n[ \t]*\r\n")
+
+
+def _plain(text: str, utf8: bool) -> bool:
+    """May ``text`` go into a header as it is? Printable, ASCII unless SMTPUTF8, and
+    nothing a reader would decode as an encoded word."""
+    return (utf8 or text.isascii()) and text.isprintable() and "=?" not in text
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class _Lines:
+    """Greedy folding: a piece goes on the current line while the line stays within 78
+    characters; otherwise the blanks before it start the next line."""
+
+    __slots__ = ("done", "line", "start")
+
+    def __init__(self, name: str) -> None:
+        self.done: list[str] = []
+        self.line = name + ":"
+        self.start = len(self.line)
+
+    def add(self, sep: str, text: str) -> None:
+        if len(self.line) + len(sep) + len(text) > _LINE and len(self.line) > self.start:
+            self.done.append(self.line)
+            self.line = ""
+        self.line += sep + text
+
+    def add_encoded(self, sep: str, text: str, phrase: bool) -> None:
+        """``text`` as encoded words (UTF-8, "Q" or "B", whichever is shorter).
+
+        Readers join adjacent encoded words and drop the blanks between them, so a word
+        ends at a character boundary; in a display name it ends after a space where it
+        can (Python's parser keeps the blank between encoded words in a phrase).
+        """
+        data = [c.encode() for c in text]
+        q_cost = [sum(len(_Q[b]) for b in c) for c in data]
+        total = sum(map(len, data))
+        quoted = sum(q_cost) <= (total + 2) // 3 * 4
+        i, n = 0, len(text)
+        while i < n:
+            room = _LINE - len(self.line) - len(sep) - 12
+            rest = sum(q_cost[i:]) if quoted else (sum(map(len, data[i:])) + 2) // 3 * 4
+            if room < min(16, rest) and len(self.line) > self.start:
+                self.done.append(self.line)
+                self.line = ""
+                room = _LINE - len(sep) - 12
+            room = max(min(room, _EW_ROOM), 12)
+            j, size = i, 0
+            while j < n:
+                grown = size + (q_cost[j] if quoted else len(data[j]))
+                if j > i and (grown if quoted else (grown + 2) // 3 * 4) > room:
+                    break
+                size, j = grown, j + 1
+            if phrase and j < n and " " in text[i + 1 : j]:
+                j = text.rindex(" ", i + 1, j) + 1
+            chunk = b"".join(data[i:j])
+            if quoted:
+                self.line += f"{sep}=?utf-8?q?{''.join(_Q[b] for b in chunk)}?="
+            else:
+                self.line += f"{sep}=?utf-8?b?{base64.b64encode(chunk).decode('ascii')}?="
+            sep, i = " ", j
+
+    def text(self) -> str:
+        return "\r\n".join([*self.done, self.line]) + "\r\n"
 
 
 def header(name: str, value: str, utf8: bool) -> str:
-    if value.isascii() and len(name) + len(value) < 77:
+    """One unstructured header (Subject, a custom header), encoded and folded.
+
+    Blanks around the value are dropped (readers drop them too); nothing else changes.
+    """
+    if (
+        value.isascii()
+        and value.isprintable()
+        and "=?" not in value
+        and len(name) + len(value) < 77
+    ):
         return f"{name}: {value}\r\n"
-    policy = _POLICY_UTF8 if utf8 else _POLICY
-    # header_factory(...).fold() encodes (RFC 2047/2231) and folds; policy.fold()
-    # alone would pass short non-ASCII values through raw.
-    folded = str(policy.header_factory(name, value).fold(policy=policy))
-    # The stdlib starts a value that fits one line on the next ("Subject:\r\n Hello"),
-    # which parsers then read with a leading space: keep its first part on the name's line.
-    empty_first = f"{name}:\r\n "
-    if folded.startswith(empty_first):
-        folded = f"{name}: " + folded[len(empty_first) :]
-    return folded
+    tokens = _WORDS.findall(value.strip(" \t"))  # words at even places, blanks at odd
+    limit = _MAX_LINE - max(len(name) + 2, _BLANK_RUN)  # a plain word fits any line
+    encode = [
+        len(t) > _BLANK_RUN if i % 2 else not (_plain(t, utf8) and len(t.encode()) <= limit)
+        for i, t in enumerate(tokens)
+    ]
+    for i in range(1, len(tokens) - 1, 2):  # a long blank run is encoded with both neighbours
+        if encode[i]:
+            encode[i - 1] = encode[i + 1] = True
+    for i in range(1, len(tokens) - 1, 2):  # readers drop blanks between encoded words
+        encode[i] = encode[i] or (encode[i - 1] and encode[i + 1])
+    lines = _Lines(name)
+    sep, i = " ", 0
+    while i < len(tokens):
+        if not encode[i]:
+            if i % 2:
+                sep = tokens[i]
+            else:
+                lines.add(sep, tokens[i])
+            i += 1
+            continue
+        j = i
+        while j < len(tokens) and encode[j]:
+            j += 1
+        lines.add_encoded(sep, "".join(tokens[i:j]), phrase=False)
+        i = j
+    return lines.text()
+
+
+def address_header(name: str, mailboxes: Iterable[tuple[str, str]], utf8: bool) -> str:
+    """An address header (From, To, Cc, ...) of (display name, addr-spec) pairs.
+
+    Each display name is written by itself: as atoms, as a quoted string, or as encoded
+    words when it is not plain (or too long for a line); the commas between addresses
+    are plain text outside any encoded word, so every recipient stays in the header.
+    """
+    boxes = list(mailboxes)
+    simple = []
+    for display, spec in boxes:
+        if not display:
+            simple.append(spec)
+        elif _plain(display, False) and len(display) <= 60:
+            simple.append(f"{display if _ATOMS.fullmatch(display) else _quoted(display)} <{spec}>")
+        else:
+            break
+    else:
+        text = ", ".join(simple)
+        if len(name) + len(text) < 77:
+            return f"{name}: {text}\r\n"
+    lines = _Lines(name)
+    for n, (display, spec) in enumerate(boxes):
+        end = "," if n + 1 < len(boxes) else ""
+        if display:
+            words = display.split(" ")
+            if _plain(display, utf8) and max(map(len, words)) <= 76:
+                if (_ATOMS_UTF8 if utf8 else _ATOMS).fullmatch(display):
+                    for word in words:
+                        lines.add(" ", word)
+                elif len(_quoted(display)) <= 76:
+                    lines.add(" ", _quoted(display))
+                else:
+                    lines.add_encoded(" ", display, phrase=True)
+            else:
+                lines.add_encoded(" ", display, phrase=True)
+            lines.add(" ", f"<{spec}>{end}")
+        else:
+            lines.add(" ", spec + end)
+    return lines.text()
+
+
+def parameter_header(name: str, value: str, params: Iterable[tuple[str, str]]) -> str:
+    """A MIME header with parameters (``Content-Disposition: attachment; filename=...``).
+
+    ``value`` and the parameter names must be tokens (the caller's). A parameter value
+    goes as a quoted string when it is short, printable ASCII and holds no ``=?``;
+    otherwise as RFC 2231 percent-encoded UTF-8, in sections of a line each, each
+    ending at a character boundary (parsers decode each section by itself).
+    """
+    lines = _Lines(name)
+    items = list(params)
+    lines.add(" ", value + (";" if items else ""))
+    for n, (key, text) in enumerate(items):
+        end = ";" if n + 1 < len(items) else ""
+        if text.isascii() and _plain(text, False) and len(_quoted(text)) <= 60:
+            lines.add(" ", f"{key}={_quoted(text)}{end}")
+            continue
+        sections = [""]
+        for char in text:
+            piece = "".join(_PCT[b] for b in char.encode())
+            if len(sections[-1]) + len(piece) > 60:
+                sections.append("")
+            sections[-1] += piece
+        if len(sections) == 1:
+            lines.add(" ", f"{key}*=utf-8''{sections[0]}{end}")
+            continue
+        for k, section in enumerate(sections):
+            start = "utf-8''" if k == 0 else ""
+            lines.add(" ", f"{key}*{k}*={start}{section}{';' if k + 1 < len(sections) else end}")
+    return lines.text()
+
+
+def _fields(data: bytes) -> int:
+    """How many header fields ``data`` holds, or -1 unless every line ends with CRLF,
+    no CR or LF is bare, no line is empty or blanks only, none is longer than 998
+    octets, and the first is not a continuation. Counting bytes, not parsing: a line
+    that does not start with a blank starts a field, so an injected one is counted."""
+    lines = data.count(b"\r\n")
+    if (
+        not data.endswith(b"\r\n")
+        or data.count(b"\r") != lines
+        or data.count(b"\n") != lines
+        or data[:1] in (b" ", b"\t", b"\r")
+        or _BLANK_LINE.search(data) is not None
+        or (len(data) > _MAX_LINE and max(map(len, data.split(b"\r\n"))) > _MAX_LINE)
+    ):
+        return -1
+    return lines - data.count(b"\r\n ") - data.count(b"\r\n\t")
+
+
+def check_field(field: str, name: str, data: bytes) -> None:
+    """Raise unless ``data`` is one header field ``name`` (see ``_fields``); ``field``
+    names the argument in the message."""
+    if _fields(data) != 1 or not data.startswith(name.encode("ascii", "replace") + b":"):
+        raise InvalidMessageError(
+            f"{field}: the {name!r} header would not be written as one header field "
+            f"({data[:80]!r}...): a line break that is not folding, a line longer than "
+            f"{_MAX_LINE} characters, or a bad header name. Nothing was sent."
+        )
+
+
+def check_header_block(block: bytes, names: Sequence[tuple[str, str]]) -> None:
+    """Raise unless ``block`` is one field per (argument, header name) in ``names``."""
+    if _fields(block) == len(names) and block.startswith(names[0][1].encode() + b":"):
+        return
+    lines = block.split(b"\r\n")
+    starts = [k for k, line in enumerate(lines) if line[:1] not in (b" ", b"\t")]
+    for (field, name), k, end in zip(names, starts, [*starts[1:], len(lines)], strict=False):
+        check_field(field, name, b"\r\n".join(lines[k:end]) + b"\r\n")
+    raise InvalidMessageError(
+        f"The header block would not be written as {len(names)} header fields "
+        f"({block[:200]!r}...). Nothing was sent."
+    )
+
+
+# -- parts ----------------------------------------------------------------------------
 
 
 def text_part(content: str, subtype: str) -> bytes:
@@ -70,18 +318,23 @@ def binary_part(
     disposition: str,
     filename: str | None,
     content_id: str | None,
-    utf8: bool,
+    field: str = "attachments",
 ) -> bytes:
-    head = header("Content-Type", mimetype, utf8)
+    """A base64 part; ``mimetype``, ``filename`` and ``content_id`` are checked already."""
+    names = [(field, "Content-Type"), (field, "Content-Disposition")]
+    head = f"Content-Type: {mimetype}\r\n"
     if filename is not None:
-        quoted = filename.replace("\\", "\\\\").replace('"', '\\"')
-        head += header("Content-Disposition", f'{disposition}; filename="{quoted}"', utf8)
+        head += parameter_header("Content-Disposition", disposition, [("filename", filename)])
     else:
         head += f"Content-Disposition: {disposition}\r\n"
     if content_id is not None:
         head += f"Content-ID: <{content_id}>\r\n"
-    body = base64.encodebytes(data).replace(b"\n", b"\r\n")
-    return (head + "Content-Transfer-Encoding: base64\r\n\r\n").encode("utf-8") + body
+        names.append((field, "Content-ID"))
+    head += "Content-Transfer-Encoding: base64\r\n"
+    names.append((field, "Content-Transfer-Encoding"))
+    block = head.encode("ascii")
+    check_header_block(block, names)
+    return block + b"\r\n" + base64.encodebytes(data).replace(b"\n", b"\r\n")
 
 
 def multipart(subtype: str, parts: Sequence[bytes]) -> bytes:
@@ -122,11 +375,29 @@ def _sniff_image(data: bytes) -> str | None:
 def _check_mimetype(field: str, mimetype: str) -> str:
     maintype, _, subtype = mimetype.partition("/")
     token_ok = all(c.isalnum() or c in "!#$&^_.+-" for c in maintype + subtype)
-    if not maintype or not subtype or not token_ok or not mimetype.isascii():
+    if (
+        not 0 < len(maintype) <= 127  # RFC 6838 4.2: at most 127 characters each
+        or not 0 < len(subtype) <= 127
+        or not token_ok
+        or not mimetype.isascii()
+    ):
         raise InvalidMessageError(
             f"{field}: {mimetype!r} is not a MIME type such as 'application/pdf' or 'image/png'."
         )
     return mimetype.lower()
+
+
+def _check_file_name(field: str, filename: str) -> None:
+    check_no_breaks(f"{field}: file name", filename)
+    bad = control_character(filename)
+    if bad:
+        # RFC 2231 could carry them, but readers show them raw or refuse the name.
+        raise InvalidMessageError(
+            f"{field}: the file name {filename!r} holds the control character {bad!r}: "
+            "file names cannot carry it; remove it."
+        )
+    if not filename.strip():
+        raise InvalidMessageError(f"{field}: a file name is empty.")
 
 
 def _read(field: str, path: str | os.PathLike[str]) -> tuple[str, bytes]:
@@ -141,7 +412,7 @@ def _read(field: str, path: str | os.PathLike[str]) -> tuple[str, bytes]:
         ) from None
 
 
-def attachment_part(item: object, utf8: bool) -> bytes:
+def attachment_part(item: object) -> bytes:
     if isinstance(item, (str, os.PathLike)):
         filename, data = _read("attachments", item)
         mimetype = _guess_type(filename)
@@ -166,26 +437,28 @@ def attachment_part(item: object, utf8: bool) -> bytes:
             "attachments: each item must be a path or a (filename, bytes[, mimetype]) "
             f"tuple, got {type(item).__name__}."
         )
-    check_no_breaks("attachments: file name", filename)
-    if not filename.strip():
-        raise InvalidMessageError("attachments: a file name is empty.")
-    return binary_part(data, mimetype, "attachment", filename, None, utf8)
+    _check_file_name("attachments", filename)
+    return binary_part(data, mimetype, "attachment", filename, None)
 
 
-def inline_part(cid: object, item: object, utf8: bool) -> bytes:
+def inline_part(cid: object, item: object) -> bytes:
     if (
         not isinstance(cid, str)
         or not cid
-        or any(c in cid for c in "<> \t\r\n\0")
+        or len(cid) > 200
+        or any(c in cid for c in "<> \t")
+        or control_character(cid)
+        or "=?" in cid  # a reader would decode it: the html's cid: would not match
         or not cid.isascii()
     ):
         raise InvalidMessageError(
-            f"inline: {cid!r} is not a usable Content-ID: use a short "
-            "ASCII name without spaces or angle brackets, such as 'logo'."
+            f"inline: {cid!r} is not a usable Content-ID: use a short ASCII name without "
+            "spaces, control characters or angle brackets, such as 'logo'."
         )
+    field = f"inline[{cid!r}]"
     mimetype: str | None = None
     if isinstance(item, (str, os.PathLike)):
-        filename, data = _read(f"inline[{cid!r}]", item)
+        filename, data = _read(field, item)
         mimetype = _guess_type(filename, data)
     elif isinstance(item, (bytes, bytearray, memoryview)):
         filename, data = cid, bytes(item)
@@ -197,9 +470,8 @@ def inline_part(cid: object, item: object, utf8: bool) -> bytes:
         and isinstance(item[1], str)
     ):
         filename, data = cid, item[0]
-        mimetype = _check_mimetype(f"inline[{cid!r}]", item[1])
+        mimetype = _check_mimetype(field, item[1])
     else:
-        raise InvalidMessageError(
-            f"inline[{cid!r}]: expected a path or bytes, got {type(item).__name__}."
-        )
-    return binary_part(data, mimetype, "inline", filename, cid, utf8)
+        raise InvalidMessageError(f"{field}: expected a path or bytes, got {type(item).__name__}.")
+    _check_file_name(field, filename)
+    return binary_part(data, mimetype, "inline", filename, cid, field)

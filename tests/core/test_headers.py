@@ -1,0 +1,247 @@
+"""Header injection and mangled headers (issue 15, part 1), as plain regression tests
+beside the property-based ones (test_fuzz_message.py). Most tests here fail on the code
+before the fix on at least one Python (3.10–3.12 for the folder's decoding and the comma,
+all four for the rest); the others pin what must not change with it: a quoted display
+name with a comma, compat32 text going out as written, encoded CR LF in a modern message
+refused, and blanks (the Decision: values compare after strip()).
+
+The bytes are parsed back with ``email.policy.default`` and must hold exactly the
+headers postbud was given plus the ones it adds."""
+
+from __future__ import annotations
+
+import email
+import logging
+from email import policy
+from email.message import EmailMessage, Message
+from email.mime.text import MIMEText
+from typing import Any
+
+import pytest
+
+from postbud import AlertHandler, InvalidMessageError, Mailer
+from postbud._message import Envelope, build_message, envelope_from_message
+from postbud.testing import MemoryTransport
+
+ME = "me@gmail.com"
+PW = "abcd efgh ijkl mnop"
+# The subject of the issue: no raw CR/LF, but encoded words that decode to CR LF.
+INJECTION = (
+    "Your order =?utf-8?q?=0D=0A?=Reply-To: phish@attacker.example=?utf-8?q?=0D=0A?="
+    "Content-Type: text/html=?utf-8?q?=0D=0A=0D=0A?=<h1>Log in again</h1>"
+)
+ADDED = ["From", "Date", "Message-ID", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"]
+
+
+def build(**kwargs: Any) -> Envelope:
+    kwargs.setdefault("mail_from", ME)
+    kwargs.setdefault("to", "you@example.com")
+    kwargs.setdefault("subject", "Hello")
+    kwargs.setdefault("text", "hi")
+    return build_message(**kwargs)
+
+
+def parsed(data: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(data, policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    assert [d for part in msg.walk() for d in part.defects] == []
+    for name, value in msg.items():
+        assert value.defects == (), (name, value.defects)
+    return msg
+
+
+def head_of(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[0] + b"\r\n"
+
+
+# -- encoded words in the text: never decoded into line breaks ------------------------
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        INJECTION,  # long ASCII: the folding path
+        "Grüße " + INJECTION,  # non-ASCII: the folding path
+        "=?utf-8?q?=0D=0A?=Bcc: x@attacker.example",  # short: the fast path
+    ],
+)
+def test_encoded_words_in_a_subject_stay_text(subject: str) -> None:
+    env = build(subject=subject)
+    msg = parsed(env.data)
+    assert msg.keys() == ["From", "To", "Subject", *ADDED[1:]]
+    assert msg["Subject"] == subject
+    assert msg["Reply-To"] is None and msg.get_content_type() == "text/plain"
+    assert msg.get_content() == "hi\r\n"
+
+
+def test_encoded_words_in_a_custom_header_stay_text() -> None:
+    msg = parsed(build(headers={"X-Order": INJECTION, "X-Short": "=?utf-8?q?P?="}).data)
+    assert (msg["X-Order"], msg["X-Short"]) == (INJECTION, "=?utf-8?q?P?=")
+    assert msg["Reply-To"] is None and msg.get_content_type() == "text/plain"
+
+
+def test_text_that_looks_like_an_encoded_word_arrives_as_written() -> None:
+    env = build(subject="=?utf-8?q?P?=", attachments=[("=?utf-8?q?P?=.txt", b"x")])
+    msg = parsed(env.data)
+    assert msg["Subject"] == "=?utf-8?q?P?="
+    assert next(msg.iter_attachments()).get_filename() == "=?utf-8?q?P?=.txt"
+
+
+def test_an_alert_about_a_hostile_user_name_is_one_subject() -> None:
+    transport = MemoryTransport()
+    mailer = Mailer(username=ME, app_password=PW, transport=transport)
+    handler = AlertHandler("ops@example.com", mailer=mailer)
+    record = logging.LogRecord("app", logging.ERROR, __file__, 1, "login failed: %s", None, None)
+    record.args = (INJECTION,)
+    handler.handle(record)
+    handler.close()
+    mailer.close()
+    [received] = transport.messages
+    msg = parsed(received.data)
+    assert msg["Reply-To"] is None
+    assert INJECTION in str(msg["Subject"])
+    assert msg.get_content_type() == "multipart/alternative"
+
+
+# -- addresses -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        "a" * 25 + "ü <j@example.com>",
+        "a" * 40 + "ü <j@example.com>",
+        '"Müller, Anna-Katharina von und zu Hohenberg" <anna@example.com>',
+    ],
+)
+def test_a_long_non_ascii_display_name_keeps_the_other_recipients(first: str) -> None:
+    env = build(to=[first, "b@example.com", "c@example.com"], cc=[first, "d@example.com"])
+    msg = parsed(env.data)
+    assert [a.addr_spec for a in msg["To"].addresses][1:] == ["b@example.com", "c@example.com"]
+    assert len(msg["To"].addresses) == 3 and len(msg["Cc"].addresses) == 2
+    assert b"=?utf-8?q?=2C?=" not in head_of(env.data)
+
+
+def test_display_names_that_look_like_encoded_words_are_encoded() -> None:
+    # The stdlib reads an encoded word in an address as the words it encodes; postbud
+    # writes the display name it read so that a reader gets the same name back.
+    env = build(to="=?utf-8?q?Ann_=3D=3F_x?= <ann@example.com>")
+    [ann] = parsed(env.data)["To"].addresses
+    assert (ann.display_name, ann.addr_spec) == ("Ann =? x", "ann@example.com")
+
+
+# -- control characters -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x01", "\x0b", "\x0c", "\x1b", "\x1c", "\x1f", "\x7f"])
+def test_control_characters_in_a_subject_or_header_value_are_encoded(char: str) -> None:
+    subject = f"disk{char}full"
+    env = build(subject=subject, headers={"X-Note": f"a {char} b"})
+    assert char.encode() not in head_of(env.data)
+    msg = parsed(env.data)
+    assert (msg["Subject"], msg["X-Note"]) == (subject, f"a {char} b")
+    assert msg.keys() == ["From", "To", "Subject", "Date", "Message-ID", "X-Note", *ADDED[3:]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"attachments": [("a\x01.txt", b"x")]}, "attachments: the file name 'a\\x01.txt'"),
+        ({"attachments": [("a\x7f.txt", b"x")]}, "holds the control character '\\x7f'"),
+        ({"html": "x", "inline": {"lo\x1cgo": b"x"}}, "inline: 'lo\\x1cgo' is not a usable"),
+        ({"html": "x", "inline": {"=?utf-8?q?x?=": b"x"}}, "is not a usable Content-ID"),
+        ({"to": "Ann\x0b <ann@example.com>"}, "to: 'Ann\\x0b <ann@example.com>' holds the"),
+        ({"sender": "Me\x1b <me@gmail.com>"}, "sender: 'Me\\x1b <me@gmail.com>' holds the"),
+        ({"headers": {"Date": "Mon, 1 Jan 2024 0:00 +0000\x01"}}, "headers: Date"),
+        ({"headers": {"Message-ID": "<a\x01b@c>"}}, "headers: Message-ID"),
+        ({"headers": {"Resent-Bcc": "x@example.com"}}, "headers: 'Resent-Bcc' would show"),
+    ],
+)
+def test_control_characters_where_they_cannot_be_encoded_are_refused(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(InvalidMessageError) as info:
+        build(**kwargs)
+    assert message in str(info.value)
+
+
+# -- send_message(): compat32 and modern messages ------------------------------------------
+
+
+@pytest.mark.parametrize("char", ["\x1c", "\x1d", "\x1e", "\x0b", "\x0c", "\x85", "\u2028"])
+@pytest.mark.parametrize("factory", [Message, lambda: MIMEText("body")])
+def test_compat32_headers_cannot_split_the_header_block(char: str, factory: Any) -> None:
+    msg = factory()
+    msg["To"] = "a@example.com"
+    msg["Subject"] = f"hello{char}X-Injected: yes"
+    with pytest.raises(InvalidMessageError, match="header Subject holds the control character"):
+        envelope_from_message(msg, mail_from=ME)
+
+
+def test_compat32_errors_of_the_email_package_are_translated() -> None:
+    msg = Message()
+    msg["To"] = "a@example.com"
+    msg.set_payload("héllo")  # a str payload that is not ASCII, and no charset
+    with pytest.raises(InvalidMessageError, match="needs a charset") as info:
+        envelope_from_message(msg, mail_from=ME)
+    assert isinstance(info.value.__cause__, UnicodeError)
+    empty_from = Message()
+    empty_from["To"] = "a@example.com"
+    empty_from["From"] = ""
+    env = envelope_from_message(empty_from, mail_from=ME)
+    assert env.mail_from == ME
+    bad_name = Message()
+    bad_name["To"] = "a@example.com"
+    bad_name["X Bad"] = "x"
+    with pytest.raises(InvalidMessageError, match="'X Bad' is not a valid header name"):
+        envelope_from_message(bad_name, mail_from=ME)
+
+
+def test_compat32_messages_still_go_out_as_written() -> None:
+    msg = MIMEText("Grüße", "plain", "utf-8")
+    msg["To"] = '"Doe, Jane" <jane@example.com>, b@example.com'
+    msg["Subject"] = "Grüße =?utf-8?q?P?= " + "long " * 30
+    msg["X-Pre-Encoded"] = "=?utf-8?q?Gr=C3=BC=C3=9Fe?="  # Django encodes this way
+    out = parsed(envelope_from_message(msg, mail_from=ME).data)
+    assert out["Subject"].strip() == ("Grüße =?utf-8?q?P?= " + "long " * 30).strip()
+    assert out["X-Pre-Encoded"] == "Grüße"
+    assert [a.display_name for a in out["To"].addresses] == ["Doe, Jane", ""]
+    assert out.get_content() == "Grüße"
+
+
+@pytest.mark.parametrize("subject", ["=?utf-8?q?=3D=3Futf-8=3Fq=3FP=3F=3D?=", "Grüße " * 20])
+def test_modern_messages_are_written_by_postbud_rules(subject: str) -> None:
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["To"] = ["a" * 40 + "ü <j@example.com>", "b@example.com", "c@example.com"]
+    msg["Subject"] = subject  # the first decodes to the text "=?utf-8?q?P?="
+    msg.set_content("body")
+    expected = str(msg["Subject"]).strip()
+    out = parsed(envelope_from_message(msg, mail_from=ME).data)
+    assert out["Subject"].strip() == expected
+    assert len(out["To"].addresses) == 3
+
+
+def test_modern_message_with_encoded_line_breaks_is_refused() -> None:
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["To"] = "a@example.com"
+    msg["Subject"] = INJECTION  # decoded when set: the value holds CR LF
+    msg.set_content("body")
+    with pytest.raises(InvalidMessageError, match="header Subject contains a line break"):
+        envelope_from_message(msg, mail_from=ME)
+
+
+# -- blanks ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("subject", "read"), [(" ", ""), ("  Hi", "Hi"), ("Hi  there\t", "Hi  there"), ("\t", "")]
+)
+def test_surrounding_blanks_may_go_and_inner_blanks_stay(subject: str, read: str) -> None:
+    # Decision of issue 15: values compare after strip(); inner blanks are kept exactly.
+    assert parsed(build(subject=subject).data)["Subject"].strip() == read
+    assert parsed(build(subject=subject + "ü").data)["Subject"] == (subject + "ü").strip()
+
+
+def test_the_header_block_is_scanned_before_anything_is_sent() -> None:
+    with pytest.raises(InvalidMessageError, match="would not be written as one header field"):
+        build(headers={"X-" + "n" * 1000: "x"})
