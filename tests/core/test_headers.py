@@ -2,8 +2,9 @@
 beside the property-based ones (test_fuzz_message.py). Most tests here fail on the code
 before the fix on at least one Python (3.10–3.12 for the folder's decoding and the comma,
 all four for the rest); the others pin what must not change with it: a quoted display
-name with a comma, compat32 text going out as written, encoded CR LF in a modern message
-refused, and blanks (the Decision: values compare after strip()).
+name with a comma, an encoded word in an address string read as the stdlib reads it,
+compat32 text going out as written, encoded CR LF in a modern message refused, and
+blanks (the Decision: values compare after strip()).
 
 The bytes are parsed back with ``email.policy.default`` and must hold exactly the
 headers postbud was given plus the ones it adds."""
