@@ -29,6 +29,7 @@ LAYERS: list[list[str]] = [
     ["postbud._outbox"],  # L4
     ["postbud._smtp"],  # L3
     ["postbud._config"],  # L2
+    ["postbud._ready"],  # L1b  a ready email.message.Message (send_message)
     ["postbud._message", "postbud._convert"],  # L1  a message; one setting's value
     ["postbud._mime", "postbud._html"],  # L0c  MIME parts (use _address); HTML (uses _mask)
     # L0b

@@ -29,7 +29,6 @@ from ._message import (
     Envelope,
     InlineLike,
     build_message,
-    envelope_from_message,
 )
 from ._outbox import (
     DEFAULT_POLICY,
@@ -39,6 +38,7 @@ from ._outbox import (
     RetryPolicy,
     Stats,
 )
+from ._ready import envelope_from_message
 from ._smtp import SendResult, SMTPTransport, Transport
 from .errors import InvalidMessageError
 

@@ -181,16 +181,26 @@ def header(name: str, value: str, utf8: bool) -> str:
     return lines.text()
 
 
-def address_header(name: str, mailboxes: Iterable[tuple[str, str]], utf8: bool) -> str:
-    """An address header (From, To, Cc, ...) of (display name, addr-spec) pairs.
+Mailbox = tuple[str, str]  # (display name, addr-spec)
 
-    Each display name is written by itself: as atoms, as a quoted string, or as encoded
-    words when it is not plain (or too long for a line); the commas between addresses
-    are plain text outside any encoded word, so every recipient stays in the header.
+
+def address_header(
+    name: str, mailboxes: Iterable[Mailbox | tuple[str, Sequence[Mailbox]]], utf8: bool
+) -> str:
+    """An address header (From, To, Cc, ...) of (display name, addr-spec) pairs, and of
+    groups, given as (group name, [(display name, addr-spec), ...]) pairs
+    (``Team: a@x, b@y;``, ``undisclosed-recipients:;``).
+
+    Each display name and group name is written by itself: as atoms, as a quoted string,
+    or as encoded words when it is not plain (or too long for a line); the commas,
+    colons and semicolons between them are plain text outside any encoded word, so
+    every recipient stays in the header.
     """
-    boxes = list(mailboxes)
+    items = list(mailboxes)
     simple = []
-    for display, spec in boxes:
+    for display, spec in items:
+        if not isinstance(spec, str):
+            break
         if not display:
             simple.append(spec)
         elif _plain(display, False) and len(display) <= 60:
@@ -202,24 +212,43 @@ def address_header(name: str, mailboxes: Iterable[tuple[str, str]], utf8: bool) 
         if len(name) + len(text) < 77:
             return f"{name}: {text}\r\n"
     lines = _Lines(name)
-    for n, (display, spec) in enumerate(boxes):
-        end = "," if n + 1 < len(boxes) else ""
-        if display:
-            words = display.split(" ")
-            if _plain(display, utf8) and max(map(len, words)) <= 76:
-                if (_ATOMS_UTF8 if utf8 else _ATOMS).fullmatch(display):
-                    for word in words:
-                        lines.add(" ", word)
-                elif len(_quoted(display)) <= 76:
-                    lines.add(" ", _quoted(display))
-                else:
-                    lines.add_encoded(" ", display, phrase=True)
-            else:
-                lines.add_encoded(" ", display, phrase=True)
-            lines.add(" ", f"<{spec}>{end}")
-        else:
-            lines.add(" ", spec + end)
+    for n, (display, spec) in enumerate(items):
+        end = "," if n + 1 < len(items) else ""
+        if isinstance(spec, str):
+            _mailbox(lines, display, spec, end, utf8)
+            continue
+        # A group: its name, a colon (after a blank when the name ends in an encoded
+        # word: readers want one there), its mailboxes, a semicolon.
+        encoded = _phrase(lines, display, utf8)
+        members = list(spec)
+        lines.add(" " if encoded else "", ":" if members else ":;" + end)
+        for k, (box_name, box_spec) in enumerate(members):
+            last = k + 1 == len(members)
+            _mailbox(lines, box_name, box_spec, ";" + end if last else ",", utf8)
     return lines.text()
+
+
+def _phrase(lines: _Lines, display: str, utf8: bool) -> bool:
+    """Write a display name or group name; True if it ended in encoded words."""
+    words = display.split(" ")
+    if _plain(display, utf8) and max(map(len, words)) <= 76:
+        if (_ATOMS_UTF8 if utf8 else _ATOMS).fullmatch(display):
+            for word in words:
+                lines.add(" ", word)
+            return False
+        if len(_quoted(display)) <= 76:
+            lines.add(" ", _quoted(display))
+            return False
+    lines.add_encoded(" ", display, phrase=True)
+    return True
+
+
+def _mailbox(lines: _Lines, display: str, spec: str, end: str, utf8: bool) -> None:
+    if display:
+        _phrase(lines, display, utf8)
+        lines.add(" ", f"<{spec}>{end}")
+    else:
+        lines.add(" ", spec + end)
 
 
 def parameter_header(name: str, value: str, params: Iterable[tuple[str, str]]) -> str:

@@ -41,7 +41,8 @@ from hypothesis import given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from postbud import ConfigurationError, InvalidMessageError  # noqa: E402
-from postbud._message import build_message, envelope_from_message  # noqa: E402
+from postbud._message import build_message  # noqa: E402
+from postbud._ready import envelope_from_message  # noqa: E402
 
 pytestmark = pytest.mark.fuzz
 
@@ -196,6 +197,27 @@ address_lists = st.one_of(
     st.lists(addresses, max_size=4),
     st.lists(addresses, min_size=1, max_size=4).map(", ".join),
 )
+
+
+def _group(parts: tuple[str, list[str]]) -> str:
+    name, members = parts
+    if email.utils.quote(name) != name or any(c in name for c in '()<>@,;:".[]'):
+        name = f'"{email.utils.quote(name)}"'
+    return f"{name}: {', '.join(members)};"
+
+
+# Groups ("Team Zoë: a@x, b@y;", "undisclosed-recipients:;") and mailboxes mixed.
+group_lists = st.lists(
+    st.one_of(
+        st.tuples(
+            st.one_of(names, st.sampled_from(["Team Zoë", "undisclosed-recipients", "Ops, EU"])),
+            st.lists(addresses, max_size=3),
+        ).map(_group),
+        addresses,
+    ),
+    min_size=1,
+    max_size=3,
+).map(", ".join)
 few_addresses: st.SearchStrategy[list[str]] = st.one_of(
     st.just([]), st.lists(addresses, max_size=2)
 )
@@ -354,11 +376,37 @@ def given_addresses(values: Sequence[str]) -> list[tuple[str, str]]:
 
 
 def same_addresses(header: Any, want: list[tuple[str, str]], raw: bytes) -> None:
-    have = [(a.display_name, a.addr_spec) for a in header.addresses]
+    same_pairs([(a.display_name, a.addr_spec) for a in header.addresses], want, raw)
+
+
+def same_pairs(have: list[tuple[str, str]], want: list[tuple[str, str]], raw: bytes) -> None:
     if [(blanks(d), s) for d, s in have] == [(blanks(d), s) for d, s in want]:
         return
     assert b"?= =?" in raw or b"?=\r\n =?" in raw, (have, want)
     assert [(no_blanks(d), s) for d, s in have] == [(no_blanks(d), s) for d, s in want]
+
+
+def groups_of(header: Any) -> list[tuple[str | None, list[tuple[str, str]]]]:
+    return [
+        (
+            g.display_name,
+            [
+                (a.display_name, StdAddress(username=a.username, domain=idna(a.domain)).addr_spec)
+                for a in g.addresses
+            ],
+        )
+        for g in header.groups
+    ]
+
+
+def same_groups(header: Any, want: Any, raw: bytes) -> None:
+    have = groups_of(header)
+    assert [g[0] is None for g in have] == [g[0] is None for g in want], (have, want)
+    for (name, boxes), (want_name, want_boxes) in zip(have, want, strict=True):
+        if name is not None and blanks(name) != blanks(want_name):
+            assert b"?= =?" in raw or b"?=\r\n =?" in raw, (have, want)
+            assert no_blanks(name) == no_blanks(want_name)
+        same_pairs(boxes, want_boxes, raw)
 
 
 def as_list(value: str | list[str]) -> list[str]:
@@ -515,6 +563,7 @@ COMPAT32_ADDRESSES = {"to", "cc", "from", "reply-to", "sender"}
 
 @given(
     to=address_lists,
+    cc=st.one_of(st.none(), group_lists),
     subject=texts,
     extra=st.lists(st.tuples(st.from_regex(r"X-[A-Za-z]{1,8}", fullmatch=True), texts), max_size=3),
     body=st.one_of(texts, st.text(chars, max_size=300)),
@@ -523,6 +572,7 @@ COMPAT32_ADDRESSES = {"to", "cc", "from", "reply-to", "sender"}
 )
 def test_modern_messages(
     to: str | list[str],
+    cc: str | None,
     subject: str,
     extra: list[tuple[str, str]],
     body: str,
@@ -532,6 +582,8 @@ def test_modern_messages(
     msg = EmailMessage(policy=chosen)
     try:  # what the stdlib refuses to build is not postbud's to send
         msg["To"] = ", ".join(as_list(to))
+        if cc is not None:
+            msg["Cc"] = cc
         msg["Subject"] = subject
         for name, value in extra:
             msg[name] = value
@@ -543,11 +595,13 @@ def test_modern_messages(
             (a.display_name, StdAddress(username=a.username, domain=idna(a.domain)).addr_spec)
             for a in msg["To"].addresses
         ]
+        want_cc = groups_of(msg["Cc"]) if cc is not None else None
         names = [f.get_filename() for f in msg.iter_attachments()]
     except Exception:
         return
     env = attempt(
-        lambda: envelope_from_message(msg, mail_from=ME), ["header", "to", "send_message()", "From"]
+        lambda: envelope_from_message(msg, mail_from=ME),
+        ["header", "to", "cc", "send_message()", "From"],
     )
     if env is None:
         return
@@ -555,8 +609,12 @@ def test_modern_messages(
     raw = env.data.split(b"\r\n\r\n", 1)[0]
     assert names_of(out) == with_added(names_of(msg))
     same_addresses(out["To"], want_to, raw)
+    if want_cc is not None:
+        same_groups(out["Cc"], want_cc, raw)
     for name, values in expected.items():
-        if name.lower() not in ("to", "mime-version") and not name.lower().startswith("content-"):
+        if name.lower() not in ("to", "cc", "mime-version") and not name.lower().startswith(
+            "content-"
+        ):
             got = [str(v).strip() for v in out.get_all(name, [])]
             assert got == [v.strip() for v in values], name
     # The bodies from the bytes (a text parse would misread 8bit bodies).

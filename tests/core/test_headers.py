@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from postbud import AlertHandler, InvalidMessageError, Mailer
-from postbud._message import Envelope, build_message, envelope_from_message
+from postbud._message import Envelope, build_message
+from postbud._ready import envelope_from_message
 from postbud.testing import MemoryTransport
 
 ME = "me@gmail.com"
@@ -46,6 +47,15 @@ def parsed(data: bytes) -> EmailMessage:
     msg = email.message_from_bytes(data, policy=policy.default)
     assert isinstance(msg, EmailMessage)
     assert [d for part in msg.walk() for d in part.defects] == []
+    for name, value in msg.items():
+        assert value.defects == (), (name, value.defects)
+    return msg
+
+
+def parsed_text(data: bytes) -> EmailMessage:
+    """An SMTPUTF8 message (UTF-8 headers), read as text as a reader does."""
+    msg = email.message_from_string(data.decode("utf-8"), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
     for name, value in msg.items():
         assert value.defects == (), (name, value.defects)
     return msg
@@ -220,6 +230,44 @@ def test_modern_messages_are_written_by_postbud_rules(subject: str) -> None:
     out = parsed(envelope_from_message(msg, mail_from=ME).data)
     assert out["Subject"].strip() == expected
     assert len(out["To"].addresses) == 3
+
+
+@pytest.mark.parametrize(
+    ("to", "groups"),
+    [
+        (
+            "Team Zoë: a@example.com, b@example.com;",
+            [("Team Zoë", ["a@example.com", "b@example.com"])],
+        ),
+        ("Ünd:;, c@example.com", [("Ünd", []), (None, ["c@example.com"])]),
+        (
+            "Zoë Ops: Jürgen <a@example.com>, Zoë <b@example.com>;, "
+            + ", ".join(f"Grüße{i} <g{i}@example.com>" for i in range(6)),
+            [("Zoë Ops", ["a@example.com", "b@example.com"])]
+            + [(None, [f"g{i}@example.com"]) for i in range(6)],
+        ),
+        (
+            '"Ops, EU": a@example.com;, undisclosed-recipients:;',
+            [("Ops, EU", ["a@example.com"]), ("undisclosed-recipients", [])],
+        ),
+    ],
+)
+@pytest.mark.parametrize("chosen", [policy.SMTP, policy.SMTPUTF8])
+def test_groups_with_non_ascii_names_keep_every_member(
+    to: str, groups: list[tuple[str | None, list[str]]], chosen: Any
+) -> None:
+    # The stdlib's folder writes an encoded group name against its colon (a parse
+    # defect) and, on 3.10-3.12, can encode the commas between members.
+    msg = EmailMessage(policy=chosen)
+    msg["To"] = to
+    msg["Subject"] = "s"
+    msg.set_content("body")
+    env = envelope_from_message(msg, mail_from=ME)
+    out = parsed(env.data) if not env.smtputf8 else parsed_text(env.data)
+    assert [
+        (g.display_name, [a.addr_spec for a in g.addresses]) for g in out["To"].groups
+    ] == groups
+    assert sorted(env.recipients) == sorted({a for _, members in groups for a in members})
 
 
 def test_modern_message_with_encoded_line_breaks_is_refused() -> None:

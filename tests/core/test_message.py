@@ -17,8 +17,8 @@ from postbud._message import (
     MAX_MESSAGE_SIZE,
     Envelope,
     build_message,
-    envelope_from_message,
 )
+from postbud._ready import envelope_from_message
 
 ME = "me@gmail.com"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 40
