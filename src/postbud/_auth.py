@@ -31,7 +31,9 @@ class Credentials(Protocol):
     credential: ClassVar[str]
 
     # Optional: ``secret_values() -> tuple[str, ...]``, the values postbud masks in
-    # alert mails, reports and reply texts (AppPassword and OAuth2 have it).
+    # alert mails, reports and reply texts (AppPassword and OAuth2 have it); and
+    # ``identity() -> str``, what changes when the long-lived credential changes (the
+    # outbox keeps only a hash of it, to pause logins until the credentials change).
 
     def login(self, smtp: smtplib.SMTP, username: str) -> None:
         """Authenticate ``username`` on ``smtp``."""
@@ -104,3 +106,7 @@ class AppPassword:
     def secret_values(self) -> tuple[str, ...]:
         """What must never be shown, in postbud's masking of alert mails and replies."""
         return (self._password.reveal(),)
+
+    def identity(self) -> str:
+        """The normalised password (the outbox hashes it; it is never stored)."""
+        return self._password.reveal().lower()

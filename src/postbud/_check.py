@@ -5,8 +5,9 @@ first, then XOAUTH2) and the quota ledger, in the order a connection needs them,
 the first failure is the one to fix. The result is a ``CheckReport`` (steps, verdicts,
 fixes) that ``postbud check`` prints and the Django and Flask commands can print too.
 Nothing secret is reported: not the password, not a token, not a line of the AUTH
-exchange. The checks send nothing; with ``send_to`` a Mailer sends one test message
-(and, like every Mailer of the account, delivers what an earlier run left queued).
+exchange. The checks send nothing; with ``send_to`` one test message goes out. Queued
+mail is never touched (no worker starts); while the account's logins are paused for
+these credentials, the login is not tried, and a refused one pauses them.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ from typing import Any, NoReturn
 from postbud._address import parse_address
 from postbud._auth import Credentials
 from postbud._config import Settings
-from postbud._mailer import Mailer
+from postbud._message import build_message
 from postbud._oauth import OAuth2, refresh_error
-from postbud._outbox import Outbox
+from postbud._outbox import Outbox, credential_hash
 from postbud._smtp import SMTPTransport, Stage, translate
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError
 
@@ -117,19 +118,33 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
         f"{credentials.credential}",
     )
     transport = SMTPTransport(settings, credentials)
-    _network(steps, settings, transport)
-    _tls_and_ehlo(steps, settings, transport)
-    _login(steps, settings, credentials, transport)
-    _quota(steps, settings)
-    if send_to:
-        with Mailer(settings) as mailer:  # counted in the quota ledger like any mail
-            try:
-                result = mailer.send(
-                    send_to, "postbud check", "This test message was sent by postbud check.\n"
-                )
+    # The account's outbox, without a worker: check reads and records the account's
+    # gates (a login pause, a backoff) and the quota, and never touches queued mail.
+    outbox = Outbox.open(
+        settings, transport=transport, credential=credential_hash(settings.username, credentials)
+    )
+    try:
+        _network(steps, settings, transport)
+        _tls_and_ehlo(steps, settings, transport)
+        _login(steps, settings, credentials, transport, outbox)
+        _quota(steps, settings, outbox)
+        if send_to:
+            envelope = build_message(
+                mail_from=settings.username,
+                sender=settings.sender,
+                to=send_to,
+                subject="postbud check",
+                text="This test message was sent by postbud check.\n",
+            )
+            try:  # counted in the quota ledger like any mail
+                result = outbox.send_now(envelope)
             except DeliveryError as exc:
                 raise _Failed("send", exc.description, exc.hint) from None
-        steps.ok("send", f"{send_to} accepted {result.message_id}")
+            finally:
+                transport.close()
+            steps.ok("send", f"{send_to} accepted {result.message_id}")
+    finally:
+        outbox.close(0)
 
 
 def _network(steps: _Steps, settings: Settings, transport: SMTPTransport) -> None:
@@ -154,8 +169,19 @@ def _fail(step: str, transport: SMTPTransport, exc: Exception, stage: Stage) -> 
 
 
 def _login(
-    steps: _Steps, settings: Settings, credentials: Credentials, transport: SMTPTransport
+    steps: _Steps,
+    settings: Settings,
+    credentials: Credentials,
+    transport: SMTPTransport,
+    outbox: Outbox,
 ) -> None:
+    pause = outbox.gates.login_pause(time.time(), refused_only=True)
+    if pause is not None:  # the same credentials again: Gmail locks such accounts
+        raise _Failed(
+            "login",
+            f"not tried: {outbox.gates.describe(pause)}",
+            "Correct the password (or token), then run 'postbud outbox retry' to send what waits.",
+        )
     if isinstance(credentials, OAuth2):
         try:
             credentials.token(timeout=settings.timeout)  # never printed
@@ -169,19 +195,17 @@ def _login(
     try:
         transport.open()
     except DeliveryError as exc:
+        outbox.gates.failed(exc, time.time(), warn=False)  # every process then knows
         raise _Failed("login", exc.description, exc.hint) from None
     finally:
         transport.close()
+    outbox.gates.succeeded()
     steps.ok("login", f"logged in as {settings.username} with the {credentials.credential}")
 
 
-def _quota(steps: _Steps, settings: Settings) -> None:
+def _quota(steps: _Steps, settings: Settings, outbox: Outbox) -> None:
     now = time.time()
-    outbox = Outbox.open(settings)  # reads the ledger; sends nothing
-    try:
-        status = outbox.status()
-    finally:
-        outbox.close(0)
+    status = outbox.status()  # reads the ledger; sends nothing
     quota = f"{status.quota_used} of {settings.daily_limit} recipients used in the last 24 h"
     if status.held_until is not None:
         raise _Failed(

@@ -37,6 +37,7 @@ from ._outbox import (
     PriorityName,
     RetryPolicy,
     Stats,
+    credential_hash,
 )
 from ._ready import envelope_from_message
 from ._smtp import SendResult, SMTPTransport, Transport
@@ -99,7 +100,11 @@ class Mailer:
             return SMTPTransport(settings, own.credentials, ssl_context=own.ssl_context)
 
         self._outbox = Outbox.open(
-            settings, transport=caller, worker_transport=worker_transport, policy=policy
+            settings,
+            transport=caller,
+            worker_transport=worker_transport,
+            policy=policy,
+            credential=credential_hash(settings.username, getattr(caller, "credentials", None)),
         )
         if own is not None:
             # Collected without close(): its connection goes without a word (the

@@ -258,6 +258,17 @@ class OAuth2:
         found.append(getattr(creds, "token", None))
         return tuple(str(value) for value in found if isinstance(value, str) and value)
 
+    def identity(self) -> str:
+        """What changes with the long-lived credential: the refresh token and client
+        id, or a service account's key id (the outbox hashes it; never stored)."""
+        creds = self._credentials
+        parts = [
+            getattr(creds, name, None)
+            for name in ("refresh_token", "client_id", "service_account_email", "private_key_id")
+        ]
+        key = getattr(getattr(creds, "signer", None), "key_id", None)
+        return "\0".join(str(p) for p in [*parts, key, self._user] if p)
+
     # -- the SMTP side ----------------------------------------------------------------------
 
     def login(self, smtp: smtplib.SMTP, username: str) -> None:

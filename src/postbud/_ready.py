@@ -245,9 +245,7 @@ def _rendered(policy: Policy, name: str, value: object) -> str | None:
         return header(name, str(value), policy.utf8)
     elif isinstance(value, ParameterizedMIMEHeader):
         return _parameters(name, value)
-    elif not isinstance(value, AddressHeader):
-        return None
-    elif not value.groups:
+    elif not isinstance(value, AddressHeader) or not value.groups:
         return None
     elif all(isinstance(a, StdAddress) for a in value.addresses):
         return _groups(name, value, policy.utf8)

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def test_a_0_1_0_spool_opens_and_its_queued_rows_are_delivered(
 def test_a_new_file_has_every_table_and_the_version(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite"
     Database(str(path)).close()
-    assert set(tables(path)) == OLD_TABLES
+    assert set(tables(path)) == OLD_TABLES | {"gates", "ledger_total"}
     assert version(path) == SCHEMA_VERSION
     Database(str(path)).close()  # opening again migrates nothing and fails nothing
     assert version(path) == SCHEMA_VERSION
@@ -209,3 +210,44 @@ def test_a_mailer_collected_with_mail_queued_delivers_it_then_closes_the_spool(
     for connection in connections:
         with pytest.raises(sqlite3.ProgrammingError, match="closed database"):
             connection.execute("SELECT 1")
+
+
+def test_a_version_1_file_gets_gates_and_ledger_totals_that_older_writers_keep_right(
+    tmp_path: Path,
+) -> None:
+    from postbud._outbox.db import _SCHEMA_V1
+    from postbud._outbox.state import SQLiteState
+
+    path = tmp_path / "v1.sqlite"
+    now = time.time()
+    with closing(sqlite3.connect(path)) as db, db:
+        for statement in _SCHEMA_V1:
+            db.execute(statement)
+        db.execute("PRAGMA user_version = 1")
+        db.executemany(
+            "INSERT INTO ledger VALUES (?, ?, ?, ?)",
+            [
+                ("me@gmail.com", now - 10, 3, 0),
+                ("me@gmail.com", now - 5, 2, 1),
+                ("me@gmail.com", now - 90_000, 7, 0),  # out of the window already
+            ],
+        )
+        db.execute("INSERT INTO holds VALUES ('me@gmail.com', ?, ?)", (now + 600, now - 60))
+    database = Database(str(path))
+    try:
+        state = SQLiteState(database)
+        assert version(path) == SCHEMA_VERSION
+        assert state.used("me@gmail.com", now) == (5, 2, now - 10)
+        hold = state.gate("hold:me@gmail.com")
+        assert hold is not None and hold.until == now + 600 and hold.since == now - 60
+        # An older postbud writes and trims the ledger without knowing the totals: the
+        # triggers keep them right.
+        with closing(sqlite3.connect(path)) as db, db:
+            db.execute("INSERT INTO ledger VALUES ('me@gmail.com', ?, 4, 1)", (now - 1,))
+            db.execute("DELETE FROM ledger WHERE at < ?", (now - 86_400,))
+        assert state.used("me@gmail.com", now) == (9, 6, now - 10)
+        with closing(sqlite3.connect(path)) as db:
+            totals = db.execute("SELECT recipients, alerts FROM ledger_total").fetchall()
+        assert totals == [(9, 6)]
+    finally:
+        database.close()

@@ -139,7 +139,9 @@ def test_the_outbox_pauses_instead_of_logging_in_again_and_again(fake_gmail: Fak
         mailer.submit("you@example.com", "waits", "x")
         time.sleep(1.5)
         [row] = mailer.outbox.rows()
-        assert row.state == "queued" and row.next_try > time.time() + 250  # paused
+        waits = mailer.outbox.waits()  # the account's logins are paused (5 minutes)
+        assert row.state == "queued" and waits is not None and waits[0] == "login"
+        assert waits[1].until > time.time() + 250
         assert fake_gmail.commands.count("AUTH PLAIN") == 1  # one login, not one a second
     finally:
         mailer.close(0)

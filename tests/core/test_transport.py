@@ -194,6 +194,15 @@ def test_auth_replies_and_hints(
     assert (err.code, err.retryable, err.retry_after) == (code, retryable, retry_after)
     assert hint in (err.hint or "")
     assert fake_gmail.messages == []
+    if not retryable:
+        # The same credentials are not tried again (Gmail locks accounts that keep
+        # failing): the next send says so without logging in...
+        logins = len(fake_gmail.logins) + len(fake_gmail.failed_logins)
+        with pytest.raises(AuthenticationError, match=r"did not log in: logins for .* paused"):
+            mailer.send(TO, "Hi", "x")
+        assert len(fake_gmail.logins) + len(fake_gmail.failed_logins) == logins
+        # ...until the user says it is fixed (postbud outbox retry).
+        mailer.outbox.retry_pending(clear_pauses=True)
     # The failed connection is not reused: the next send logs in afresh and works.
     assert mailer.send(TO, "Hi", "x").accepted == (TO,)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .admin import OutboxRow, OutboxStatus
 from .db import SCHEMA_VERSION, Database, SchemaTooNew
+from .gates import credential_hash
 from .outbox import Outbox
 from .queue import Item, Priority, PriorityName, Queue, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
@@ -30,4 +31,5 @@ __all__ = [
     "SchemaTooNew",
     "Stats",
     "at_exit_first",
+    "credential_hash",
 ]

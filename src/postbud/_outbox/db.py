@@ -1,8 +1,9 @@
 """The spool database: its one owner, the schema of every table, its version and migrations.
 
-One SQLite file holds the outbox, the quota ledger, the daily-limit holds and the
-alert state, so that one transaction can settle a row and count its recipients, or
-update alert counts and queue the mail they decided on: exactly once, across processes.
+One SQLite file holds the outbox, the quota ledger, the gates (login pause, connection
+backoff, daily-limit hold) and the alert state, so that one transaction can settle a row
+and count its recipients, or update alert counts and queue the mail they decided on:
+exactly once, across processes.
 This module defines every table, stamps ``PRAGMA user_version`` and migrates older
 files (each migration inside ``BEGIN IMMEDIATE``, since two processes may start at
 once); a file newer than this code is refused. It also owns the two connections a
@@ -49,7 +50,7 @@ SETTLE_WAIT = 30.0
 
 #: The schema this code writes. 0: postbud 0.1.0 (no version stamped; the alert tables
 #: were made by the first alert handler). Each step below brings a file one version up.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: The schema as version 1 creates it. Never edit it: a later version adds a step to
 #: MIGRATIONS (a new table, ALTER TABLE ... ADD COLUMN) and raises SCHEMA_VERSION, so
@@ -117,11 +118,47 @@ _SCHEMA_V1 = (
 )""",
 )
 
+#: Version 2: the gates every process of an account respects (``state.py``: the login
+#: pause, the connection backoff, the daily-limit hold, formerly the table ``holds``),
+#: and the ledger's running totals, kept by triggers whoever writes the ledger (an
+#: older postbud too), so that counting the window costs O(1).
+_SCHEMA_V2 = (
+    """CREATE TABLE IF NOT EXISTS gates (
+    name       TEXT    PRIMARY KEY,  -- login:<acct>, connect:<acct>:<host>:<port>, hold:<acct>
+    until      REAL    NOT NULL,     -- no attempt before this (Inf: until cleared)
+    since      REAL    NOT NULL,
+    step       INTEGER NOT NULL,     -- failures in a row
+    reason     TEXT    NOT NULL,
+    credential TEXT                  -- a refused login: a hash of the refused credential
+)""",
+    """INSERT OR IGNORE INTO gates
+    SELECT 'hold:' || account, until, since, 1, 'Gmail''s daily-limit reply (550 5.4.5)', NULL
+    FROM holds""",
+    """CREATE TABLE IF NOT EXISTS ledger_total (
+    account    TEXT    PRIMARY KEY,
+    recipients INTEGER NOT NULL,
+    alerts     INTEGER NOT NULL
+)""",
+    """INSERT OR REPLACE INTO ledger_total
+    SELECT account, SUM(recipients), SUM(recipients * alert) FROM ledger GROUP BY account""",
+    """CREATE TRIGGER IF NOT EXISTS ledger_added AFTER INSERT ON ledger BEGIN
+    INSERT INTO ledger_total VALUES (NEW.account, NEW.recipients, NEW.recipients * NEW.alert)
+    ON CONFLICT(account) DO UPDATE SET recipients = recipients + excluded.recipients,
+    alerts = alerts + excluded.alerts;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS ledger_removed AFTER DELETE ON ledger BEGIN
+    UPDATE ledger_total SET recipients = recipients - OLD.recipients,
+    alerts = alerts - OLD.recipients * OLD.alert WHERE account = OLD.account;
+END""",
+)
+
 #: ``MIGRATIONS[n]`` brings a file from version n to n + 1. Additive only, so an older
 #: postbud can still use a migrated file (see CHANGELOG.md).
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 0 -> 1: every table exists from the start (0.1.0 made the alert tables lazily).
     _SCHEMA_V1,
+    # 1 -> 2: gates and the ledger's running totals.
+    _SCHEMA_V2,
 )
 
 
@@ -159,6 +196,7 @@ class _Handle:
         self._db: sqlite3.Connection | None = None
         self._finalizer: weakref.finalize[[], _Handle] | None = None
         self._busy_ms = -1  # the busy_timeout last set on the connection
+        self._writing_now = False  # a write of this handle is in progress
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -194,6 +232,11 @@ class _Handle:
         if not self.lock.acquire(timeout=wait):
             self.writes.release()
             raise QueueBusy("the spool is in use by another thread")
+        if self._writing_now:  # the same thread, inside a transaction: a bug
+            self.lock.release()
+            self.writes.release()
+            raise RuntimeError("a spool write inside another one: pass its transaction")
+        self._writing_now = True
         try:
             db = self.db
             try:
@@ -211,6 +254,7 @@ class _Handle:
                 raise QueueBusy(str(exc)) from exc
             yield db
         finally:
+            self._writing_now = False
             self.lock.release()
             self.writes.release()
 

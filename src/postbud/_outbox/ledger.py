@@ -11,47 +11,50 @@ account is held for an hour, then one message probes whether the block is over.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections import deque
 
 from postbud import _fork
 from postbud._config import Settings
 from postbud.errors import QuotaExceededError
 
-from .db import Database
-from .queue import QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
+from .state import WINDOW, Gate, MemoryState, StateStore, StateUnavailable, hold_gate
 
 __all__ = ["Ledger"]
 
 log = logging.getLogger("postbud")
 
-WINDOW = 86400.0
-
 
 class Ledger:
-    """Recipients accepted in the last 24 h for one account, and its hold."""
+    """Recipients accepted in the last 24 h for one account, and its hold.
+
+    The counts and the hold live in the ``StateStore`` (the spool's, shared by its
+    processes); when the store cannot be read or written, this process counts in
+    memory and merges what it counted once the store works again.
+    """
 
     def __init__(
         self,
         settings: Settings,
-        database: Database | None,
+        state: StateStore,
         policy: RetryPolicy = DEFAULT_POLICY,
     ) -> None:
         self.account = settings.username.lower()
         self.limit = settings.daily_limit
         self.reserve = settings.alert_reserve
         self.max_share = settings.alert_max_share
-        self._db = database
+        self.state = state
         self._hold_for = policy.hold
-        self._entries: deque[tuple[float, int, bool]] = deque()  # without a spool
-        self._hold: tuple[float, float] | None = None  # (until, since) without a spool
+        self._local = MemoryState()  # what the store could not take, until it can
+        self._unmerged: list[tuple[int, bool, float]] = []
+        self._hold: tuple[float, float] | None = None  # this process's (until, since)
+        self._hold_seen = False  # another process's hold was read: a success ends it
         self._lock = threading.Lock()
         self._warned: set[str] = set()
         self._seen = 0  # the last count read, plus what was recorded since
-        self._records = 0
         _fork.register(self)
 
     def _after_fork(self) -> None:
@@ -61,32 +64,17 @@ class Ledger:
 
     def used(self, now: float) -> tuple[int, int, float | None]:
         """(recipients, alert recipients, time of the oldest entry) in the window."""
-        since = now - WINDOW
-        if self._db is not None:
-            try:
-                rows = self._db.read(
-                    "SELECT COALESCE(SUM(recipients), 0), COALESCE(SUM(recipients * alert), 0),"
-                    " MIN(at) FROM ledger WHERE account = ? AND at > ?",
-                    self.account,
-                    since,
-                )
-            except sqlite3.Error as exc:  # fall back to what this process counted
-                self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
-            else:
-                total, alerts, oldest = rows[0]
-                return (
-                    int(str(total)),
-                    int(str(alerts)),
-                    None if oldest is None else float(str(oldest)),
-                )
+        local = self._local.used(self.account, now)
+        try:
+            self._merge()
+            total, alerts, oldest = self.state.used(self.account, now)
+        except StateUnavailable as exc:  # fall back to what this process counted
+            self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
+            return local
         with self._lock:
-            while self._entries and self._entries[0][0] <= since:
-                self._entries.popleft()
-            return (
-                sum(n for _, n, _ in self._entries),
-                sum(n for _, n, a in self._entries if a),
-                self._entries[0][0] if self._entries else None,
-            )
+            unmerged = sum(n for n, _, at in self._unmerged if at > now - WINDOW)
+            unmerged_alerts = sum(n for n, a, at in self._unmerged if a and at > now - WINDOW)
+        return total + unmerged, alerts + unmerged_alerts, oldest
 
     def alerts_over_share(self, now: float) -> bool:
         """Whether alerts used more than ``alert_max_share`` of the daily limit.
@@ -100,14 +88,14 @@ class Ledger:
     def held_until(self, now: float) -> float | None:
         """End of the current hold after a 550 5.4.5, or None."""
         until = self._hold[0] if self._hold else None  # this process's own view
-        if self._db is not None:
-            try:
-                rows = self._db.read("SELECT until FROM holds WHERE account = ?", self.account)
-            except sqlite3.Error as exc:
-                self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
-            else:
-                if rows:
-                    until = max(until or 0.0, float(str(rows[0][0])))
+        try:
+            gate = self.state.gate(hold_gate(self.account))
+        except StateUnavailable as exc:
+            self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
+        else:
+            if gate is not None:
+                self._hold_seen = True
+                until = max(until or 0.0, gate.until)
         return until if until is not None and until > now else None
 
     def check(self, recipients: int, alert: bool, now: float, *, hold: bool = True) -> None:
@@ -163,27 +151,27 @@ class Ledger:
         """Count ``recipients`` accepted now; the hold, if any, is over.
 
         ``db``: a spool transaction to record in (the worker settles a row and counts
-        its recipients in one commit).
+        its recipients in one commit). When the store cannot take the count (a full
+        or read-only disk), this process keeps it and merges it later.
         """
         if recipients <= 0:
             return
-        if db is not None:
-            self._record_in(db, recipients, alert, now)
-        elif self._db is not None:
-            try:
-                with self._db.transaction(wait=1.0) as txn:
-                    self._record_in(txn, recipients, alert, now)
-            except QueueBusy:
-                log.warning(
-                    "postbud could not record %d sent recipient(s) in the quota "
-                    "ledger (the spool is busy).",
-                    recipients,
-                )
-        else:
+        self._local.record(self.account, recipients, alert, now)
+        try:
+            self.state.record(self.account, recipients, alert, now, db)
+        except StateUnavailable as exc:
             with self._lock:
-                self._entries.append((now, recipients, alert))
-        with self._lock:
-            self._hold = None
+                self._unmerged.append((recipients, alert, now))
+            self._warn_once(
+                "write",
+                f"postbud could not record sent recipients in the quota ledger ({exc}); "
+                "this process counts them and records them when it can.",
+            )
+        if self._hold is not None or self._hold_seen:  # a hold ends with a success
+            with self._lock:
+                self._hold, self._hold_seen = None, False
+            with contextlib.suppress(StateUnavailable):
+                self.state.clear_gate(hold_gate(self.account), db)
         self._warned.discard("hold")
         # The count check() just read, plus these: no second query per message.
         self._seen += recipients
@@ -197,35 +185,34 @@ class Ledger:
             self._warned.discard("80")
             self._warned.discard("full")
 
-    def _record_in(self, db: sqlite3.Connection, recipients: int, alert: bool, now: float) -> None:
-        # Runs inside the worker's write transaction, which a submit may be waiting
-        # for: only the insert every time, the housekeeping now and then.
-        db.execute(
-            "INSERT INTO ledger VALUES (?, ?, ?, ?)", (self.account, now, recipients, int(alert))
-        )
-        self._records += 1
-        if self._records % 100 == 1:
-            db.execute(
-                "DELETE FROM ledger WHERE account = ? AND at <= ?", (self.account, now - WINDOW)
-            )
-        if self._hold is not None or self._records % 100 == 1:  # a hold ends with a success
-            db.execute("DELETE FROM holds WHERE account = ?", (self.account,))
+    def _merge(self) -> None:
+        """Record in the store what it could not take before (raises StateUnavailable)."""
+        if not self._unmerged:
+            return
+        with self._lock:
+            waiting, self._unmerged = self._unmerged, []
+        for k, (recipients, alert, at) in enumerate(waiting):
+            try:
+                self.state.record(self.account, recipients, alert, at)
+            except StateUnavailable:
+                with self._lock:
+                    self._unmerged[:0] = waiting[k:]
+                raise
+        self._warned.discard("write")
 
     def hold(self, now: float) -> float:
         """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
         until = now + self._hold_for
         with self._lock:  # this process holds in any case...
-            self._hold = (until, self._hold[1] if self._hold else now)
-        if self._db is not None:  # ...and tells the others through the spool
-            try:
-                with self._db.transaction(wait=1.0) as db:
-                    db.execute(
-                        "INSERT INTO holds VALUES (?, ?, ?) ON CONFLICT(account) DO UPDATE "
-                        "SET until = excluded.until",
-                        (self.account, until, now),
-                    )
-            except (QueueBusy, sqlite3.Error) as exc:
-                self._warn_once("write", f"postbud cannot record the hold in the spool ({exc}).")
+            since = self._hold[1] if self._hold else now
+            self._hold = (until, since)
+        try:  # ...and tells the others through the store
+            self.state.set_gate(
+                hold_gate(self.account),
+                Gate(until, since, 1, "Gmail's daily-limit reply (550 5.4.5)"),
+            )
+        except StateUnavailable as exc:
+            self._warn_once("write", f"postbud cannot record the hold in the spool ({exc}).")
         self._warn_once(
             "hold",
             f"Gmail refused mail for {self.account} with its daily-limit "

@@ -207,6 +207,17 @@ class MemoryQueue:
     ) -> None:
         """Memory keeps no dead letters (the worker logged the refusal)."""
 
+    def expire(self, now: float, max_age: float, reason: str) -> int:
+        """Drop what waits longer than ``max_age`` (the worker logs why)."""
+        with self._lock:
+            fresh, retries = self._fresh_items(), self._due + self._later
+            keep_fresh = [i for i in fresh if now - i.created <= max_age]
+            keep_retries = [i for i in retries if now - i.created <= max_age]
+            gone = len(fresh) + len(retries) - len(keep_fresh) - len(keep_retries)
+            if gone:
+                self._set(keep_fresh, keep_retries)
+            return gone
+
     def pending(self) -> int:
         """Messages waiting or in flight."""
         return len(self)

@@ -29,20 +29,24 @@ from postbud._config import Settings
 from postbud._message import Envelope
 from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import (
+    AuthenticationError,
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
     QuotaExceededError,
+    TransportError,
 )
 
 from . import admin, shutdown
 from .admin import OutboxRow, OutboxStatus
 from .db import open_database
+from .gates import Gates
 from .ledger import Ledger
 from .memory import MemoryQueue
 from .queue import Item, Priority, PriorityName, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .spool import DiskSpool
+from .state import Gate, MemoryState, SQLiteState, StateStore
 from .stats import Counters
 from .worker import Worker
 
@@ -61,6 +65,8 @@ class Outbox:
         ledger: The quota ledger, shared with ``send_now``.
         spool: The disk queue, or None for memory only.
         policy: Retry and timing figures (tests pass their own).
+        gates: The account's login pause and connection backoff (on the ledger's
+            store), for the worker and ``send_now``.
     """
 
     def __init__(
@@ -72,10 +78,12 @@ class Outbox:
         ledger: Ledger,
         spool: DiskSpool | None,
         policy: RetryPolicy = DEFAULT_POLICY,
+        gates: Gates | None = None,
     ) -> None:
         self.settings = settings
         self.policy = policy
         self.ledger = ledger
+        self.gates = gates or Gates(settings, ledger.state, None, policy)
         self.spool = spool
         self.counters = Counters()
         self.memory = MemoryQueue(settings.queue_size)
@@ -103,26 +111,32 @@ class Outbox:
         transport: Transport | None = None,
         worker_transport: Callable[[], Transport] | None = None,
         policy: RetryPolicy = DEFAULT_POLICY,
+        credential: str | None = None,
     ) -> Outbox:
         """The outbox of ``settings``' account on its spool (or in memory).
 
         Without transports it can only read and administer the spool (``postbud
         outbox status``): nothing is sent and no worker starts; what it revives goes
-        out with the next Mailer of the account.
+        out with the next Mailer of the account. ``credential``: the hash of the
+        credentials' long-lived part (``gates.credential_hash``): a login pause set
+        for other credentials does not stop these.
         """
         database = open_database(settings.spool)
         spool = None
+        state: StateStore = MemoryState() if database is None else SQLiteState(database)
         if database is not None:
             spool = DiskSpool(database, settings.username, lease=2 * settings.timeout)
-            with contextlib.suppress(QueueBusy, sqlite3.Error):
-                spool.purge(time.time())  # expired dead letters go even if no worker runs
+            if worker_transport is not None:  # an outbox that only reads writes nothing
+                with contextlib.suppress(QueueBusy, sqlite3.Error):
+                    spool.purge(time.time())  # expired dead letters go, even if no row waits
         return cls(
             settings,
             transport=transport,
             worker_transport=worker_transport,
-            ledger=Ledger(settings, database, policy),
+            ledger=Ledger(settings, state, policy),
             spool=spool,
             policy=policy,
+            gates=Gates(settings, state, credential, policy),
         )
 
     # -- sending now (the caller's connection) ---------------------------------------------
@@ -131,15 +145,30 @@ class Outbox:
         """Send on the caller's connection now, in transactions of at most 100 recipients.
 
         Raises ``QuotaExceededError`` before connecting when the daily limit is used up
-        (``alert=True`` may use the part kept for alerts, ``alert_reserve``).
+        (``alert=True`` may use the part kept for alerts, ``alert_reserve``), and
+        ``AuthenticationError`` without logging in while the account's logins are
+        paused for these credentials. A connection backoff does not stop this one
+        attempt; its failure or success feeds it.
         """
-        self.ledger.check(len(envelope.recipients), alert=alert, now=time.time(), hold=False)
+        now = time.time()
+        self.ledger.check(len(envelope.recipients), alert=alert, now=now, hold=False)
+        pause = self.gates.login_pause(now, refused_only=True)
+        if pause is not None:
+            raise AuthenticationError(
+                f"postbud did not log in: {self.gates.describe(pause)}.",
+                hint="Gmail locks accounts that keep failing to log in, so postbud tries "
+                "the same credentials only once.",
+            )
         try:
             result = deliver(self._transport, envelope)
         except QuotaExceededError as exc:
             if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
                 self.ledger.hold(time.time())
             raise
+        except DeliveryError as exc:
+            self.gates.failed(exc, time.time(), warn=False)
+            raise
+        self.gates.succeeded()
         self.ledger.record(len(result.accepted), alert=alert, now=time.time())
         self.counters.add("sent")
         return result
@@ -152,7 +181,8 @@ class Outbox:
         For the command line and crash alerts: the whole message, or the recipients
         refused only for now, is kept. Returns (the result or None, why something was
         kept or None). Raises the ``DeliveryError`` when the message cannot be kept (a
-        permanent failure, or no spool).
+        permanent failure of the message, or no spool). A refused login or a TLS
+        failure keeps the message too: ``waits()`` then tells that the user must act.
         """
         try:
             level = Priority.named(priority)
@@ -161,7 +191,10 @@ class Outbox:
         try:
             result = self.send_now(envelope, alert=level == Priority.ALERT)
         except DeliveryError as exc:
-            if exc.retryable and self.keep(envelope, level):
+            # A refused login or a TLS failure is the account's: the message waits
+            # with the queue for the fix (``waits()`` says so), it is not lost.
+            account = isinstance(exc, (AuthenticationError, TransportError))
+            if (exc.retryable or account) and self.keep(envelope, level):
                 return None, exc.description
             raise
         later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
@@ -198,8 +231,16 @@ class Outbox:
         """
         return self._store(envelope, priority, time.time(), warn=False)
 
-    def retry_pending(self) -> int:
-        """Make the account's queued rows due now and start the worker; how many there are."""
+    def retry_pending(self, *, clear_pauses: bool = False) -> int:
+        """Make the account's queued rows due now and start the worker; how many there are.
+
+        The worker still honours the daily-limit hold, the login pause and the
+        connection backoff, unless ``clear_pauses`` (``postbud outbox retry``: the
+        user fixed the password or the network) ends the last two.
+        """
+        if clear_pauses:
+            self.gates.clear()
+            self._worker.gate = None  # not what the worker saw last any more
         if self.spool is None:
             return 0
         self.spool.make_due(time.time())
@@ -207,6 +248,17 @@ class Outbox:
         if pending:
             self.start()
         return pending
+
+    def waits(self) -> tuple[str, Gate] | None:
+        """What keeps this account's mail waiting now: ("login" or "connect", the gate)."""
+        now = time.time()
+        pause = self.gates.login_pause(now)
+        if pause is not None:
+            return "login", pause
+        backoff = self.gates.get(self.gates.connect)
+        if backoff is not None and backoff.holds(now):
+            return "connect", backoff
+        return None
 
     def keep_alive(self, on: bool) -> None:
         """An alert handler starts (``True``) or stops relying on this worker."""
@@ -369,7 +421,7 @@ class Outbox:
 
     def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
         now = time.time()
-        held = max(self.ledger.held_until(now) or 0.0, self._worker.paused_until)
+        held = max(self.ledger.held_until(now) or 0.0, self._worker.blocked_until(now))
         if held > horizon:
             return 0  # everything waits (daily-limit hold, login pause) beyond the horizon
         on_disk = self.spool.unsettled(upto_disk, horizon) if self.spool is not None else 0

@@ -117,6 +117,11 @@ class Queue(Protocol):
         """Store a dead letter for recipients of a sent message refused for good."""
         ...
 
+    def expire(self, now: float, max_age: float, reason: str) -> int:
+        """Dead-letter the waiting messages older than ``max_age`` (not in flight),
+        with ``reason``; how many."""
+        ...
+
     def pending(self) -> int:
         """Messages waiting or in flight."""
         ...

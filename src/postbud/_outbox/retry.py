@@ -24,6 +24,9 @@ class RetryPolicy:
         auth_pause: No new login for this long after one Gmail refused for good: a
             queue of 500 messages must not become 500 failed logins (Gmail then locks
             the account).
+        connect_base, connect_max: After failed connections, no new one for
+            ``connect_base × 2ⁿ⁻¹`` (n failures in a row), at most ``connect_max``; a
+            TLS failure waits ``connect_max`` at once.
         poll: How often an idle worker looks for rows other processes left in the spool.
         idle_exit: An idle worker ends after this long with nothing queued (the next
             submit restarts it), so a Mailer dropped without close() keeps no thread.
@@ -39,6 +42,8 @@ class RetryPolicy:
     jitter: bool = True
     hold: float = 3600.0
     auth_pause: float = 300.0
+    connect_base: float = 1.0
+    connect_max: float = 300.0
     poll: float = 1.0
     idle_exit: float = 30.0
     quiet_truncate: float = 1.0

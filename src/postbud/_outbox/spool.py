@@ -221,6 +221,19 @@ class DiskSpool:
                 hint,
             )
 
+    def expire(self, now: float, max_age: float, reason: str) -> int:
+        """Dead-letter the account's queued rows older than ``max_age`` that nobody
+        holds a lease on, with ``reason`` (their last error follows it)."""
+        with self.database.transaction(wait=1.0) as db:
+            cursor = db.execute(
+                "UPDATE outbox SET state = 'dead', dead_at = ?, lease_until = 0, "
+                "lease_owner = NULL, last_error = ? || COALESCE(' (last error: ' || "
+                "last_error || ')', '') WHERE account = ? AND state = 'queued' "
+                "AND created < ? AND lease_until < ?",
+                (now, reason, self.account, now - max_age, now),
+            )
+            return cursor.rowcount
+
     def dead_copy(
         self, envelope: Envelope, priority: int, created: float, now: float, code: int, error: str
     ) -> None:

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import (
-    AuthenticationError,
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
@@ -27,6 +26,7 @@ from postbud.errors import (
 )
 
 from .queue import Item, Priority, Queue
+from .state import Gate
 
 if TYPE_CHECKING:  # the outbox owns the worker; the worker only reads its state
     from .outbox import Outbox
@@ -48,7 +48,9 @@ class Worker:
         self.policy = outbox.policy
         self._make_transport = make_transport
         self._transport: Transport | None = None  # made when first needed
-        self.paused_until = 0.0  # no login before this (after a refused one)
+        self.paused_until = 0.0  # this process sends nothing before this (a set-up error)
+        self.gate: Gate | None = None  # the account's gate that stopped the last claim
+        self._swept = 0.0  # when rows past max_age were last swept while gated
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -125,6 +127,10 @@ class Worker:
     def _next(self, now: float) -> Item | None:
         if now < self.paused_until or self.outbox.ledger.held_until(now) is not None:
             return None
+        self.gate = self.outbox.gates.blocked(now)
+        if self.gate is not None:
+            self._sweep(now)
+            return None
         # Alerts first, then the oldest.
         for alerts_only in (True, False):
             for queue in self._queues():
@@ -133,10 +139,31 @@ class Worker:
                     return item
         return None
 
+    def blocked_until(self, now: float) -> float:
+        """Until when nothing can be tried (a set-up error, a login pause, a backoff)."""
+        gate = self.gate if self.gate is not None and self.gate.holds(now) else None
+        return max(self.paused_until, gate.until if gate is not None else 0.0)
+
+    def _sweep(self, now: float) -> None:
+        """While a gate holds, what passed ``max_age`` becomes a dead letter (every 10
+        polls, at most once a minute): any process on the spool does it."""
+        if now - self._swept < min(60.0, 10 * self.policy.poll) or self.gate is None:
+            return
+        self._swept = now
+        max_age = self.outbox.settings.max_age
+        why = f"gave up after max_age ({max_age:g} s); {self.outbox.gates.describe(self.gate)}"
+        for queue in self._queues():
+            swept = queue.expire(now, max_age, why)
+            if swept:
+                self.outbox.counters.add("dead", swept)
+                log.warning("postbud gave up on %d queued message(s): %s", swept, why)
+
     def _idle(self, now: float) -> None:
-        paused = self.paused_until if self.paused_until > now else None
         dues = [q.next_due() for q in self._queues()]
-        dues += [self.outbox.ledger.held_until(now), paused]
+        dues += [self.outbox.ledger.held_until(now)]
+        blocked = self.blocked_until(now)
+        if blocked > now:
+            dues = [blocked]
         soonest = min((d for d in dues if d is not None), default=now + self.policy.poll)
         self.outbox.sleep(min(self.policy.poll, max(0.01, soonest - now)))
 
@@ -174,6 +201,7 @@ class Worker:
         except DeliveryError as exc:
             self._failed(item, exc, now)
         else:
+            self.outbox.gates.succeeded()
             self._settle(item, result, alert, now)
 
     def _renewer(self, item: Item) -> Callable[[], None]:
@@ -202,37 +230,29 @@ class Worker:
 
     def _failed(self, item: Item, exc: DeliveryError, now: float) -> None:
         settings = self.outbox.settings
-        if isinstance(exc, AuthenticationError):
-            # One refused or throttled login stops logins for the account for a while:
-            # trying again for every queued message gets accounts locked.
-            pause = (
-                self.policy.auth_pause
-                if not exc.retryable
-                else (exc.retry_after or self.policy.poll)
-            )
-            self.paused_until = max(self.paused_until, now + pause)
-            if not exc.retryable:
-                log.warning(
-                    "postbud pauses delivery for %s for %.0f s after a refused login; "
-                    "fix the credentials and restart: %s",
-                    settings.username,
-                    pause,
-                    exc,
-                )
-        if not exc.retryable:
+        # A refused login, a failed connection or a TLS failure is the account's, not
+        # the message's: the row waits behind the gate (every row, every process) and
+        # is never dead-lettered for it; only max_age ends it.
+        gate = self.outbox.gates.failed(exc, now)
+        old = now - item.created > settings.max_age
+        if gate is not None and not old:
+            self.gate = gate
+            self.outbox.counters.add("retried")
+            # Due at once: the gate sets the time (a process with other credentials or
+            # another TLS set-up, which the gate does not stop, may send it now).
+            recipients = item.envelope.recipients
+            self._retry(item, recipients, item.attempts + 1, now, exc.code, str(exc))
+        elif gate is not None or (exc.retryable and old):
+            because = self.outbox.gates.describe(gate) if gate is not None else exc.description
+            why = f"gave up after max_age ({settings.max_age:g} s): {because}"
+            self._dead(item, exc.code, why, exc.hint)
+        elif not exc.retryable:
             self._dead(item, exc.code, exc.description, exc.hint)
-        elif now - item.created > settings.max_age:
-            self._dead(
-                item,
-                exc.code,
-                f"gave up after max_age ({settings.max_age:g} s): {exc.description}",
-                exc.hint,
-            )
         else:
             self.outbox.counters.add("retried")
             attempts = item.attempts + 1
-            when = now + self.policy.delay(attempts, exc.retry_after)
-            self._retry(item, item.envelope.recipients, attempts, when, exc.code, str(exc))
+            when_next = now + self.policy.delay(attempts, exc.retry_after)
+            self._retry(item, item.envelope.recipients, attempts, when_next, exc.code, str(exc))
 
     def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
         outbox = self.outbox

@@ -67,20 +67,31 @@ def settings_from_with(args: argparse.Namespace, **extra: Any) -> Settings:
     return Settings.from_env(**given, **extra)
 
 
-def mailer_from(args: argparse.Namespace, *, drain: bool = True) -> Mailer:
-    """The Mailer for a command; first retries what an earlier run left in the spool."""
+def mailer_from(
+    args: argparse.Namespace, *, drain: bool = True, clear_pauses: bool = False
+) -> Mailer:
+    """The Mailer for a command; first retries what an earlier run left in the spool
+    (behind the daily-limit hold, the login pause and the connection backoff, unless
+    ``clear_pauses``: ``postbud outbox retry``, the user fixed something)."""
     settings = settings_from(args)
     mailer = Mailer(settings)
     if drain:
-        pending = mailer.outbox.retry_pending()
+        before = mailer.stats()
+        pending = mailer.outbox.retry_pending(clear_pauses=clear_pauses)
         if pending:
             mailer.flush(settings.exit_timeout)
+            after = mailer.stats()
+            sent = after["sent"] - before["sent"]  # what Gmail accepted, nothing else
+            dead = after["dead"] - before["dead"]
             left = mailer.outbox.queued()
-            sent = max(0, pending - left)
-            say(
-                f"{sent} of {pending} message(s) left in the spool by an earlier run "
-                + ("went out." if not left else f"went out; {left} still wait for a retry.")
-            )
+            line = f"{sent} of {pending} message(s) left in the spool by an earlier run went out"
+            if dead:
+                line += f"; {dead} failed for good (see 'postbud outbox list')"
+            if left:
+                line += f"; {left} still wait"
+                waits = mailer.outbox.waits()
+                line += f" ({mailer.outbox.gates.describe(waits[1])})" if waits else " for a retry"
+            say(line + ".")
     return mailer
 
 

@@ -11,7 +11,6 @@ their own modules, imported when used.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -64,10 +63,7 @@ def _run(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_checks
 
-    # Like every command: first what earlier runs left in the spool (a settings
-    # mistake is for the first step below to explain).
-    with contextlib.suppress(PostbudError):
-        mailer_from(args).close(timeout=0)
+    # Only diagnoses: what earlier runs left in the spool stays as it is.
     return run_checks(lambda: settings_from(args), args.send)
 
 

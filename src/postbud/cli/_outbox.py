@@ -52,15 +52,13 @@ def _read_only(settings: Settings) -> Outbox:
 
 
 def _outbox_of(args: argparse.Namespace) -> tuple[Outbox, Mailer | None]:
-    if args.action == "retry":
-        mailer = mailer_from(args)
+    if args.action == "retry":  # the user fixed something: the pauses end, rows go now
+        mailer = mailer_from(args, clear_pauses=True)
         return mailer.outbox, mailer
-    try:  # status and list deliver what waits first, when they can; purge never sends
-        if args.action == "purge":
-            return _read_only(settings_from(args)), None
-        mailer = mailer_from(args)
-        return mailer.outbox, mailer
-    except ConfigurationError as missing:  # no credentials: reading the spool still works
+    # status, list and purge never touch queued mail (and need no credentials).
+    try:
+        return _read_only(settings_from(args)), None
+    except ConfigurationError as missing:
         try:
             return _read_only(settings_from_with(args, auth=_NoLogin())), None
         except ConfigurationError:
@@ -104,6 +102,9 @@ def _status(outbox: Outbox) -> None:
     print(f"quota:      {status.quota_used} of {status.daily_limit} recipients in 24 h")
     if status.held_until is not None:
         print(f"held until: {when(status.held_until)} (Gmail's daily limit)")
+    waits = outbox.waits()
+    if waits is not None:
+        print(f"waiting:    {outbox.gates.describe(waits[1])}")
 
 
 def _list(outbox: Outbox) -> None:

@@ -50,8 +50,9 @@ def send_command(args: argparse.Namespace) -> int:
                 say(f"{address} was refused: {code} {reply}")
         if kept is not None:
             say(mailer.outbox.kept_line("the message" if result is None else "a copy", kept))
-        if refused_for_good:
-            return EXIT_DELIVERY
+        waits = mailer.outbox.waits() if kept is not None else None
+        if refused_for_good or (waits is not None and waits[1].needs_user):
+            return EXIT_DELIVERY  # kept, but only the user can make it go
         return EXIT_TEMPFAIL if kept is not None else EXIT_OK
     finally:
         mailer.close(timeout=0)

@@ -1,0 +1,335 @@
+"""The state every process of an account shares: gates (waits) and the quota ledger.
+
+A *gate* is a wait that every process sending for an account must respect, stored
+where they all see it: a refused login pauses the account's logins (until the
+credentials change), a failed connection backs off the account's endpoint, Gmail's
+daily-limit reply holds the account. The *ledger* counts accepted recipients over a
+rolling 24 h.
+
+``StateStore`` is the small protocol the rest of the outbox uses; ``SQLiteState``
+keeps it in the spool database (shared by the processes of one machine) and
+``MemoryState`` in this process (``spool=None``). A store on a server (Redis, for a
+fleet) implements the same protocol. Every method may raise ``StateUnavailable``; the
+callers then keep what they know in this process.
+
+The ledger's count is O(1) whatever the window holds: SQLite triggers keep a running
+total per account (``ledger_total``) as entries are inserted and deleted, whoever
+writes them, so a read is the total minus the few entries that left the window since
+the last write deleted them (an index range), and the oldest entry (an index seek).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Protocol
+
+from .db import Database
+from .queue import QueueBusy
+
+__all__ = [
+    "WINDOW",
+    "Gate",
+    "MemoryState",
+    "SQLiteState",
+    "StateStore",
+    "StateUnavailable",
+    "connect_gate",
+    "hold_gate",
+    "login_gate",
+]
+
+#: The quota ledger's rolling window.
+WINDOW = 86400.0
+
+
+class StateUnavailable(Exception):
+    """The store cannot be read or written now (busy, full, read-only, damaged)."""
+
+
+@dataclass(frozen=True)
+class Gate:
+    """No attempt of its kind before ``until`` (``math.inf``: until it is cleared).
+
+    Attributes:
+        until: When the wait ends; ``math.inf`` for a refused login, which waits for
+            new credentials (or ``postbud outbox retry``).
+        since: When the first failure of this run of failures happened.
+        step: Failures in a row (the connection backoff's exponent).
+        reason: The reply or error that set it, for ``postbud check`` and ``status``.
+        credential: What the gate is about, as a hash (never a secret): for a refused
+            login the credential refused, for a TLS failure the TLS set-up (host,
+            security, ca_file). A process with another one is not stopped by it.
+    """
+
+    until: float
+    since: float
+    step: int
+    reason: str
+    credential: str | None = None
+
+    @property
+    def needs_user(self) -> bool:
+        """Whether only the user can end it (a refused login, a TLS failure), not time."""
+        return self.credential is not None
+
+    def holds(self, now: float, credential: str | None = None) -> bool:
+        """Whether this gate stops an attempt now, made with ``credential`` (None: by
+        anybody, as ``postbud outbox status`` asks)."""
+        if self.until <= now:
+            return False
+        return credential is None or self.credential in (None, credential)
+
+
+def login_gate(account: str) -> str:
+    return f"login:{account.lower()}"
+
+
+def connect_gate(account: str, host: str, port: int) -> str:
+    return f"connect:{account.lower()}:{host.lower()}:{port}"
+
+
+def hold_gate(account: str) -> str:
+    return f"hold:{account.lower()}"
+
+
+class StateStore(Protocol):
+    """Gates and the ledger, shared by every process that uses the same store."""
+
+    shared: bool  # whether other processes see this state
+
+    def gate(self, name: str) -> Gate | None: ...
+
+    def set_gate(self, name: str, gate: Gate) -> None: ...
+
+    def clear_gate(self, name: str, txn: sqlite3.Connection | None = None) -> None:
+        """Remove the gate (in ``txn``, a spool transaction, if given)."""
+        ...
+
+    def claim(self, name: str, until: float, gate: Gate) -> bool:
+        """Replace the gate ``name`` by ``gate`` if it still ends at ``until``: of the
+        processes that saw it end, one wins (and makes the next attempt)."""
+        ...
+
+    def gates(self, prefix: str) -> dict[str, Gate]:
+        """Every gate whose name starts with ``prefix``."""
+        ...
+
+    def used(self, account: str, now: float) -> tuple[int, int, float | None]:
+        """(recipients, alert recipients, time of the oldest entry) in the window."""
+        ...
+
+    def record(
+        self,
+        account: str,
+        recipients: int,
+        alert: bool,
+        now: float,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        """Count ``recipients`` accepted now (in ``txn``, a spool transaction, if given)."""
+        ...
+
+
+class MemoryState:
+    """The state of one process (``spool=None``)."""
+
+    shared = False
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._gates: dict[str, Gate] = {}
+        # Per account: entries (at, recipients, alert) and their running sums.
+        self._entries: dict[str, deque[tuple[float, int, bool]]] = {}
+        self._sums: dict[str, list[int]] = {}
+
+    def gate(self, name: str) -> Gate | None:
+        return self._gates.get(name)
+
+    def set_gate(self, name: str, gate: Gate) -> None:
+        self._gates[name] = gate
+
+    def clear_gate(self, name: str, txn: sqlite3.Connection | None = None) -> None:
+        self._gates.pop(name, None)
+
+    def claim(self, name: str, until: float, gate: Gate) -> bool:
+        with self._lock:
+            old = self._gates.get(name)
+            if old is None or old.until != until:
+                return False
+            self._gates[name] = gate
+            return True
+
+    def gates(self, prefix: str) -> dict[str, Gate]:
+        return {k: v for k, v in list(self._gates.items()) if k.startswith(prefix)}
+
+    def used(self, account: str, now: float) -> tuple[int, int, float | None]:
+        with self._lock:
+            entries = self._entries.get(account)
+            if not entries:
+                return 0, 0, None
+            sums = self._sums[account]
+            while entries and entries[0][0] <= now - WINDOW:
+                _, n, alert = entries.popleft()
+                sums[0] -= n
+                sums[1] -= n if alert else 0
+            return sums[0], sums[1], entries[0][0] if entries else None
+
+    def record(
+        self,
+        account: str,
+        recipients: int,
+        alert: bool,
+        now: float,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        with self._lock:
+            self._entries.setdefault(account, deque()).append((now, recipients, alert))
+            sums = self._sums.setdefault(account, [0, 0])
+            sums[0] += recipients
+            sums[1] += recipients if alert else 0
+
+
+class SQLiteState:
+    """The state in the spool database, shared by the processes that use the file."""
+
+    shared = True
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._writes = 0
+
+    # -- gates ------------------------------------------------------------------------
+
+    def gate(self, name: str) -> Gate | None:
+        rows = self._read(
+            "SELECT until, since, step, reason, credential FROM gates WHERE name = ?", name
+        )
+        return _gate(rows[0]) if rows else None
+
+    def gates(self, prefix: str) -> dict[str, Gate]:
+        rows = self._read(
+            "SELECT name, until, since, step, reason, credential FROM gates "
+            "WHERE substr(name, 1, ?) = ?",
+            len(prefix),
+            prefix,
+        )
+        return {str(row[0]): _gate(row[1:]) for row in rows}
+
+    def set_gate(self, name: str, gate: Gate) -> None:
+        self._write(
+            "INSERT INTO gates VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+            "until = excluded.until, since = excluded.since, step = excluded.step, "
+            "reason = excluded.reason, credential = excluded.credential",
+            (name, gate.until, gate.since, gate.step, gate.reason, gate.credential),
+        )
+
+    def clear_gate(self, name: str, txn: sqlite3.Connection | None = None) -> None:
+        if txn is not None:
+            txn.execute("DELETE FROM gates WHERE name = ?", (name,))
+        else:
+            self._write("DELETE FROM gates WHERE name = ?", (name,))
+
+    def claim(self, name: str, until: float, gate: Gate) -> bool:
+        return (
+            self._write(
+                "UPDATE gates SET until = ?, since = ?, step = ?, reason = ?, credential = ? "
+                "WHERE name = ? AND until = ?",
+                (gate.until, gate.since, gate.step, gate.reason, gate.credential, name, until),
+            )
+            == 1
+        )
+
+    # -- the ledger -------------------------------------------------------------------
+
+    def used(self, account: str, now: float) -> tuple[int, int, float | None]:
+        since = now - WINDOW
+        rows = self._read(
+            "SELECT t.recipients - COALESCE(e.recipients, 0), t.alerts - COALESCE(e.alerts, 0),"
+            " (SELECT MIN(at) FROM ledger WHERE account = ?1 AND at > ?2)"
+            " FROM ledger_total AS t, (SELECT SUM(recipients) AS recipients,"
+            " SUM(recipients * alert) AS alerts FROM ledger WHERE account = ?1 AND at <= ?2)"
+            " AS e WHERE t.account = ?1",
+            account,
+            since,
+        )
+        if not rows:
+            return 0, 0, None
+        total, alerts, oldest = rows[0]
+        return (
+            int(str(total)),
+            int(str(alerts)),
+            None if oldest is None else float(str(oldest)),
+        )
+
+    def record(
+        self,
+        account: str,
+        recipients: int,
+        alert: bool,
+        now: float,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        if txn is not None:
+            self._record_in(txn, account, recipients, alert, now)
+            return
+        try:
+            with self.database.transaction(wait=1.0) as db:
+                self._record_in(db, account, recipients, alert, now)
+        except (QueueBusy, sqlite3.Error) as exc:
+            raise StateUnavailable(_why(exc)) from exc
+
+    def _record_in(
+        self, db: sqlite3.Connection, account: str, recipients: int, alert: bool, now: float
+    ) -> None:
+        # Runs inside the worker's write transaction, which a submit may be waiting
+        # for: the insert (the trigger adds it to the total), and the entries that left
+        # the window (the trigger takes them off): few at a time, each deleted once.
+        db.execute("INSERT INTO ledger VALUES (?, ?, ?, ?)", (account, now, recipients, int(alert)))
+        db.execute(
+            "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger "
+            "WHERE account = ? AND at <= ? LIMIT 100)",
+            (account, now - WINDOW),
+        )
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _read(self, sql: str, *args: object) -> list[tuple[object, ...]]:
+        try:
+            return self.database.read(sql, *args)
+        except sqlite3.Error as exc:
+            raise StateUnavailable(_why(exc)) from exc
+
+    def _write(self, sql: str, args: tuple[object, ...]) -> int:
+        try:
+            with self.database.transaction(wait=1.0) as db:
+                return db.execute(sql, args).rowcount
+        except (QueueBusy, sqlite3.Error) as exc:
+            raise StateUnavailable(_why(exc)) from exc
+
+
+def _gate(row: tuple[object, ...]) -> Gate:
+    until, since, step, reason, credential = row
+    return Gate(
+        until=float(str(until)),
+        since=float(str(since)),
+        step=int(str(step)),
+        reason=str(reason),
+        credential=None if credential is None else str(credential),
+    )
+
+
+def _why(exc: BaseException) -> str:
+    """The reason a store failed, in the words a user acts on."""
+    text = str(exc)
+    cause = exc.__cause__ if isinstance(exc, QueueBusy) and exc.__cause__ else exc
+    lowered = f"{text} {cause}".lower()
+    if "full" in lowered:
+        return f"the disk or the spool is full ({text})"
+    if "readonly" in lowered or "read-only" in lowered:
+        return f"the spool is read-only ({text})"
+    if "locked" in lowered or "busy" in lowered or "in use" in lowered:
+        return f"the spool is busy ({text})"
+    return text
