@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import mimetypes
 import os
 import re
@@ -96,7 +97,9 @@ class _Lines:
         self.start = len(self.line)
 
     def add(self, sep: str, text: str) -> None:
-        if len(self.line) + len(sep) + len(text) > _LINE and len(self.line) > self.start:
+        # Without a blank before it (a group's colon), ``text`` cannot start a line: a
+        # line must start with one to continue the field.
+        if sep and len(self.line) + len(sep) + len(text) > _LINE and len(self.line) > self.start:
             self.done.append(self.line)
             self.line = ""
         self.line += sep + text
@@ -110,12 +113,14 @@ class _Lines:
         """
         data = [c.encode() for c in text]
         q_cost = [sum(len(_Q[b]) for b in c) for c in data]
-        total = sum(map(len, data))
-        quoted = sum(q_cost) <= (total + 2) // 3 * 4
+        # What is left to encode from character i on, in O(1) (not a sum per word).
+        q_left = list(itertools.accumulate(reversed(q_cost), initial=0))[::-1]
+        b_left = list(itertools.accumulate(reversed([len(c) for c in data]), initial=0))[::-1]
+        quoted = q_left[0] <= (b_left[0] + 2) // 3 * 4
         i, n = 0, len(text)
         while i < n:
             room = _LINE - len(self.line) - len(sep) - 12
-            rest = sum(q_cost[i:]) if quoted else (sum(map(len, data[i:])) + 2) // 3 * 4
+            rest = q_left[i] if quoted else (b_left[i] + 2) // 3 * 4
             if room < min(16, rest) and len(self.line) > self.start:
                 self.done.append(self.line)
                 self.line = ""

@@ -23,7 +23,12 @@ from email import policy as email_policy
 from email.errors import NonASCIILocalPartDefect
 from email.generator import BytesGenerator
 from email.headerregistry import Address as StdAddress
-from email.headerregistry import AddressHeader, ParameterizedMIMEHeader, UnstructuredHeader
+from email.headerregistry import (
+    AddressHeader,
+    BaseHeader,
+    ParameterizedMIMEHeader,
+    UnstructuredHeader,
+)
 from email.message import Message
 from email.policy import Policy
 from email.utils import format_datetime, make_msgid
@@ -35,7 +40,6 @@ from postbud._address import (
     checked,
     control_character,
     parse_address,
-    parse_addresses,
 )
 from postbud._message import Envelope, size_check
 from postbud._mime import (
@@ -49,6 +53,7 @@ from postbud.errors import InvalidMessageError
 
 __all__ = ["envelope_from_message"]
 
+_FOLDING = re.compile(r"\r?\n(?=[ \t])")  # unfolding: the line break goes, the blank stays
 _INJECTED = re.compile(r"\r?\n(?![ \t])|\r(?!\n)|\0")
 
 
@@ -111,6 +116,11 @@ def _envelope(message: Message, mail_from: str, recipients: Addresses) -> Envelo
     if not chosen:
         raise InvalidMessageError("The message has no To, Cc or Bcc recipient.")
     account = parse_address(mail_from)
+    if message.get_all("Resent-Bcc"):
+        raise InvalidMessageError(
+            "header Resent-Bcc would show hidden recipients to everyone: leave it out, "
+            "and pass them in recipients=."
+        )
     msg = copy.copy(message)
     # __delitem__ rebinds the copy's header list, so the caller's message keeps its Bcc
     # and the headers added below stay on the copy.
@@ -150,12 +160,36 @@ def _envelope(message: Message, mail_from: str, recipients: Addresses) -> Envelo
 
 
 def _addresses_of(field: str, value: object) -> list[Address]:
-    """The addresses of a header; those the modern API parsed already are taken as
-    parsed: str(value) does not quote a display name that looks like an encoded word,
-    so parsing it again would change the name."""
+    """The addresses of a header, those of its groups included; those the modern API
+    parsed already are taken as parsed: str(value) does not quote a display name that
+    looks like an encoded word, so parsing it again would change the name."""
     if isinstance(value, AddressHeader) and all(isinstance(a, StdAddress) for a in value.addresses):
         return [checked(field, a) for a in value.addresses]
-    return addresses(field, str(value))  # compat32 text, or strings set as a list
+    text = _text_of(field, str(value))  # compat32 text, or strings set as a list
+    if ":" in text and ";" in text:  # perhaps a group ("undisclosed-recipients:;")
+        parsed = email_policy.default.header_factory("To", text)
+        if (
+            isinstance(parsed, AddressHeader)
+            and not getattr(parsed, "defects", ())
+            and any(g.display_name is not None for g in parsed.groups)
+        ):
+            return [checked(field, a) for a in parsed.addresses]
+    return addresses(field, text)
+
+
+def _text_of(field: str, value: str) -> str:
+    """A header's text as the parser left it: unfolded, and its 8-bit bytes (which the
+    parser keeps as surrogates) read as UTF-8 (RFC 6532)."""
+    text = _FOLDING.sub("", value)
+    if text.isascii() or not any("\udc80" <= c <= "\udcff" for c in text):
+        return text
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8")
+    except UnicodeError:
+        raise InvalidMessageError(
+            f"{field} holds 8-bit bytes that are not UTF-8: {text!r}; write the value as "
+            "text, or as encoded words."
+        ) from None
 
 
 # Not for a header the policy writes: ASCII control characters but TAB (CR and LF are
@@ -195,6 +229,16 @@ class _CheckedFold(Policy):
             raise InvalidMessageError(
                 f"{field} contains a line break that is not folding: it could inject headers."
             )
+        if not isinstance(value, BaseHeader) and isinstance(self, email_policy.EmailPolicy):
+            # A parsed message keeps each header's source text: read it as the stdlib
+            # does before it refolds one (and its folder would write decoded encoded
+            # words raw), then write it by postbud's rules like any other.
+            value = self.header_factory(name, _text_of(field, value))
+            text = str(value)
+            if _INJECTED.search(text):
+                raise InvalidMessageError(
+                    f"{field} decodes to a line break: it could inject headers."
+                )
         defects = [
             d for d in getattr(value, "defects", ()) if not isinstance(d, NonASCIILocalPartDefect)
         ]
@@ -233,25 +277,28 @@ def _rendered(policy: Policy, name: str, value: object) -> str | None:
                 reason = parsed.defects[0] if parsed.defects else "not a MIME header"
                 raise InvalidMessageError(f"header {name} is malformed ({reason}): {value!r}.")
             return _parameters(name, parsed)
-        if name.lower() not in _COMPAT32_ADDRESSES or value.isascii():
+        if value.isascii():
             return None
-        found: Sequence[Address]
-        try:
-            found = parse_addresses(value)
-        except InvalidMessageError as exc:
-            raise InvalidMessageError(f"header {name}: {exc.description}") from None
-        utf8 = False
-    elif isinstance(value, UnstructuredHeader):
+        text = _text_of(f"header {name}", value)
+        if name.lower() not in _COMPAT32_ADDRESSES:
+            return header(name, text, False)  # compat32 writes 8-bit bytes raw
+        parsed = email_policy.default.header_factory(name, text)
+        problems = [d for d in parsed.defects if not isinstance(d, NonASCIILocalPartDefect)]
+        if problems or not isinstance(parsed, AddressHeader):
+            reason = problems[0] if problems else "not an address list"
+            raise InvalidMessageError(f"header {name} is malformed ({reason}): {text!r}.")
+        return _groups(name, parsed, False)
+    if isinstance(value, UnstructuredHeader):
         return header(name, str(value), policy.utf8)
-    elif isinstance(value, ParameterizedMIMEHeader):
+    if isinstance(value, ParameterizedMIMEHeader):
         return _parameters(name, value)
-    elif not isinstance(value, AddressHeader) or not value.groups:
+    if not isinstance(value, AddressHeader) or not value.groups:
         return None
-    elif all(isinstance(a, StdAddress) for a in value.addresses):
+    if all(isinstance(a, StdAddress) for a in value.addresses):
         return _groups(name, value, policy.utf8)
-    else:  # strings set as a list (msg["To"] = ["a@x", ...]): read from the text
-        found = addresses(f"header {name}", str(value))
-        utf8 = policy.utf8
+    # strings set as a list (msg["To"] = ["a@x", ...]): read from the text
+    found = addresses(f"header {name}", str(value))
+    utf8 = policy.utf8
     _need_no_smtputf8(name, found, utf8)
     return address_header(name, ((a.display_name, a.addr_spec) for a in found), utf8)
 

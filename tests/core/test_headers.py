@@ -185,8 +185,12 @@ def test_compat32_headers_cannot_split_the_header_block(char: str, factory: Any)
     msg = factory()
     msg["To"] = "a@example.com"
     msg["Subject"] = f"hello{char}X-Injected: yes"
-    with pytest.raises(InvalidMessageError, match="header Subject holds the control character"):
-        envelope_from_message(msg, mail_from=ME)
+    if char.isascii():  # compat32 writes ASCII as it is: refused
+        with pytest.raises(InvalidMessageError, match="header Subject holds the control character"):
+            envelope_from_message(msg, mail_from=ME)
+        return
+    out = parsed(envelope_from_message(msg, mail_from=ME).data)  # other text: encoded
+    assert out["Subject"] == f"hello{char}X-Injected: yes" and "X-Injected" not in out
 
 
 def test_compat32_errors_of_the_email_package_are_translated() -> None:
@@ -268,6 +272,94 @@ def test_groups_with_non_ascii_names_keep_every_member(
         (g.display_name, [a.addr_spec for a in g.addresses]) for g in out["To"].groups
     ] == groups
     assert sorted(env.recipients) == sorted({a for _, members in groups for a in members})
+
+
+@pytest.mark.parametrize(
+    "to",
+    [
+        "alice@example.com, bob@example.com, Marketing and Communications Team EMEA: "
+        "carol@example.com;",
+        "G" * 74 + ": a@example.com;",
+        "G" * 76 + ":;, b@example.com",
+    ],
+)
+def test_a_group_name_at_the_end_of_a_line_keeps_its_colon_on_it(to: str) -> None:
+    msg = EmailMessage(policy=policy.SMTP)
+    msg["To"] = to
+    msg["Subject"] = "s"
+    msg.set_content("x")
+    want = [(g.display_name, [a.addr_spec for a in g.addresses]) for g in msg["To"].groups]
+    out = parsed(envelope_from_message(msg, mail_from=ME).data)
+    assert [(g.display_name, [a.addr_spec for a in g.addresses]) for g in out["To"].groups] == want
+
+
+def test_a_parsed_message_is_written_by_postbuds_rules_too() -> None:
+    # message_from_bytes keeps each header's source text; the stdlib's refolding of a
+    # long one wrote decoded look-alikes raw, which a reader decoded a second time.
+    raw = (
+        b"From: a@example.com\r\nTo: b@example.com\r\n"
+        b"X-Note: =?utf-8?q?=3D=3Futf-8=3Fq=3FHELLO=3F=3D?=" + b" word" * 14 + b"\r\n\r\nbody\r\n"
+    )
+    msg = email.message_from_bytes(raw, policy=policy.default)
+    out = parsed(envelope_from_message(msg, mail_from=ME).data)
+    assert out["X-Note"] == "=?utf-8?q?HELLO?=" + " word" * 14
+    hostile = raw.replace(b"HELLO", b"=3D0D=3D0ABcc:evil=40x.com")
+    out = parsed(
+        envelope_from_message(
+            email.message_from_bytes(hostile, policy=policy.default), mail_from=ME
+        ).data
+    )
+    assert "Bcc" not in out and out["X-Note"].startswith("=?utf-8?q?=0D=0ABcc:evil@x.com?=")
+    encoded_break = raw.replace(b"=3D=3Futf-8=3Fq=3FHELLO=3F=3D", b"=0D=0ABcc:evil@x.com")
+    with pytest.raises(InvalidMessageError, match="header X-Note contains a line break"):
+        envelope_from_message(
+            email.message_from_bytes(encoded_break, policy=policy.default), mail_from=ME
+        )
+
+
+@pytest.mark.parametrize("chosen", [policy.default, policy.compat32])
+def test_8bit_headers_of_a_parsed_message_are_encoded_without_smtputf8(chosen: Any) -> None:
+    raw = b"From: a@example.com\r\nTo: b@example.com\r\nSubject: caf\xc3\xa9\r\n\r\nbody\r\n"
+    env = envelope_from_message(email.message_from_bytes(raw, policy=chosen), mail_from=ME)
+    assert not env.smtputf8 and head_of(env.data).isascii()
+    assert parsed(env.data)["Subject"] == "café"
+    latin1 = raw.replace(b"caf\xc3\xa9", b"caf\xe9")  # not UTF-8: nothing to read it as
+    with pytest.raises(
+        InvalidMessageError, match="header Subject holds 8-bit bytes that are not UTF-8"
+    ):
+        envelope_from_message(email.message_from_bytes(latin1, policy=chosen), mail_from=ME)
+
+
+def test_resent_bcc_is_refused_by_send_message_as_by_send() -> None:
+    msg = EmailMessage()
+    msg["To"] = "a@example.com"
+    msg["Resent-Bcc"] = "hidden@example.com"
+    msg.set_content("x")
+    with pytest.raises(InvalidMessageError, match="header Resent-Bcc would show hidden recipients"):
+        envelope_from_message(msg, mail_from=ME)
+
+
+def test_compat32_groups_are_sent_with_their_members() -> None:
+    msg = MIMEText("hi", "plain", "utf-8")
+    msg["To"] = "undisclosed-recipients:;"
+    msg["Cc"] = "Zoë Team: a@example.com, Jürgen <b@example.com>;"
+    msg["Bcc"] = "x@example.com"
+    msg["Subject"] = "s"
+    env = envelope_from_message(msg, mail_from=ME)
+    assert env.recipients == ("a@example.com", "b@example.com", "x@example.com")
+    out = parsed(env.data)
+    assert [g.display_name for g in out["To"].groups] == ["undisclosed-recipients"]
+    [team] = out["Cc"].groups
+    assert (team.display_name, [a.display_name for a in team.addresses]) == (
+        "Zoë Team",
+        ["", "Jürgen"],
+    )
+
+
+def test_a_very_long_subject_is_encoded_whole_and_in_linear_time() -> None:
+    # 100,000 characters: the encoder summed what was left for every word (7 s here).
+    subject = "日本語のテキスト" * 12_500
+    assert parsed(build(subject=subject).data)["Subject"] == subject
 
 
 def test_modern_message_with_encoded_line_breaks_is_refused() -> None:
