@@ -248,12 +248,15 @@ class SQLiteState:
         since = now - WINDOW
         rows = self._read(
             "SELECT t.recipients - COALESCE(e.recipients, 0), t.alerts - COALESCE(e.alerts, 0),"
-            " (SELECT MIN(at) FROM ledger WHERE account = ?1 AND at > ?2)"
+            " (SELECT MIN(at) FROM ledger WHERE account = ? AND at > ?)"
             " FROM ledger_total AS t, (SELECT SUM(recipients) AS recipients,"
-            " SUM(recipients * alert) AS alerts FROM ledger WHERE account = ?1 AND at <= ?2)"
-            " AS e WHERE t.account = ?1",
+            " SUM(recipients * alert) AS alerts FROM ledger WHERE account = ? AND at <= ?)"
+            " AS e WHERE t.account = ?",
             account,
             since,
+            account,
+            since,
+            account,
         )
         if not rows:
             return 0, 0, None
