@@ -260,16 +260,21 @@ def parameter_header(name: str, value: str, params: Iterable[tuple[str, str]]) -
     """A MIME header with parameters (``Content-Disposition: attachment; filename=...``).
 
     ``value`` and the parameter names must be tokens (the caller's). A parameter value
-    goes as a quoted string when it is short, printable ASCII and holds no ``=?``;
-    otherwise as RFC 2231 percent-encoded UTF-8, in sections of a line each, each
-    ending at a character boundary (parsers decode each section by itself).
+    goes as a quoted string when it is printable ASCII and holds no ``=?`` (a boundary
+    always); otherwise as RFC 2231 percent-encoded UTF-8, in sections of a line each,
+    each ending at a character boundary (parsers decode each section by itself).
     """
     lines = _Lines(name)
     items = list(params)
     lines.add(" ", value + (";" if items else ""))
     for n, (key, text) in enumerate(items):
         end = ";" if n + 1 < len(items) else ""
-        if text.isascii() and _plain(text, False) and len(_quoted(text)) <= 60:
+        # Printable ASCII goes as a quoted string, however long (a line may be 998):
+        # many MIME readers know no RFC 2231 for a boundary, or for a plain file name.
+        # A boundary is never encoded ("=?" is legal in one, and readers do not decode
+        # it); other values holding "=?" are, as some readers decode those.
+        plain = _plain(text, False) or (key.lower() == "boundary" and text.isprintable())
+        if plain and text.isascii() and len(_quoted(text)) <= 900:
             lines.add(" ", f"{key}={_quoted(text)}{end}")
             continue
         sections = [""]

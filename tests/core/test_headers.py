@@ -386,3 +386,22 @@ def test_surrounding_blanks_may_go_and_inner_blanks_stay(subject: str, read: str
 def test_the_header_block_is_scanned_before_anything_is_sent() -> None:
     with pytest.raises(InvalidMessageError, match="would not be written as one header field"):
         build(headers={"X-" + "n" * 1000: "x"})
+
+
+def test_long_boundaries_and_plain_file_names_go_as_quoted_strings() -> None:
+    # Many MIME readers know no RFC 2231 for a boundary (the message would fall apart)
+    # or for a file name that is plain ASCII.
+    from email.mime.multipart import MIMEMultipart
+
+    boundary = "----=_Part_" + "7" * 60 + "=?x"  # 73 characters, "=?" included: legal
+    msg = MIMEMultipart(boundary=boundary)
+    msg["To"] = "a@example.com"
+    msg.attach(MIMEText("hi"))
+    env = envelope_from_message(msg, mail_from=ME)
+    assert f' boundary="{boundary}"'.encode() in head_of(env.data)
+    assert parsed(env.data).get_boundary() == boundary
+    name = "quarterly-report-" + "x" * 70 + ".pdf"
+    env = build(attachments=[(name, b"%PDF")])
+    assert f'filename="{name}"'.encode() in env.data
+    [part] = parsed(env.data).iter_attachments()
+    assert part.get_filename() == name
