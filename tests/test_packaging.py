@@ -147,3 +147,22 @@ def test_missing_testing_extra_is_named() -> None:
         "except ImportError as exc:\n    print(exc)\n"
     )
     assert "pip install 'postbud[testing]'" in result.stdout, result.stderr
+
+
+def test_import_postbud_loads_the_rest_on_first_use() -> None:
+    # import postbud is cheaper than `import smtplib, ssl, logging` (benchmarks/
+    # bench_scale.py measures it): the heavy modules load when a name needs them.
+    code = (
+        "import sys, postbud\n"
+        "heavy = ['sqlite3', 'email.policy', 'difflib', 'inspect', 'smtplib', 'json']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(postbud.Mailer.__module__, postbud.AlertHandler.__name__,"
+        " 'sqlite3' in sys.modules)\n"
+        "from postbud import *\n"
+        "print(Settings.__module__)\n"
+    )
+    result = run_python(code)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["[]", "postbud AlertHandler True", "postbud"]
+    missing = run_python("import postbud; postbud.Mailr")
+    assert "module 'postbud' has no attribute 'Mailr'" in missing.stderr

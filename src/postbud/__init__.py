@@ -8,17 +8,11 @@ that needs them is first used.
 
 from __future__ import annotations
 
+import importlib as _importlib
+import typing as _typing
+
 from . import errors
-from ._auth import AppPassword, Credentials
-from ._check import CheckReport, CheckStep, diagnose
-from ._config import Settings, SettingsKwargs
-from ._mailer import Mailer, SendResult
-from ._message import Envelope
-from ._oauth import OAuth2
-from ._secret import Secret
-from ._smtp import Probe, SMTPTransport, Transport
 from ._version import __version__
-from .alerts import AlertHandler, alert_on_crash
 from .errors import (
     AuthenticationError,
     ConfigurationError,
@@ -35,6 +29,40 @@ from .errors import (
     TokenRefreshError,
     TransportError,
 )
+
+if _typing.TYPE_CHECKING:
+    from ._auth import AppPassword, Credentials
+    from ._check import CheckReport, CheckStep, diagnose
+    from ._config import Settings, SettingsKwargs
+    from ._mailer import Mailer, SendResult
+    from ._message import Envelope
+    from ._oauth import OAuth2
+    from ._secret import Secret
+    from ._smtp import Probe, SMTPTransport, Transport
+    from .alerts import AlertHandler, alert_on_crash
+
+# Loaded on first use (PEP 562): ``import postbud`` costs the errors and the version
+# only, so a program that imports it (a logging config, a CLI that may never mail)
+# does not pay for SQLite, the email package's parser and the rest until it needs them.
+_LAZY = {
+    "AppPassword": "._auth",
+    "Credentials": "._auth",
+    "CheckReport": "._check",
+    "CheckStep": "._check",
+    "diagnose": "._check",
+    "Settings": "._config",
+    "SettingsKwargs": "._config",
+    "Mailer": "._mailer",
+    "SendResult": "._mailer",
+    "Envelope": "._message",
+    "OAuth2": "._oauth",
+    "Secret": "._secret",
+    "Probe": "._smtp",
+    "SMTPTransport": "._smtp",
+    "Transport": "._smtp",
+    "AlertHandler": ".alerts",
+    "alert_on_crash": ".alerts",
+}
 
 __all__ = [
     "AlertHandler",
@@ -72,10 +100,20 @@ __all__ = [
     "errors",
 ]
 
-# Reprs, tracebacks and the docs name the public path (postbud.Mailer), not the private
-# module a class happens to live in. The errors keep postbud.errors: it is public.
-for _name in __all__:
-    _value = globals()[_name]
-    if any(part.startswith("_") for part in getattr(_value, "__module__", "").split(".")):
-        _value.__module__ = __name__
-del _name, _value
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'postbud' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    # Reprs, tracebacks and the docs name the public path (postbud.Mailer), not the
+    # private module a class happens to live in.
+    if any(part.startswith("_") for part in getattr(value, "__module__", "").split(".")):
+        value.__module__ = __name__
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
