@@ -99,10 +99,11 @@ def test_any_google_credentials_object(
 
 
 def test_oauth_through_the_environment(
-    fake_gmail: FakeGmail, fake_google_tokens: FakeGoogleTokens
+    fake_gmail: FakeGmail, fake_google_tokens: FakeGoogleTokens, postbud_spool: Path
 ) -> None:
     t = fake_google_tokens
     env = {
+        "POSTBUD_SPOOL": str(postbud_spool),  # an environment of its own: not ~/.cache
         "POSTBUD_USERNAME": fake_gmail.username,
         "POSTBUD_OAUTH_CLIENT_ID": t.client_id,
         "POSTBUD_OAUTH_CLIENT_SECRET": t.client_secret,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import stat
 import time
@@ -21,6 +22,7 @@ from postbud.errors import InvalidMessageError, QuotaExceededError
 from postbud.testing import FakeGmail, MemoryTransport, replies
 
 TO = "you@example.com"
+ME = "postbud.test@gmail.com"
 
 
 NORMAL, ALERT = Priority.NORMAL, Priority.ALERT
@@ -377,6 +379,7 @@ def test_spool_size_cap(
     assert [r["state"] for r in rows(postbud_spool)] == ["dead"]
     with closing(sqlite3.connect(postbud_spool)) as db, db:  # pages in use, WAL included
         size = _spool._bytes(db)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty WAL: the cap is the pages
     monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", size + 1000)
     fake_gmail.delay(0.5, "DATA")  # keep the next one queued while we look
     mailer.submit(TO, "big", "y" * 30_000)  # over the cap: dead letters go first
@@ -385,6 +388,35 @@ def test_spool_size_cap(
     assert mailer.stats()["spilled"] == 1
     assert mailer.flush(10)
     assert sorted(s or "" for s in subjects(fake_gmail)) == ["big", "too big for the cap"]
+
+
+def test_the_wal_file_counts_in_the_spool_cap(
+    postbud_spool: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postbud._outbox import QueueBusy
+    from postbud._outbox import spool as _spool
+    from postbud._outbox.db import Database
+
+    database = Database(str(postbud_spool))
+    spool = _spool.DiskSpool(database, ME)
+    envelope = build_message(mail_from=ME, to=TO, subject="s", text="x" * 20_000)
+    with closing(sqlite3.connect(postbud_spool)) as reader:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM outbox").fetchall()  # a snapshot: WAL stays
+        for _ in range(20):  # 20 rows written and deleted: the WAL holds their pages
+            spool.add(envelope, NORMAL, time.time())
+            with database.transaction() as db:
+                db.execute("DELETE FROM outbox")
+        database.checkpoint()
+        wal = os.stat(f"{postbud_spool}-wal").st_size
+        assert wal > 200_000
+        with closing(sqlite3.connect(postbud_spool)) as db:
+            pages = _spool._bytes(db)
+        monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", pages + 100_000)  # the pages fit
+        with pytest.raises(QueueBusy, match="the spool is full"):
+            spool.add(envelope, NORMAL, time.time())
+        reader.rollback()
+    database.close()
 
 
 def test_a_refused_login_pauses_instead_of_failing_every_message(

@@ -73,7 +73,7 @@ def test_a_0_1_0_spool_opens_and_its_queued_rows_are_delivered(
 def test_a_new_file_has_every_table_and_the_version(tmp_path: Path) -> None:
     path = tmp_path / "new.sqlite"
     Database(str(path)).close()
-    assert set(tables(path)) == OLD_TABLES | {"gates", "ledger_total"}
+    assert set(tables(path)) == OLD_TABLES | {"gates", "ledger_total", "outbox_counts"}
     assert version(path) == SCHEMA_VERSION
     Database(str(path)).close()  # opening again migrates nothing and fails nothing
     assert version(path) == SCHEMA_VERSION

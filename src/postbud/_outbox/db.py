@@ -36,6 +36,7 @@ __all__ = [
     "LOCK_WAIT",
     "SCHEMA_VERSION",
     "SETTLE_WAIT",
+    "WAL_LIMIT",
     "Database",
     "SchemaTooNew",
     "open_database",
@@ -47,6 +48,8 @@ _warned: set[str] = set()
 LOCK_WAIT = 0.05
 #: How long the worker waits to record what happened to a row it sent.
 SETTLE_WAIT = 30.0
+#: What the WAL file is truncated to after a checkpoint (bytes).
+WAL_LIMIT = 16 * 1024 * 1024
 
 #: The schema this code writes. 0: postbud 0.1.0 (no version stamped; the alert tables
 #: were made by the first alert handler). Each step below brings a file one version up.
@@ -120,8 +123,8 @@ _SCHEMA_V1 = (
 
 #: Version 2: the gates every process of an account respects (``state.py``: the login
 #: pause, the connection backoff, the daily-limit hold, formerly the table ``holds``),
-#: and the ledger's running totals, kept by triggers whoever writes the ledger (an
-#: older postbud too), so that counting the window costs O(1).
+#: and running totals of the ledger and of the outbox's rows, kept by triggers whoever
+#: writes (an older postbud too), so that counting costs O(1) however long the queue.
 _SCHEMA_V2 = (
     """CREATE TABLE IF NOT EXISTS gates (
     name       TEXT    PRIMARY KEY,  -- login:<acct>, connect:<acct>:<host>:<port>, hold:<acct>
@@ -149,6 +152,28 @@ END""",
     """CREATE TRIGGER IF NOT EXISTS ledger_removed AFTER DELETE ON ledger BEGIN
     UPDATE ledger_total SET recipients = recipients - OLD.recipients,
     alerts = alerts - OLD.recipients * OLD.alert WHERE account = OLD.account;
+END""",
+    # Rows per account and state, kept by triggers: stats() and pending() in O(1).
+    """CREATE TABLE IF NOT EXISTS outbox_counts (
+    account TEXT    NOT NULL,
+    state   TEXT    NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (account, state)
+)""",
+    """INSERT OR REPLACE INTO outbox_counts
+    SELECT account, state, COUNT(*) FROM outbox GROUP BY account, state""",
+    """CREATE TRIGGER IF NOT EXISTS outbox_added AFTER INSERT ON outbox BEGIN
+    INSERT INTO outbox_counts VALUES (NEW.account, NEW.state, 1)
+    ON CONFLICT(account, state) DO UPDATE SET n = n + 1;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS outbox_removed AFTER DELETE ON outbox BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE account = OLD.account AND state = OLD.state;
+END""",
+    """CREATE TRIGGER IF NOT EXISTS outbox_moved AFTER UPDATE OF account, state ON outbox
+    WHEN OLD.account IS NOT NEW.account OR OLD.state IS NOT NEW.state BEGIN
+    UPDATE outbox_counts SET n = n - 1 WHERE account = OLD.account AND state = OLD.state;
+    INSERT INTO outbox_counts VALUES (NEW.account, NEW.state, 1)
+    ON CONFLICT(account, state) DO UPDATE SET n = n + 1;
 END""",
 )
 
@@ -214,6 +239,9 @@ class _Handle:
             # Freed pages are zeroed: a delivered password-reset link does not linger
             # in the file (SQLite's default depends on how it was compiled).
             db.execute("PRAGMA secure_delete=ON")
+            # The WAL shrinks back to this after a checkpoint that reset it (it grows
+            # while rows wait and readers hold snapshots; the spool's cap counts it).
+            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
             self._busy_ms = int(LOCK_WAIT * 1000)
             db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             self._db = db

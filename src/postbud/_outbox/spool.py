@@ -89,15 +89,16 @@ class DiskSpool:
             if _ONE_STATEMENT:
                 # The size cap is checked by the INSERT itself: one call into SQLite.
                 cursor = self.database.statement(
-                    _INSERT_IF_ROOM, (*values, len(envelope.data), MAX_SPOOL_BYTES)
+                    _INSERT_IF_ROOM, (*values, len(envelope.data), self._room())
                 )
                 if cursor.rowcount == 1:
                     return None
             with self.database.transaction(front=True) as db:
-                full = _bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                room = self._room()
+                full = _bytes(db) + len(envelope.data) > room
                 if full:  # dead letters make room first
                     _evict_dead(db)
-                    full = _bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES
+                    full = _bytes(db) + len(envelope.data) > room
                 if not full:
                     db.execute(_INSERT, values)
                     stored = True
@@ -107,6 +108,14 @@ class DiskSpool:
             raise QueueBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
         return None
 
+    def _room(self) -> int:
+        """The cap for the database's pages: what the WAL file takes counts too."""
+        try:
+            wal = os.stat(self.path + "-wal").st_size
+        except OSError:
+            wal = 0
+        return MAX_SPOOL_BYTES - wal
+
     def insert_in(
         self, db: sqlite3.Connection, envelope: Envelope, priority: int, now: float
     ) -> int:
@@ -115,7 +124,7 @@ class DiskSpool:
         The alert handler commits its state and the mails it decided on together.
         Raises ``QueueBusy`` when the spool is full.
         """
-        if _bytes(db) + len(envelope.data) > MAX_SPOOL_BYTES:
+        if _bytes(db) + len(envelope.data) > self._room():
             raise QueueBusy(f"the spool is full ({MAX_SPOOL_BYTES:,} bytes)")
         return self._insert(db, envelope, priority, now, now)
 
@@ -297,9 +306,9 @@ class DiskSpool:
     # -- questions -----------------------------------------------------------------------
 
     def counts(self) -> tuple[int, int]:
-        """(queued, dead) rows of this account."""
+        """(queued, dead) rows of this account (kept by triggers: O(1))."""
         rows = self.database.read(
-            "SELECT state, COUNT(*) FROM outbox WHERE account = ? GROUP BY state", self.account
+            "SELECT state, n FROM outbox_counts WHERE account = ?", self.account
         )
         found = {str(state): int(str(n)) for state, n in rows}
         return found.get("queued", 0), found.get("dead", 0)
@@ -324,10 +333,11 @@ class DiskSpool:
         return int(str(rows[0][0])) if rows and rows[0][0] is not None else 0
 
     def unsettled(self, upto: int, horizon: float) -> int:
-        """Rows up to ``upto`` still queued and due before ``horizon`` (for flush)."""
+        """1 if a row up to ``upto`` is still queued and due before ``horizon``, else 0
+        (for flush, which asks after every delivery: the first such row, not a count)."""
         rows = self.database.read(
-            "SELECT COUNT(*) FROM outbox WHERE account = ? AND state = 'queued' "
-            "AND id <= ? AND next_try <= ?",
+            "SELECT EXISTS (SELECT 1 FROM outbox WHERE account = ? AND state = 'queued' "
+            "AND id <= ? AND next_try <= ?)",
             self.account,
             upto,
             horizon,
