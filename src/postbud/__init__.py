@@ -101,7 +101,6 @@ __all__ = [
 ]
 
 
-
 def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:

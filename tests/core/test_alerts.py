@@ -715,3 +715,24 @@ def test_dict_config_fails_loudly_on_a_typo(fake_gmail: FakeGmail) -> None:
         logging.config.dictConfig(config)
     assert isinstance(info.value.__cause__, ConfigurationError)
     assert "alert_cap" in str(info.value.__cause__)
+
+
+def test_a_storm_of_distinct_errors_is_held_bounded_and_still_adds_up(
+    make: Make, fake_gmail: FakeGmail, clock: Clock
+) -> None:
+    from postbud.alerts._handler import MAX_HELD
+
+    logger, handler = make(alert_cap=5)
+    distinct = 3 * MAX_HELD
+    for i in range(distinct):  # each message template is its own fingerprint
+        logger.error("order " + str(i) + " failed")
+    # The handler's thread may have taken counts meanwhile; it never holds more than
+    # MAX_HELD fingerprints, and one count for the rest.
+    assert len(handler._deltas) <= MAX_HELD + 1
+    clock.advance(4000)
+    handler.tick()
+    handler.close()
+    got = kinds(fake_gmail)
+    assert sum(n for _, n in got) == distinct  # every occurrence counted, once
+    texts = "\n".join(m.text or "" for m in fake_gmail.messages)
+    assert "occurrence(s) of errors of other kinds: more distinct errors came" in texts

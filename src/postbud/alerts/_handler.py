@@ -30,7 +30,7 @@ from postbud.errors import ConfigurationError
 from ._policy import Mail
 from ._record import Fingerprint, fingerprint
 from ._render import DEFAULT_SUBJECT, check_template, render
-from ._ticker import Delta, Ticker
+from ._ticker import OTHER, Delta, Ticker
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -43,6 +43,8 @@ log = logging.getLogger("postbud")
 
 #: How often the handler's thread looks at its state without being woken.
 TICK = 1.0
+#: Distinct fingerprints counted between two ticks; more go into one "other" count.
+MAX_HELD = 1_000
 #: At most one tick per this many seconds, however many new errors arrive.
 MIN_GAP = 0.1
 
@@ -189,8 +191,16 @@ class AlertHandler(logging.Handler):
             with self._deltas_lock:
                 self._counts["records"] += 1
                 delta = self._deltas.get(key)
+                if delta is None and len(self._deltas) >= MAX_HELD:
+                    # A storm of distinct errors: memory and the next tick's work stay
+                    # bounded, and the rest is counted in one "other" line (the sum of
+                    # the counts stays exact).
+                    key, captured = OTHER, None
+                    delta = self._deltas.get(OTHER)
                 if delta is None:
-                    self._deltas[key] = Delta(1, at, at, record, message, record, message, captured)
+                    self._deltas[key] = Delta(
+                        1, at, at, record, message, record, message, captured, key == OTHER
+                    )
                 else:
                     delta.add(record, message, at)
                 new = key not in self._seen

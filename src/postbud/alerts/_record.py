@@ -115,6 +115,12 @@ def _hostname() -> str:
     return socket.gethostname()
 
 
+@functools.lru_cache(maxsize=4)
+def _argv(argv: tuple[str, ...]) -> str:
+    """The command line, masked once (not per record: it rarely changes)."""
+    return " ".join(mask_argv(list(argv)))
+
+
 def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, Any]:
     """Everything the mail shows about one occurrence, masked, as JSON-able values."""
     exc_info = record.exc_info
@@ -136,7 +142,7 @@ def describe(record: logging.LogRecord, message: str, at: float) -> dict[str, An
         "pid": record.process,
         "process": clean(str(record.processName or "")),
         "thread": clean(str(record.threadName or "")),
-        "argv": " ".join(mask_argv(list(sys.argv))),
+        "argv": _argv(tuple(sys.argv)),
         "python": _PYTHON,
         "exc_type": clean(exc_type),
         "traceback": mask_text(clip(trace, MAX_TRACEBACK, keep_end=True)),

@@ -20,15 +20,18 @@ from postbud._message import Envelope
 from postbud._outbox import QueueBusy
 
 from ._policy import Counted, FpState, Mail, ScopeState, decide
-from ._record import describe, digest_key, masked
+from ._record import Fingerprint, describe, digest_key, masked
 from ._store import Enqueue, MemoryStore, SpoolStore, Store
 
 if TYPE_CHECKING:  # the handler owns its ticker; the ticker reads the handler's state
     from ._handler import AlertHandler
 
-__all__ = ["Delta", "Ticker"]
+__all__ = ["OTHER", "Delta", "Ticker"]
 
 log = logging.getLogger("postbud")
+
+#: The fingerprint of what ``emit`` counted beyond ``MAX_HELD`` distinct ones in a tick.
+OTHER: Fingerprint = ("(other errors)", "", 0, "")
 
 #: How often a handler on a shared spool looks for other processes' pending counts.
 LOOK = 5.0
@@ -51,6 +54,8 @@ class Delta:
     last_message: str
     #: What the handler's ``capture`` hook kept of the first occurrence (JSON-able).
     captured: Any = None
+    #: Counts what came beyond the handler's ``MAX_HELD`` distinct fingerprints.
+    other: bool = False
 
     def add(self, record: logging.LogRecord, message: str, at: float) -> None:
         self.count += 1
@@ -71,6 +76,13 @@ class Delta:
         last = first
         if self.count > 1:
             last = masked(_described(self.last, self.last_message, self.last_at), mask)
+        if self.other:
+            for shown in (first, last):
+                shown["message"] = (
+                    f"{self.count} occurrence(s) of errors of other kinds: more distinct "
+                    "errors came in one second than postbud follows one by one. This one: "
+                    + str(shown.get("message", ""))
+                )
         return Counted(self.count, self.first_at, self.last_at, first, last)
 
 
