@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from postbud._config import Settings
 
 from .ledger import Ledger
+from .salvage import damaged_copies
 from .spool import DiskSpool
 
 __all__ = ["OutboxRow", "OutboxStatus", "forget_dead", "revive", "rows", "status"]
@@ -61,6 +62,7 @@ class OutboxStatus:
         next_try: When the next one may be tried, or None.
         quota_used, daily_limit: Recipients in the last 24 h, and the limit.
         held_until: End of a hold after Gmail's daily-limit reply, or None.
+        damaged: Damaged spools moved aside beside this one (``salvage.py``).
     """
 
     spool: str | None
@@ -72,6 +74,7 @@ class OutboxStatus:
     quota_used: int
     daily_limit: int
     held_until: float | None
+    damaged: tuple[str, ...] = ()
 
 
 def status(
@@ -96,6 +99,7 @@ def status(
         quota_used=ledger.used(now)[0],
         daily_limit=settings.daily_limit,
         held_until=ledger.held_until(now),
+        damaged=tuple(damaged_copies(settings.spool)) if settings.spool else (),
     )
 
 

@@ -31,6 +31,7 @@ from postbud import _fork
 
 from .files import SpoolRefused, identity, make_folders, open_own_file
 from .queue import QueueBusy
+from .salvage import QUEUED, Salvaged, is_damage, salvage
 
 __all__ = [
     "LOCK_WAIT",
@@ -40,6 +41,7 @@ __all__ = [
     "Database",
     "SchemaTooNew",
     "open_database",
+    "restore",
 ]
 
 log = logging.getLogger("postbud")
@@ -214,8 +216,9 @@ class _Handle:
     (SQLite's locks still order writers of different processes, within ``wait``).
     """
 
-    def __init__(self, path: str, writes: threading.RLock) -> None:
+    def __init__(self, path: str, writes: threading.RLock, opening: threading.RLock) -> None:
         self.path = path
+        self.opening = opening  # held while the file is being salvaged
         self.lock = threading.RLock()
         self.writes = writes
         self._db: sqlite3.Connection | None = None
@@ -227,9 +230,10 @@ class _Handle:
     def db(self) -> sqlite3.Connection:
         """The connection, opened on first use (and again after ``close()``)."""
         if self._db is None:
-            db = sqlite3.connect(
-                self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
-            )
+            with self.opening:  # not while the path is being moved aside and remade
+                db = sqlite3.connect(
+                    self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
+                )
             db.execute("PRAGMA busy_timeout = 5000")
             _wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
@@ -349,6 +353,13 @@ class Database:
     def __init__(self, path: str) -> None:
         self.path = path
         make_folders(os.path.dirname(os.path.abspath(path)))
+        self.inode = self._open_checked()
+        self._missing_told = False
+        _fork.register(self)
+
+    def _open_checked(self) -> tuple[int, int]:
+        """Open (or reopen) the file: ours, no link, migrated; its (device, inode)."""
+        path = self.path
         fd = open_own_file(path)
         try:
             self._open_handles()
@@ -361,9 +372,39 @@ class Database:
             except BaseException:
                 self.close()
                 raise
+            return identity(os.fstat(fd))
         finally:
             os.close(fd)
-        _fork.register(self)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Close both connections and open none (in any thread) until the block ends."""
+        with self._opening:
+            self.close()
+            yield
+
+    def follow(self) -> None:
+        """Reopen the spool if its path is another file now (another process moved a
+        damaged one aside and made a fresh one); one ERROR if the file was deleted.
+
+        The worker calls it at every poll; it raises what opening raises.
+        """
+        try:
+            now = identity(os.stat(self.path))
+        except FileNotFoundError:
+            if not self._missing_told:
+                self._missing_told = True
+                log.error(
+                    "postbud's spool %s was deleted while in use; a new one is made (what "
+                    "it held is gone unless it was sent).",
+                    self.path,
+                )
+            now = None
+        if now == self.inode:
+            return
+        self.close()
+        self.inode = self._open_checked()
+        self._missing_told = False
 
     def _migrate(self) -> None:
         # Waits for other processes' writers (many may start at once on a fresh file);
@@ -386,8 +427,10 @@ class Database:
         # Two handles: the callers' (a submit's one INSERT) and everyone else's, so a
         # submit never queues behind a read; writes of both share one lock.
         writes = threading.RLock()
-        self._front = _Handle(self.path, writes)
-        self._back = _Handle(self.path, writes)
+        if not hasattr(self, "_opening"):
+            self._opening = threading.RLock()
+        self._front = _Handle(self.path, writes, self._opening)
+        self._back = _Handle(self.path, writes, self._opening)
 
     def transaction(
         self, wait: float = LOCK_WAIT, *, front: bool = False
@@ -434,6 +477,7 @@ class Database:
         for handle in (self._front, self._back):
             handle.forsake()
             _graveyard.append(handle)
+        self._opening = threading.RLock()  # a parent's thread may have held it
         self._open_handles()
 
 
@@ -445,7 +489,13 @@ def open_database(path: str | None) -> Database | None:
     if path is None:
         return None
     try:
-        return Database(path)
+        try:
+            return Database(path)
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            seen = identity(os.stat(path)) if os.path.exists(path) else None
+            return restore(path, salvage(path, seen))
     except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...
         if path not in _warned:
             _warned.add(path)
@@ -456,6 +506,32 @@ def open_database(path: str | None) -> Database | None:
                 exc,
             )
         return None
+
+
+def restore(path: str, done: Salvaged) -> Database:
+    """The fresh spool at ``path`` with what ``salvage`` read; one ERROR about it (none
+    if another process had salvaged the file already)."""
+    fresh = Database(path)
+    if done.moved_to is None:
+        return fresh
+    with fresh.transaction(wait=5.0) as db:
+        db.executemany(
+            f"INSERT INTO outbox ({QUEUED}) VALUES ({', '.join('?' * 13)})",  # noqa: S608 - constants
+            done.rows,
+        )
+        db.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?)", done.ledger)
+        db.executemany("INSERT OR REPLACE INTO gates VALUES (?, ?, ?, ?, ?, ?)", done.gates)
+    lost = f"; {done.lost} queued message(s) could not be read" if done.lost else ""
+    log.error(
+        "postbud's spool %s was damaged: it was moved to %s, and %d queued message(s) "
+        "were saved into a fresh spool%s. Delete the damaged copy once you have looked "
+        "at it ('postbud outbox status' lists it).",
+        path,
+        done.moved_to,
+        len(done.rows),
+        lost,
+    )
+    return fresh
 
 
 # Handles inherited across fork are kept alive here, never closed by the child.

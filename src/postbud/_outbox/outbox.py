@@ -22,7 +22,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from postbud import _fork
 from postbud._config import Settings
@@ -39,12 +39,13 @@ from postbud.errors import (
 
 from . import admin, shutdown
 from .admin import OutboxRow, OutboxStatus
-from .db import open_database
+from .db import open_database, restore
 from .gates import Gates
 from .ledger import Ledger
 from .memory import MemoryQueue
 from .queue import Item, Priority, PriorityName, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
+from .salvage import is_damage, salvage
 from .spool import DiskSpool
 from .state import Gate, MemoryState, SQLiteState, StateStore
 from .stats import Counters
@@ -390,7 +391,38 @@ class Outbox:
 
     def pending(self) -> bool:
         """Whether anything waits, in memory or in the spool."""
-        return bool(len(self.memory) or (self.spool is not None and self.spool.pending()))
+        try:
+            return bool(len(self.memory) or (self.spool is not None and self.spool.pending()))
+        except sqlite3.DatabaseError as exc:
+            if not is_damage(exc):
+                raise
+            self.recover(exc)
+            return bool(len(self.memory) or (self.spool is not None and self.spool.pending()))
+
+    def recover(self, exc: BaseException, skip: Iterable[int] = ()) -> None:
+        """The spool is damaged (``exc``): move it aside, save what can be read into a
+        fresh one and go on with it (``salvage.py``); memory only if no fresh file can
+        be made. ``skip``: rows delivered that the damaged file could not record."""
+        spool = self.spool
+        if spool is None:
+            return
+        database = spool.database
+        try:
+            with database.paused():  # no handle of ours opens the path meanwhile
+                restore(database.path, salvage(database.path, database.inode, skip)).close()
+            database.follow()  # our handles, on the fresh file
+        except Exception as error:
+            log.error(
+                "postbud's spool %s is damaged (%s) and no fresh one can be made there "
+                "(%s); queued mail is kept in memory only from now on.",
+                database.path,
+                exc,
+                error,
+            )
+            self.spool = None
+            state = MemoryState()
+            self.ledger.state = state
+            self.gates.state = state
 
     def flush(self, timeout: float, *, start: bool = True) -> bool:
         """Wait until what was queued before the call is settled; True if it is.
@@ -401,23 +433,33 @@ class Outbox:
         for the next run) must not leave one sending while the process exits.
         """
         start = start and timeout > 0
-        try:
-            deadline = time.monotonic() + max(0.0, timeout)
-            horizon = time.time() + max(0.0, timeout)
-            upto_disk = self.spool.last_key() if self.spool is not None else 0
-            upto_memory = self.memory.last_key()
-            while self._unsettled(upto_disk, upto_memory, horizon):
-                if start:
-                    self.start()
-                left = deadline - time.monotonic()
-                if left <= 0 or self.thread is None:
-                    return False
-                with self.cond:
-                    self.cond.wait(min(left, 0.05))
-            return True
-        except Exception:  # flush never raises: it only reports whether all is settled
-            log.exception("postbud could not tell whether the outbox is flushed")
-            return False
+        deadline = time.monotonic() + max(0.0, timeout)
+        horizon = time.time() + max(0.0, timeout)
+        for attempt in range(3):
+            try:
+                return self._flush(deadline, horizon, start)
+            except sqlite3.DatabaseError as exc:
+                if is_damage(exc) and attempt < 2:
+                    self.recover(exc)  # what was saved has new ids: wait for all of it
+                    continue
+                log.exception("postbud could not tell whether the outbox is flushed")
+            except Exception:  # flush never raises: it only reports whether all is settled
+                log.exception("postbud could not tell whether the outbox is flushed")
+            break
+        return False
+
+    def _flush(self, deadline: float, horizon: float, start: bool) -> bool:
+        upto_disk = self.spool.last_key() if self.spool is not None else 0
+        upto_memory = self.memory.last_key()
+        while self._unsettled(upto_disk, upto_memory, horizon):
+            if start:
+                self.start()
+            left = deadline - time.monotonic()
+            if left <= 0 or self.thread is None:
+                return False
+            with self.cond:
+                self.cond.wait(min(left, 0.05))
+        return True
 
     def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
         now = time.time()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from postbud._smtp import SendResult, Transport, deliver, temporary
 from postbud.errors import (
@@ -26,6 +26,7 @@ from postbud.errors import (
 )
 
 from .queue import Item, Priority, Queue
+from .salvage import is_damage
 from .state import Gate
 
 if TYPE_CHECKING:  # the outbox owns the worker; the worker only reads its state
@@ -51,12 +52,15 @@ class Worker:
         self.paused_until = 0.0  # this process sends nothing before this (a set-up error)
         self.gate: Gate | None = None  # the account's gate that stopped the last claim
         self._swept = 0.0  # when rows past max_age were last swept while gated
+        # Spool rows Gmail accepted that the spool could not record as sent (busy for
+        # too long, or damaged): never sent again by this process.
+        self._delivered: dict[int, Callable[[Any], None]] = {}  # row id: its ledger count
 
     # -- the loop -----------------------------------------------------------------------
 
     def run(self) -> None:
         outbox, policy = self.outbox, self.policy
-        last_purge = idle_since = time.monotonic()
+        last_purge = idle_since = last_followed = time.monotonic()
         while True:
             with outbox.cond:
                 if outbox.stopping or (
@@ -71,6 +75,9 @@ class Worker:
             item = None
             try:
                 spool = outbox.spool
+                if spool is not None and time.monotonic() - last_followed > policy.poll:
+                    spool.database.follow()  # replaced by another process, or deleted
+                    last_followed = time.monotonic()
                 if spool is not None and time.monotonic() - last_purge > 3600:
                     spool.purge(now)
                     last_purge = time.monotonic()
@@ -86,8 +93,12 @@ class Worker:
                     continue
                 idle_since = time.monotonic()
                 self._handle(item)
-            except Exception:  # a bug or a broken spool must not kill delivery for good
-                log.exception("postbud's outbox worker hit an unexpected error")
+            except Exception as exc:  # a bug or a broken spool must not kill delivery
+                if is_damage(exc):  # the file: moved aside, what it held saved
+                    outbox.recover(exc, list(self._delivered))
+                    self._delivered.clear()  # not in the fresh spool: nothing to settle
+                else:
+                    log.exception("postbud's outbox worker hit an unexpected error")
                 if item is not None and not item.on_disk:
                     item.next_try = time.time() + policy.poll  # a disk row's lease frees it
                     outbox.memory.put_back(item)
@@ -174,6 +185,9 @@ class Worker:
         alert = item.priority == Priority.ALERT
         now = time.time()
         ledger = self.outbox.ledger
+        if item.on_disk and item.key in self._delivered:  # sent already: settle it only
+            self._sent(self._queue_of(item), item, self._delivered[item.key])
+            return
         try:
             ledger.check(len(envelope.recipients), alert, now)
             if self._transport is None:
@@ -288,7 +302,18 @@ class Worker:
             self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
         else:
             # One commit on disk: the row is gone and its recipients are counted, or neither.
-            queue.sent(item, lambda db: outbox.ledger.record(accepted, alert, now, db))
+            self._sent(queue, item, lambda db: outbox.ledger.record(accepted, alert, now, db))
+
+    def _sent(self, queue: Queue, item: Item, record: Callable[[Any], None]) -> None:
+        """Settle a delivered row; if the spool cannot take it, remember the row so
+        that this process never sends it again (a damaged file is salvaged without it)."""
+        try:
+            queue.sent(item, record)
+        except Exception:
+            if item.on_disk:
+                self._delivered[item.key] = record
+            raise
+        self._delivered.pop(item.key, None)
 
     def _retry(
         self,

@@ -105,6 +105,11 @@ def _status(outbox: Outbox) -> None:
     waits = outbox.waits()
     if waits is not None:
         print(f"waiting:    {outbox.gates.describe(waits[1])}")
+    for copy in status.damaged:
+        print(
+            f"damaged:   {copy} (a damaged spool moved aside; what it held that could be "
+            "read was saved. Look at it with sqlite3, then delete it)"
+        )
 
 
 def _list(outbox: Outbox) -> None:

@@ -1,0 +1,168 @@
+"""A damaged spool: moved aside, what can still be read saved into a fresh one.
+
+A spool can be damaged while it is in use (a disk fault, a file truncated or written
+over by something else) or at rest. Using it further is worse than stopping: rows the
+worker claimed but can no longer delete would be sent again every lease period. So on
+SQLite's "malformed" or "not a database" errors, one process, holding an exclusive
+lock file beside the spool, moves the file (and its ``-wal`` and ``-shm``) aside as
+``<spool>.damaged-<time>``, reads what it can of the queued mail, the ledger and the
+gates from the damaged copy, and writes it into a fresh 0600 spool at the same path.
+The other processes notice that the path is another file (``st_ino``) and reopen it.
+What was salvaged goes out; the damaged copy stays for the user to inspect or delete
+(``postbud outbox status`` lists it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .files import identity, open_own_file
+
+__all__ = ["QUEUED", "Salvaged", "damaged_copies", "is_damage", "salvage"]
+
+log = logging.getLogger("postbud")
+
+# SQLite's words for a file it cannot trust (SQLITE_CORRUPT, SQLITE_NOTADB).
+_DAMAGE = ("malformed", "not a database", "file is encrypted", "database corrupt")
+QUEUED = (
+    "account, message_id, mail_from, recipients, data, smtputf8, eightbit, priority, created,"
+    " next_try, attempts, last_code, last_error"
+)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the spool file is damaged (not busy, full or read-only)."""
+    found: BaseException | None = exc
+    while found is not None:
+        if isinstance(found, sqlite3.DatabaseError):
+            code = getattr(found, "sqlite_errorname", "")
+            if code in ("SQLITE_CORRUPT", "SQLITE_NOTADB") or any(
+                word in str(found).lower() for word in _DAMAGE
+            ):
+                return True
+        found = found.__cause__
+    return False
+
+
+@dataclass(frozen=True)
+class Salvaged:
+    """What ``salvage`` did: where the damaged file went, and what it could read."""
+
+    moved_to: str | None  # None: another process had salvaged it already
+    rows: list[tuple[object, ...]] = field(default_factory=list)  # queued rows (QUEUED)
+    ledger: list[tuple[object, ...]] = field(default_factory=list)
+    gates: list[tuple[object, ...]] = field(default_factory=list)
+    lost: int = 0  # queued rows seen but not readable
+
+
+def damaged_copies(path: str) -> list[str]:
+    """The damaged copies kept beside the spool at ``path``, oldest first."""
+    found = glob.glob(glob.escape(path) + ".damaged-*")
+    return sorted(p for p in found if not p.endswith(("-wal", "-shm")))
+
+
+@contextlib.contextmanager
+def _locked(path: str) -> Iterator[None]:
+    fd = open_own_file(path + ".lock")
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def salvage(path: str, seen: tuple[int, int] | None, skip: Iterable[int] = ()) -> Salvaged:
+    """Move the damaged spool at ``path`` aside and read what it can of it (the caller
+    writes that into the fresh spool: ``db.restore``).
+
+    ``seen``: the (device, inode) of the file this process found damaged; if the path
+    is another file by the time the lock is held, another process salvaged it already.
+    ``skip``: row ids not to save (delivered, but the damaged file could not record it).
+    Raises ``OSError`` when the file cannot be moved.
+    """
+    with _locked(path):
+        try:
+            now_there = identity(os.stat(path))
+        except FileNotFoundError:
+            now_there = None
+        if seen is not None and now_there != seen:
+            return Salvaged(None)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        moved_to = f"{path}.damaged-{stamp}"
+        n = 1
+        while os.path.exists(moved_to):
+            n += 1
+            moved_to = f"{path}.damaged-{stamp}-{n}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(path + suffix, moved_to + suffix)
+        rows, ledger, gates, lost = _read(moved_to, set(skip))
+    return Salvaged(moved_to, rows, ledger, gates, lost)
+
+
+def _read(
+    path: str, skip: set[int]
+) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]], int]:
+    """What can be read from the damaged copy: queued rows one by one (a bad page
+    loses the rows on it, not the rest), ledger entries and gates if they read."""
+    rows: list[tuple[object, ...]] = []
+    lost = 0
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return [], [], [], 0
+    try:
+        try:
+            ids = [
+                int(r[0])
+                for r in db.execute("SELECT id FROM outbox WHERE state = 'queued' ORDER BY id")
+            ]
+        except sqlite3.Error:
+            ids = _ids_one_by_one(db)
+        for key in ids:
+            if key in skip:
+                continue
+            try:
+                found = db.execute(
+                    f"SELECT {QUEUED} FROM outbox WHERE id = ? AND state = 'queued'",  # noqa: S608
+                    (key,),
+                ).fetchone()
+            except sqlite3.Error:
+                lost += 1
+                continue
+            if found is not None:
+                rows.append(tuple(found))
+        ledger = _all(db, "SELECT account, at, recipients, alert FROM ledger")
+        gates = _all(db, "SELECT name, until, since, step, reason, credential FROM gates")
+        return rows, ledger, gates, lost
+    finally:
+        db.close()
+
+
+def _ids_one_by_one(db: sqlite3.Connection) -> list[int]:
+    """Row ids when the index cannot be read: probe the table by rowid ranges."""
+    found: list[int] = []
+    try:
+        top = int(db.execute("SELECT MAX(rowid) FROM outbox").fetchone()[0] or 0)
+    except sqlite3.Error:
+        top = 100_000
+    for key in range(1, top + 1):
+        with contextlib.suppress(sqlite3.Error):
+            if db.execute("SELECT 1 FROM outbox WHERE rowid = ?", (key,)).fetchone():
+                found.append(key)
+    return found
+
+
+def _all(db: sqlite3.Connection, sql: str) -> list[tuple[object, ...]]:
+    try:
+        return [tuple(r) for r in db.execute(sql)]
+    except sqlite3.Error:
+        return []

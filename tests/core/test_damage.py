@@ -1,0 +1,156 @@
+"""A damaged, deleted or unrecordable spool (issue 16, point 3): nothing sent twice by
+a process, what can be read is saved, and the user is told where the damage went."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postbud import Mailer
+from postbud._message import build_message
+from postbud._outbox import Outbox, Priority, QueueBusy, RetryPolicy
+from postbud._outbox.spool import DiskSpool
+from postbud.testing import FakeGmail
+
+TO = "you@example.com"
+FAST = RetryPolicy(base_delay=0.01, poll=0.05)
+
+
+def keep(fake: FakeGmail, spool: Path, subjects: list[str]) -> None:
+    """Rows queued in the spool by a process that sent nothing."""
+    reader = Outbox.open(fake.settings(spool=str(spool)))
+    for subject in subjects:
+        envelope = build_message(mail_from=fake.username, to=TO, subject=subject, text="x")
+        assert reader.keep(envelope, Priority.NORMAL)
+    reader.close(0)
+
+
+def damage_page(spool: Path, name: str) -> None:
+    """Write garbage over the root page of table or index ``name``."""
+    with closing(sqlite3.connect(spool)) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[
+            0
+        ]
+        size = db.execute("PRAGMA page_size").fetchone()[0]
+    with open(spool, "r+b") as f:
+        f.seek((page - 1) * size)
+        f.write(b"\xde\xad\xbe\xef" * (size // 4))
+
+
+def wait_for(condition: Any, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_a_damaged_index_moves_the_spool_aside_and_its_mail_still_goes_out(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    keep(fake_gmail, spool, ["a", "b", "c"])
+    damage_page(spool, "outbox_due")  # the queue's index: claims fail, the rows read
+    with (
+        caplog.at_level(logging.ERROR, logger="postbud"),
+        Mailer(fake_gmail.settings(spool=str(spool)), policy=FAST) as m,
+    ):
+        assert m.flush(10)
+    assert sorted(str(r["Subject"]) for r in fake_gmail.messages) == ["a", "b", "c"]
+    [copy] = tmp_path.glob("outbox.sqlite.damaged-*[0-9]")
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1, errors
+    assert f"was damaged: it was moved to {copy}, and 3 queued message(s) were saved" in errors[0]
+    with closing(sqlite3.connect(spool)) as db:  # the fresh spool is sound and empty
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert db.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)
+    assert os.stat(spool).st_mode & 0o777 == 0o600
+    # postbud outbox status names the damaged copy and what to do with it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTBUD_")}
+    values = fake_gmail.settings_values(spool=str(spool))
+    env.update({f"POSTBUD_{k.upper()}": str(v) for k, v in values.items()})
+    result = subprocess.run(
+        [sys.executable, "-m", "postbud", "outbox", "status"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"damaged:   {copy}" in result.stdout
+
+
+def test_a_spool_that_is_not_a_database_never_fails_building_a_mailer(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    keep(fake_gmail, spool, ["lost"])
+    with open(spool, "r+b") as f:
+        f.write(b"this is not SQLite" * 10)  # over the header
+    for suffix in ("-wal", "-shm"):
+        Path(f"{spool}{suffix}").unlink(missing_ok=True)
+    with (
+        caplog.at_level(logging.ERROR, logger="postbud"),
+        Mailer(fake_gmail.settings(spool=str(spool)), policy=FAST) as m,
+    ):
+        m.submit(TO, "new", "x")  # the fresh spool works
+        assert m.flush(10)
+        assert m.outbox.shared
+    assert [r["Subject"] for r in fake_gmail.messages] == ["new"]
+    assert "and 0 queued message(s) were saved" in caplog.text
+    assert len(list(tmp_path.glob("outbox.sqlite.damaged-*[0-9]"))) == 1
+
+
+def test_a_delivered_row_the_spool_cannot_record_is_never_sent_again(
+    fake_gmail: FakeGmail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    real_sent = DiskSpool.sent
+    failures = [QueueBusy("the spool is busy"), sqlite3.DatabaseError("disk image is malformed")]
+
+    def flaky_sent(self: DiskSpool, item: Any, record: Any) -> None:
+        if failures and item.envelope.message_id.startswith("<"):
+            raise failures.pop(0)
+        real_sent(self, item, record)
+
+    monkeypatch.setattr(DiskSpool, "sent", flaky_sent)
+    # timeout=1: a lease of 2 s, after which the row is claimed again.
+    with Mailer(fake_gmail.settings(spool=str(spool), timeout=1), policy=FAST) as m:
+        m.submit(TO, "once", "x")  # the first settle is busy: kept, settled later
+        wait_for(lambda: not failures or len(failures) == 1)
+        wait_for(lambda: m.outbox.queued() == 0, 15)
+        m.submit(TO, "twice?", "x")  # the second settle finds the file damaged
+        wait_for(lambda: not failures)
+        assert m.flush(10)
+        time.sleep(2.5)  # past the lease: nothing comes back
+    assert [r["Subject"] for r in fake_gmail.messages] == ["once", "twice?"]
+
+
+def test_a_spool_deleted_under_a_running_process_is_reported_once(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    with (
+        caplog.at_level(logging.ERROR, logger="postbud"),
+        Mailer(fake_gmail.settings(spool=str(spool)), policy=FAST) as m,
+    ):
+        m.submit(TO, "before", "x")
+        assert m.flush(10)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{spool}{suffix}").unlink(missing_ok=True)
+        time.sleep(0.3)  # a few polls
+        m.submit(TO, "after", "x")
+        assert m.flush(10)
+    assert [r["Subject"] for r in fake_gmail.messages] == ["before", "after"]
+    assert caplog.text.count("was deleted while in use") == 1
+    assert spool.exists()
