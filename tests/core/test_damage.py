@@ -154,3 +154,50 @@ def test_a_spool_deleted_under_a_running_process_is_reported_once(
     assert [r["Subject"] for r in fake_gmail.messages] == ["before", "after"]
     assert caplog.text.count("was deleted while in use") == 1
     assert spool.exists()
+
+
+def test_a_spool_truncated_to_nothing_under_a_running_process_is_reported(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    with (
+        caplog.at_level(logging.ERROR, logger="postbud"),
+        Mailer(fake_gmail.settings(spool=str(spool)), policy=FAST) as m,
+    ):
+        m.submit(TO, "before", "x")
+        assert m.flush(10)
+        m.outbox.release()  # the file is written over while no connection is open
+        with open(spool, "r+b") as f:
+            f.truncate(0)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{spool}{suffix}").unlink(missing_ok=True)
+        m.submit(TO, "after", "x")
+        assert m.flush(10)
+    assert [r["Subject"] for r in fake_gmail.messages] == ["before", "after"]
+    assert caplog.text.count("was damaged: it was moved to") == 1
+
+
+def test_a_full_disk_keeps_the_quota_count_in_memory_and_records_it_later(
+    fake_gmail: FakeGmail, postbud_spool: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Mailer(fake_gmail.settings(), policy=FAST) as m:
+        m.send(TO, "first", "x")
+        spool = m.outbox.spool
+        assert spool is not None
+        database, ledger = spool.database, m.outbox.ledger
+        database.close()
+        with closing(sqlite3.connect(postbud_spool)) as db:
+            db.execute("VACUUM")  # no free page left
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+        for handle in (database._front, database._back):  # SQLITE_FULL on growth
+            handle.db.execute(f"PRAGMA max_page_count = {pages}")
+        with caplog.at_level(logging.WARNING, logger="postbud"):
+            for _ in range(600):  # more entries than the last pages hold
+                ledger.record(1, False, time.time())
+        assert caplog.text.count("could not record sent recipients") == 1
+        assert "the disk or the spool is full" in caplog.text
+        assert m.stats()["quota_used"] == 601  # counted in memory meanwhile
+        database.close()  # max_page_count is per connection: room again
+        assert m.stats()["quota_used"] == 601  # and merged into the spool
+    with closing(sqlite3.connect(postbud_spool)) as db:
+        assert db.execute("SELECT SUM(recipients) FROM ledger").fetchone() == (601,)

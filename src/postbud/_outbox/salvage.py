@@ -30,8 +30,17 @@ __all__ = ["QUEUED", "Salvaged", "damaged_copies", "is_damage", "salvage"]
 
 log = logging.getLogger("postbud")
 
-# SQLite's words for a file it cannot trust (SQLITE_CORRUPT, SQLITE_NOTADB).
-_DAMAGE = ("malformed", "not a database", "file is encrypted", "database corrupt")
+# SQLite's words for a file it cannot trust (SQLITE_CORRUPT, SQLITE_NOTADB), and for a
+# spool whose tables are gone (the file truncated to nothing under a running process).
+_DAMAGE = (
+    "malformed",
+    "not a database",
+    "file is encrypted",
+    "database corrupt",
+    "no such table: outbox",
+    "no such table: ledger",
+    "no such table: gates",
+)
 QUEUED = (
     "account, message_id, mail_from, recipients, data, smtputf8, eightbit, priority, created,"
     " next_try, attempts, last_code, last_error"
