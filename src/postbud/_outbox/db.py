@@ -234,20 +234,24 @@ class _Handle:
                 db = sqlite3.connect(
                     self.path, timeout=LOCK_WAIT, isolation_level=None, check_same_thread=False
                 )
-            db.execute("PRAGMA busy_timeout = 5000")
-            _wal(db)
-            db.execute("PRAGMA synchronous=NORMAL")
-            # No checkpoint inside a commit (its fsync would land on whoever commits, a
-            # submit included): the worker checkpoints outside the write lock instead.
-            db.execute("PRAGMA wal_autocheckpoint=0")
-            # Freed pages are zeroed: a delivered password-reset link does not linger
-            # in the file (SQLite's default depends on how it was compiled).
-            db.execute("PRAGMA secure_delete=ON")
-            # The WAL shrinks back to this after a checkpoint that reset it (it grows
-            # while rows wait and readers hold snapshots; the spool's cap counts it).
-            db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
-            self._busy_ms = int(LOCK_WAIT * 1000)
-            db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            try:  # a file that is not a database fails here: close what was opened
+                db.execute("PRAGMA busy_timeout = 5000")
+                _wal(db)
+                db.execute("PRAGMA synchronous=NORMAL")
+                # No checkpoint inside a commit (its fsync would land on whoever commits, a
+                # submit included): the worker checkpoints outside the write lock instead.
+                db.execute("PRAGMA wal_autocheckpoint=0")
+                # Freed pages are zeroed: a delivered password-reset link does not linger
+                # in the file (SQLite's default depends on how it was compiled).
+                db.execute("PRAGMA secure_delete=ON")
+                # The WAL shrinks back to this after a checkpoint that reset it (it grows
+                # while rows wait and readers hold snapshots; the spool's cap counts it).
+                db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
+                self._busy_ms = int(LOCK_WAIT * 1000)
+                db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+            except BaseException:
+                db.close()
+                raise
             self._db = db
             # A Mailer dropped without close() closes its connections when it is
             # collected (Python 3.13 warns about an unclosed database). Not at exit:

@@ -55,6 +55,10 @@ __all__ = ["Outbox"]
 
 log = logging.getLogger("postbud")
 
+#: Seconds after this process remade a damaged spool in which a damage error seen by
+#: another of its threads is taken for the old file's (the new one is not salvaged).
+RECOVERED_RECENTLY = 10.0
+
 
 class Outbox:
     """One worker thread and its queues for one Mailer (and the adapters' API).
@@ -101,6 +105,8 @@ class Outbox:
         self._reader = worker_transport is None
         self._worker = Worker(self, worker_transport or (lambda: _NO_TRANSPORT))
         self._warned_spill = False
+        self._recovering = threading.Lock()
+        self._recovered_at = -RECOVERED_RECENTLY
         _fork.register(self)
         shutdown.track(self)
 
@@ -408,9 +414,16 @@ class Outbox:
             return
         database = spool.database
         try:
-            with database.paused():  # no handle of ours opens the path meanwhile
-                restore(database.path, salvage(database.path, database.inode, skip)).close()
-            database.follow()  # our handles, on the fresh file
+            with self._recovering:
+                # Another thread of this process (the worker, a flush) may have hit the
+                # same damage and remade the file a moment ago: the fresh file is not
+                # damaged, only this thread's view of the old one was.
+                if time.monotonic() - self._recovered_at > RECOVERED_RECENTLY:
+                    with database.paused():  # no handle of ours opens the path meanwhile
+                        seen = database.inode
+                        restore(database.path, salvage(database.path, seen, skip)).close()
+                    self._recovered_at = time.monotonic()
+                database.follow()  # our handles, on the fresh file
         except Exception as error:
             log.error(
                 "postbud's spool %s is damaged (%s) and no fresh one can be made there "
@@ -517,6 +530,7 @@ class Outbox:
         self.thread = None
         self.stopping = False
         self.memory = MemoryQueue(self.settings.queue_size)
+        self._recovering = threading.Lock()  # a parent's thread may have held it
 
 
 class _NoTransport:
