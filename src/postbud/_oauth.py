@@ -259,12 +259,18 @@ class OAuth2:
         return tuple(str(value) for value in found if isinstance(value, str) and value)
 
     def identity(self) -> str:
-        """What changes with the long-lived credential: the refresh token and client
-        id, or a service account's key id (the outbox hashes it; never stored)."""
+        """What changes with the long-lived credential: the refresh token, client id
+        and secret, or a service account's key id (the outbox hashes it; never stored)."""
         creds = self._credentials
         parts = [
             getattr(creds, name, None)
-            for name in ("refresh_token", "client_id", "service_account_email", "private_key_id")
+            for name in (
+                "refresh_token",
+                "client_id",
+                "client_secret",
+                "service_account_email",
+                "private_key_id",
+            )
         ]
         key = getattr(getattr(creds, "signer", None), "key_id", None)
         return "\0".join(str(p) for p in [*parts, key, self._user] if p)

@@ -251,3 +251,47 @@ def test_a_version_1_file_gets_gates_and_ledger_totals_that_older_writers_keep_r
         assert totals == [(9, 6)]
     finally:
         database.close()
+
+
+def test_counts_kept_by_triggers_stay_exact_and_the_hourly_purge_recounts(
+    tmp_path: Path,
+) -> None:
+    from postbud._outbox.spool import DiskSpool
+
+    path = tmp_path / "counts.sqlite"
+    database = Database(str(path))
+    try:
+        spool = DiskSpool(database, "a@gmail.com")
+        with database.transaction() as db:  # postbud's own statements, every path
+            for key, (account, state) in enumerate(
+                [("a@gmail.com", "queued"), ("a@gmail.com", "dead"), ("b@gmail.com", "queued")], 1
+            ):
+                db.execute(
+                    "INSERT INTO outbox (id, account, message_id, mail_from, recipients, data,"
+                    " smtputf8, eightbit, priority, created, next_try, state) VALUES"
+                    " (?, ?, 'm', 'f', '[]', x'', 0, 0, 1, 0, 0, ?)",
+                    (key, account, state),
+                )
+            db.execute(
+                "INSERT OR REPLACE INTO outbox (id, account, message_id, mail_from,"
+                " recipients, data, smtputf8, eightbit, priority, created, next_try,"
+                " state) VALUES (1, 'a@gmail.com', 'm', 'f', '[]', x'', 0, 0, 1, 0, 0,"
+                " 'dead')"
+            )  # REPLACE: the old row's DELETE trigger fires
+            db.execute("UPDATE outbox SET state = 'queued' WHERE id = 2")
+            db.execute("INSERT INTO ledger VALUES ('a@gmail.com', 1, 5, 1)")
+            db.execute("UPDATE ledger SET recipients = 7")
+        assert spool.counts() == (1, 1)
+        with closing(sqlite3.connect(path)) as raw, raw:  # another writer, no triggers on
+            raw.execute(
+                "INSERT OR REPLACE INTO outbox (id, account, message_id, mail_from,"
+                " recipients, data, smtputf8, eightbit, priority, created, next_try,"
+                " state) VALUES (2, 'a@gmail.com', 'm', 'f', '[]', x'', 0, 0, 1, 0, 0,"
+                " 'dead')"
+            )
+        spool.purge(time.time())
+        assert spool.counts() == (0, 2)
+        with closing(sqlite3.connect(path)) as raw:
+            assert raw.execute("SELECT recipients, alerts FROM ledger_total").fetchall() == [(7, 7)]
+    finally:
+        database.close()

@@ -25,13 +25,13 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from postbud import _fork
 
 from .files import SpoolRefused, identity, make_folders, open_own_file
 from .queue import QueueBusy
-from .salvage import QUEUED, Salvaged, is_damage, salvage
+from .salvage import after_salvage, is_damage, salvage
 
 __all__ = [
     "LOCK_WAIT",
@@ -41,7 +41,7 @@ __all__ = [
     "Database",
     "SchemaTooNew",
     "open_database",
-    "restore",
+    "salvaged",
 ]
 
 log = logging.getLogger("postbud")
@@ -155,6 +155,14 @@ END""",
     UPDATE ledger_total SET recipients = recipients - OLD.recipients,
     alerts = alerts - OLD.recipients * OLD.alert WHERE account = OLD.account;
 END""",
+    """CREATE TRIGGER IF NOT EXISTS ledger_changed
+    AFTER UPDATE OF account, recipients, alert ON ledger BEGIN
+    UPDATE ledger_total SET recipients = recipients - OLD.recipients,
+    alerts = alerts - OLD.recipients * OLD.alert WHERE account = OLD.account;
+    INSERT INTO ledger_total VALUES (NEW.account, NEW.recipients, NEW.recipients * NEW.alert)
+    ON CONFLICT(account) DO UPDATE SET recipients = recipients + excluded.recipients,
+    alerts = alerts + excluded.alerts;
+END""",
     # Rows per account and state, kept by triggers: stats() and pending() in O(1).
     """CREATE TABLE IF NOT EXISTS outbox_counts (
     account TEXT    NOT NULL,
@@ -224,7 +232,7 @@ class _Handle:
         self._db: sqlite3.Connection | None = None
         self._finalizer: weakref.finalize[[], _Handle] | None = None
         self._busy_ms = -1  # the busy_timeout last set on the connection
-        self._writing_now = False  # a write of this handle is in progress
+        self._writing_now = 0  # the thread whose write on this handle is in progress
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -247,6 +255,9 @@ class _Handle:
                 # The WAL shrinks back to this after a checkpoint that reset it (it grows
                 # while rows wait and readers hold snapshots; the spool's cap counts it).
                 db.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT:d}")
+                # A REPLACE that deletes a row fires its DELETE trigger only so: the
+                # running counts stay exact whatever statement another writer uses.
+                db.execute("PRAGMA recursive_triggers=ON")
                 self._busy_ms = int(LOCK_WAIT * 1000)
                 db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
             except BaseException:
@@ -272,7 +283,7 @@ class _Handle:
             self.lock.release()
             self.writes.release()
             raise RuntimeError("a spool write inside another one: pass its transaction")
-        self._writing_now = True
+        self._writing_now = threading.get_ident()
         try:
             db = self.db
             try:
@@ -290,7 +301,7 @@ class _Handle:
                 raise QueueBusy(str(exc)) from exc
             yield db
         finally:
-            self._writing_now = False
+            self._writing_now = 0
             self.lock.release()
             self.writes.release()
 
@@ -396,6 +407,17 @@ class Database:
         try:
             now = identity(os.stat(self.path))
         except FileNotFoundError:
+            now = None
+        if now == self.inode:
+            return
+        with self._opening:  # not while this process salvages it
+            self._follow_changed()
+
+    def _follow_changed(self) -> None:
+        after_salvage(self.path)  # another process may be moving it aside: wait for it
+        try:
+            now = identity(os.stat(self.path))
+        except FileNotFoundError:
             if not self._missing_told:
                 self._missing_told = True
                 log.error(
@@ -413,7 +435,7 @@ class Database:
     def _migrate(self) -> None:
         # Waits for other processes' writers (many may start at once on a fresh file);
         # it is not on anybody's hot path.
-        with self.transaction(wait=5.0) as db:
+        with self._back.transaction(wait=5.0) as db:  # not self.transaction: no follow()
             version = int(db.execute("PRAGMA user_version").fetchone()[0])
             if version > SCHEMA_VERSION:
                 raise SchemaTooNew(
@@ -443,13 +465,26 @@ class Database:
 
         The worker's handle by default; ``front=True`` for the callers' (submit).
         """
+        self._follow_before_writing()
         return (self._front if front else self._back).transaction(wait)
 
     def statement(
         self, sql: str, args: tuple[object, ...], wait: float = LOCK_WAIT
     ) -> sqlite3.Cursor:
         """One write statement on the callers' handle, its own transaction."""
+        self._follow_before_writing()
         return self._front.statement(wait, sql, args)
+
+    def _follow_before_writing(self) -> None:
+        """Never write into a file another process moved aside (a salvage): a stat
+        (about a microsecond) before each write; not inside a write of this thread."""
+        me = threading.get_ident()
+        if me in (self._front._writing_now, self._back._writing_now):
+            return
+        try:
+            self.follow()
+        except (OSError, sqlite3.Error) as exc:
+            raise QueueBusy(f"the spool cannot be reopened: {exc}") from exc
 
     def read(self, sql: str, *args: object) -> list[tuple[object, ...]]:
         """Run a read-only query (WAL readers never wait for writers).
@@ -498,8 +533,8 @@ def open_database(path: str | None) -> Database | None:
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
                 raise
-            seen = identity(os.stat(path)) if os.path.exists(path) else None
-            return restore(path, salvage(path, seen))
+            salvaged(path, identity(os.stat(path)) if os.path.exists(path) else None)
+            return Database(path)
     except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...
         if path not in _warned:
             _warned.add(path)
@@ -512,30 +547,24 @@ def open_database(path: str | None) -> Database | None:
         return None
 
 
-def restore(path: str, done: Salvaged) -> Database:
-    """The fresh spool at ``path`` with what ``salvage`` read; one ERROR about it (none
-    if another process had salvaged the file already)."""
-    fresh = Database(path)
+def salvaged(path: str, seen: tuple[int, int] | None, skip: Iterable[str] = ()) -> None:
+    """Move the damaged spool at ``path`` aside, save what can be read into a fresh one
+    (``salvage.py``), and say so in one ERROR (nothing if another process did it)."""
+    done = salvage(path, seen, skip, lambda: Database(path))
     if done.moved_to is None:
-        return fresh
-    with fresh.transaction(wait=5.0) as db:
-        db.executemany(
-            f"INSERT INTO outbox ({QUEUED}) VALUES ({', '.join('?' * 13)})",  # noqa: S608 - constants
-            done.rows,
-        )
-        db.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?)", done.ledger)
-        db.executemany("INSERT OR REPLACE INTO gates VALUES (?, ?, ?, ?, ?, ?)", done.gates)
-    lost = f"; {done.lost} queued message(s) could not be read" if done.lost else ""
+        return
+    dead = f" and {done.dead} dead letter(s)" if done.dead else ""
+    lost = f"; {done.lost} message(s) could not be read" if done.lost else ""
     log.error(
-        "postbud's spool %s was damaged: it was moved to %s, and %d queued message(s) "
+        "postbud's spool %s was damaged: it was moved to %s, and %d queued message(s)%s "
         "were saved into a fresh spool%s. Delete the damaged copy once you have looked "
         "at it ('postbud outbox status' lists it).",
         path,
         done.moved_to,
-        len(done.rows),
+        done.queued,
+        dead,
         lost,
     )
-    return fresh
 
 
 # Handles inherited across fork are kept alive here, never closed by the child.

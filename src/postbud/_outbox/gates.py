@@ -23,6 +23,7 @@ import hashlib
 import logging
 import math
 import threading
+import time
 from datetime import datetime
 
 from postbud._config import Settings
@@ -85,6 +86,9 @@ class Gates:
         except StateUnavailable:
             gate = None
         local = self._local.gate(name)
+        if local is not None and local.until <= time.time():
+            self._local.clear_gate(name)  # kept here only while the store failed: over
+            local = None
         if local is not None and (gate is None or local.until > gate.until):
             gate = local
         if gate is not None:
@@ -151,9 +155,12 @@ class Gates:
         if not warn:
             self._warned.update(("login", "connect", "tls"))
         if isinstance(exc, AuthenticationError):
-            if exc.retryable:  # throttled (454): its own wait, then try again
-                delay = exc.retry_after or self._step(1)
-                gate = Gate(now + delay, now, 1, exc.description)
+            if exc.retryable:  # throttled (454), the token endpoint down: wait, growing
+                old = self.get(self.login)
+                step = old.step + 1 if old is not None and not old.needs_user else 1
+                since = old.since if old is not None and not old.needs_user else now
+                delay = max(exc.retry_after or 0.0, self._step(step))
+                gate = Gate(now + delay, since, step, exc.description)
             else:
                 gate = Gate(math.inf, now, 1, exc.description, self.credential)
                 self._warn(
@@ -195,7 +202,13 @@ class Gates:
         with self._lock:
             seen, self._seen = self._seen, set()
         for name in seen:
-            self._clear(name)
+            # Only a gate about nobody in particular, or about these credentials or this
+            # TLS set-up: another process may still hold refused credentials.
+            ours = self.credential if name == self.login else self.tls
+            gate = self.get(name)
+            if gate is None or gate.credential in (None, ours):
+                self._clear(name)
+        self._seen.clear()
         self._warned.clear()
 
     def clear(self) -> None:
@@ -208,7 +221,8 @@ class Gates:
 
     def _step(self, step: int) -> float:
         policy = self.policy
-        return float(min(policy.connect_max, policy.connect_base * 2.0 ** (step - 1)))
+        exponent = min(max(step - 1, 0), 30)  # a long outage must not overflow the float
+        return float(min(policy.connect_max, policy.connect_base * 2.0**exponent))
 
     def _set(self, name: str, gate: Gate) -> None:
         self._seen.add(name)

@@ -39,13 +39,13 @@ from postbud.errors import (
 
 from . import admin, shutdown
 from .admin import OutboxRow, OutboxStatus
-from .db import open_database, restore
+from .db import open_database, salvaged
 from .gates import Gates
 from .ledger import Ledger
 from .memory import MemoryQueue
 from .queue import Item, Priority, PriorityName, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
-from .salvage import is_damage, salvage
+from .salvage import is_damage
 from .spool import DiskSpool
 from .state import Gate, MemoryState, SQLiteState, StateStore
 from .stats import Counters
@@ -107,6 +107,9 @@ class Outbox:
         self._warned_spill = False
         self._recovering = threading.Lock()
         self._recovered_at = -RECOVERED_RECENTLY
+        # Message-IDs Gmail accepted that the spool could not record as sent: never
+        # saved by a salvage, never sent again (bounded: the newest 10,000).
+        self.delivered_ids: set[str] = set()
         _fork.register(self)
         shutdown.track(self)
 
@@ -263,8 +266,8 @@ class Outbox:
         if pause is not None:
             return "login", pause
         backoff = self.gates.get(self.gates.connect)
-        if backoff is not None and backoff.holds(now):
-            return "connect", backoff
+        if backoff is not None and backoff.holds(now, self.gates.tls):  # ours: not another
+            return "connect", backoff  # TLS set-up's
         return None
 
     def keep_alive(self, on: bool) -> None:
@@ -405,10 +408,11 @@ class Outbox:
             self.recover(exc)
             return bool(len(self.memory) or (self.spool is not None and self.spool.pending()))
 
-    def recover(self, exc: BaseException, skip: Iterable[int] = ()) -> None:
+    def recover(self, exc: BaseException, skip: Iterable[str] = ()) -> None:
         """The spool is damaged (``exc``): move it aside, save what can be read into a
         fresh one and go on with it (``salvage.py``); memory only if no fresh file can
-        be made. ``skip``: rows delivered that the damaged file could not record."""
+        be made. ``skip``: Message-IDs delivered that the damaged file could not record
+        (``delivered_ids`` too)."""
         spool = self.spool
         if spool is None:
             return
@@ -418,12 +422,19 @@ class Outbox:
                 # Another thread of this process (the worker, a flush) may have hit the
                 # same damage and remade the file a moment ago: the fresh file is not
                 # damaged, only this thread's view of the old one was.
+                skip = self.delivered_ids | set(skip)
                 if time.monotonic() - self._recovered_at > RECOVERED_RECENTLY:
                     with database.paused():  # no handle of ours opens the path meanwhile
-                        seen = database.inode
-                        restore(database.path, salvage(database.path, seen, skip)).close()
+                        salvaged(database.path, database.inode, skip)
                     self._recovered_at = time.monotonic()
                 database.follow()  # our handles, on the fresh file
+                if skip:  # another process may have saved them: never sent again
+                    with database.transaction(wait=5.0) as db:
+                        db.executemany(
+                            "DELETE FROM outbox WHERE account = ? AND state = 'queued' "
+                            "AND message_id = ?",
+                            [(spool.account, m) for m in skip],
+                        )
         except Exception as error:
             log.error(
                 "postbud's spool %s is damaged (%s) and no fresh one can be made there "
@@ -476,7 +487,11 @@ class Outbox:
 
     def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
         now = time.time()
-        held = max(self.ledger.held_until(now) or 0.0, self._worker.blocked_until(now))
+        # The gates as the store has them now (not as the worker last saw them: a
+        # pause may have just been cleared by 'postbud outbox retry').
+        waits = self.waits()
+        gate = waits[1].until if waits is not None else 0.0
+        held = max(self.ledger.held_until(now) or 0.0, self._worker.paused_until, gate)
         if held > horizon:
             return 0  # everything waits (daily-limit hold, login pause) beyond the horizon
         on_disk = self.spool.unsettled(upto_disk, horizon) if self.spool is not None else 0

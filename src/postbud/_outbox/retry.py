@@ -54,7 +54,7 @@ class RetryPolicy:
         """Seconds until the next try: ``retry_after`` if known, else the backoff."""
         if retry_after is not None:
             return retry_after
-        step = min(self.max_delay, self.base_delay * 2.0**attempts)
+        step = min(self.max_delay, self.base_delay * 2.0 ** min(attempts, 30))
         return random.uniform(0, step) if self.jitter else step
 
 

@@ -21,12 +21,13 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
 
 from .files import identity, open_own_file
 
-__all__ = ["QUEUED", "Salvaged", "damaged_copies", "is_damage", "salvage"]
+__all__ = ["Fresh", "Salvaged", "after_salvage", "damaged_copies", "is_damage", "salvage"]
 
 log = logging.getLogger("postbud")
 
@@ -41,9 +42,10 @@ _DAMAGE = (
     "no such table: ledger",
     "no such table: gates",
 )
-QUEUED = (
+# Every column a row needs again (leases are not kept: the fresh file has no claims).
+ROW = (
     "account, message_id, mail_from, recipients, data, smtputf8, eightbit, priority, created,"
-    " next_try, attempts, last_code, last_error"
+    " next_try, attempts, last_code, last_error, state, dead_at, hint"
 )
 
 
@@ -61,21 +63,47 @@ def is_damage(exc: BaseException) -> bool:
     return False
 
 
+class Fresh(Protocol):
+    """The fresh spool ``salvage`` writes into (a ``db.Database``)."""
+
+    def transaction(
+        self, wait: float = ...
+    ) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction."""
+        ...
+
+    def close(self) -> None:
+        """Close its connections."""
+        ...
+
+
 @dataclass(frozen=True)
 class Salvaged:
-    """What ``salvage`` did: where the damaged file went, and what it could read."""
+    """What ``salvage`` did: where the damaged file went, and what it saved."""
 
     moved_to: str | None  # None: another process had salvaged it already
-    rows: list[tuple[object, ...]] = field(default_factory=list)  # queued rows (QUEUED)
-    ledger: list[tuple[object, ...]] = field(default_factory=list)
-    gates: list[tuple[object, ...]] = field(default_factory=list)
-    lost: int = 0  # queued rows seen but not readable
+    queued: int = 0  # queued messages saved into the fresh spool
+    dead: int = 0  # dead letters saved
+    lost: int = 0  # rows seen but not readable
 
 
 def damaged_copies(path: str) -> list[str]:
     """The damaged copies kept beside the spool at ``path``, oldest first."""
     found = glob.glob(glob.escape(path) + ".damaged-*")
     return sorted(p for p in found if not p.endswith(("-wal", "-shm")))
+
+
+def after_salvage(path: str) -> None:
+    """Wait while a process holds the lock file of the spool at ``path`` (it is moving a
+    damaged spool aside and filling a fresh one); at once when nobody does."""
+    try:
+        fd = os.open(path + ".lock", os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return  # no lock file: no salvage ever ran here
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -88,14 +116,19 @@ def _locked(path: str) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
-def salvage(path: str, seen: tuple[int, int] | None, skip: Iterable[int] = ()) -> Salvaged:
-    """Move the damaged spool at ``path`` aside and read what it can of it (the caller
-    writes that into the fresh spool: ``db.restore``).
+def salvage(
+    path: str,
+    seen: tuple[int, int] | None,
+    skip: Iterable[str],
+    open_fresh: Callable[[], Fresh],
+) -> Salvaged:
+    """Move the damaged spool at ``path`` aside and save what it can of it into a fresh
+    spool there (``open_fresh()`` makes it), all under the lock file.
 
     ``seen``: the (device, inode) of the file this process found damaged; if the path
     is another file by the time the lock is held, another process salvaged it already.
-    ``skip``: row ids not to save (delivered, but the damaged file could not record it).
-    Raises ``OSError`` when the file cannot be moved.
+    ``skip``: Message-IDs not to save (delivered, but the damaged file could not record
+    it). Raises ``OSError`` or ``sqlite3.Error`` when the fresh spool cannot be made.
     """
     with _locked(path):
         try:
@@ -113,47 +146,66 @@ def salvage(path: str, seen: tuple[int, int] | None, skip: Iterable[int] = ()) -
         for suffix in ("", "-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.rename(path + suffix, moved_to + suffix)
-        rows, ledger, gates, lost = _read(moved_to, set(skip))
-    return Salvaged(moved_to, rows, ledger, gates, lost)
+        fresh = open_fresh()  # at once: other processes find a sound file at the path
+        try:
+            return _copy(moved_to, fresh, set(skip))
+        finally:
+            fresh.close()
 
 
-def _read(
-    path: str, skip: set[int]
-) -> tuple[list[tuple[object, ...]], list[tuple[object, ...]], list[tuple[object, ...]], int]:
-    """What can be read from the damaged copy: queued rows one by one (a bad page
-    loses the rows on it, not the rest), ledger entries and gates if they read."""
-    rows: list[tuple[object, ...]] = []
+def _copy(path: str, fresh: Fresh, skip: set[str]) -> Salvaged:
+    """Copy what can be read of the damaged file at ``path`` into ``fresh``: rows one
+    by one (a bad page loses the rows on it, not the rest), in batches (bodies are not
+    all held in memory), then the ledger and the gates if they read."""
+    counts = {"queued": 0, "dead": 0}
     lost = 0
     try:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     except sqlite3.Error:
-        return [], [], [], 0
+        return Salvaged(path)
     try:
         try:
-            ids = [
-                int(r[0])
-                for r in db.execute("SELECT id FROM outbox WHERE state = 'queued' ORDER BY id")
-            ]
+            ids = [int(r[0]) for r in db.execute("SELECT id FROM outbox ORDER BY id")]
         except sqlite3.Error:
             ids = _ids_one_by_one(db)
+        batch: list[tuple[object, ...]] = []
         for key in ids:
-            if key in skip:
-                continue
             try:
                 found = db.execute(
-                    f"SELECT {QUEUED} FROM outbox WHERE id = ? AND state = 'queued'",  # noqa: S608
+                    f"SELECT {ROW} FROM outbox WHERE id = ?",  # noqa: S608 - constants
                     (key,),
                 ).fetchone()
             except sqlite3.Error:
                 lost += 1
                 continue
-            if found is not None:
-                rows.append(tuple(found))
+            if found is None or found[1] in skip:
+                continue
+            state = str(found[13])
+            if state not in counts:
+                continue
+            counts[state] += 1
+            batch.append(tuple(found))
+            if len(batch) >= 200:
+                _insert(fresh, batch)
+                batch = []
+        _insert(fresh, batch)
         ledger = _all(db, "SELECT account, at, recipients, alert FROM ledger")
         gates = _all(db, "SELECT name, until, since, step, reason, credential FROM gates")
-        return rows, ledger, gates, lost
+        with fresh.transaction(wait=5.0) as out:
+            out.executemany("INSERT INTO ledger VALUES (?, ?, ?, ?)", ledger)
+            out.executemany("INSERT OR REPLACE INTO gates VALUES (?, ?, ?, ?, ?, ?)", gates)
+        return Salvaged(path, counts["queued"], counts["dead"], lost)
     finally:
         db.close()
+
+
+def _insert(fresh: Fresh, rows: list[tuple[object, ...]]) -> None:
+    if rows:
+        with fresh.transaction(wait=5.0) as out:
+            out.executemany(
+                f"INSERT INTO outbox ({ROW}) VALUES ({', '.join('?' * ROW.count(',') + '?')})",  # noqa: S608
+                rows,
+            )
 
 
 def _ids_one_by_one(db: sqlite3.Connection) -> list[int]:

@@ -355,11 +355,23 @@ class DiskSpool:
             return cursor.rowcount
 
     def purge(self, now: float) -> None:
-        """Forget dead letters older than 30 days (of every account)."""
+        """Forget dead letters older than 30 days (of every account); recount the rows
+        and the ledger (hourly: the triggers keep both, but a writer outside postbud
+        using REPLACE without recursive triggers would not fire them)."""
         with self.database.transaction(wait=1.0) as db:
             db.execute(
                 "DELETE FROM outbox WHERE state = 'dead' AND dead_at < ?",
                 (now - DEAD_LETTER_DAYS * 86400,),
+            )
+            db.execute("DELETE FROM outbox_counts")
+            db.execute(
+                "INSERT INTO outbox_counts SELECT account, state, COUNT(*) FROM outbox "
+                "GROUP BY account, state"
+            )
+            db.execute("DELETE FROM ledger_total")
+            db.execute(
+                "INSERT INTO ledger_total SELECT account, SUM(recipients), "
+                "SUM(recipients * alert) FROM ledger GROUP BY account"
             )
 
 

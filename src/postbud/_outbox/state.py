@@ -20,6 +20,7 @@ the last write deleted them (an index range), and the oldest entry (an index see
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections import deque
@@ -73,7 +74,7 @@ class Gate:
     @property
     def needs_user(self) -> bool:
         """Whether only the user can end it (a refused login, a TLS failure), not time."""
-        return self.credential is not None
+        return self.credential is not None or math.isinf(self.until)
 
     def holds(self, now: float, credential: str | None = None) -> bool:
         """Whether this gate stops an attempt now, made with ``credential`` (None: by

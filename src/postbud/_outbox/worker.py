@@ -95,8 +95,8 @@ class Worker:
                 self._handle(item)
             except Exception as exc:  # a bug or a broken spool must not kill delivery
                 if is_damage(exc):  # the file: moved aside, what it held saved
-                    outbox.recover(exc, list(self._delivered))
-                    self._delivered.clear()  # not in the fresh spool: nothing to settle
+                    outbox.recover(exc)
+                    self._delivered.clear()  # row ids of the old file: nothing to settle
                 else:
                     log.exception("postbud's outbox worker hit an unexpected error")
                 if item is not None and not item.on_disk:
@@ -270,7 +270,6 @@ class Worker:
 
     def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
         outbox = self.outbox
-        outbox.counters.add("sent")
         accepted = len(result.accepted)
         retry = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
         final = {r: v for r, v in result.refused.items() if r not in retry}
@@ -301,6 +300,7 @@ class Worker:
             )
             self._retry(item, tuple(retry), item.attempts + 1, when, codes[0][0], codes[0][1])
         else:
+            outbox.counters.add("sent")  # once a message, when it is settled
             # One commit on disk: the row is gone and its recipients are counted, or neither.
             self._sent(queue, item, lambda db: outbox.ledger.record(accepted, alert, now, db))
 
@@ -312,6 +312,10 @@ class Worker:
         except Exception:
             if item.on_disk:
                 self._delivered[item.key] = record
+                ids = self.outbox.delivered_ids
+                if len(ids) >= 10_000:
+                    ids.pop()
+                ids.add(item.envelope.message_id)
             raise
         self._delivered.pop(item.key, None)
 
