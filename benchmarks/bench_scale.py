@@ -531,10 +531,12 @@ def bench_alerts(profile: Profile, rounds: int, folder: Path) -> None:
                     str(calls),
                     spool,
                 ],
-                check=True,
+                check=False,
                 capture_output=True,
                 text=True,
             )
+            if out.returncode:
+                sys.exit(f"{name}: the child failed:\n{out.stderr}")
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     exit_timeout = settings_for(None).exit_timeout
 
@@ -871,7 +873,10 @@ def main() -> None:
     logging.getLogger("mail.log").setLevel(logging.ERROR)
     logging.getLogger("postbud").setLevel(logging.ERROR)  # the outage's warnings
     total = time.perf_counter()
-    print(f"\nProfile: {'quick' if args.quick else 'full'}; Python {sys.version.split()[0]}.")
+    print(
+        f"\nProfile: {'quick' if args.quick else 'full'}; Python {sys.version.split()[0]}; "
+        f"postbud {postbud.__version__} from {Path(postbud.__file__).parent}."
+    )
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         if "ledger" in only:

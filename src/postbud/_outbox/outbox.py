@@ -266,8 +266,9 @@ class Outbox:
         if pause is not None:
             return "login", pause
         backoff = self.gates.get(self.gates.connect)
-        if backoff is not None and backoff.holds(now, self.gates.tls):  # ours: not another
-            return "connect", backoff  # TLS set-up's
+        # Ours: not a TLS failure of another set-up (another ca_file).
+        if backoff is not None and backoff.holds(now, self.gates.tls):
+            return "connect", backoff
         return None
 
     def keep_alive(self, on: bool) -> None:
