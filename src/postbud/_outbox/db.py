@@ -394,8 +394,17 @@ class Database:
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:
         """Close both connections and open none (in any thread) until the block ends."""
-        with self._opening:
+        with self._everything():
             self.close()
+            yield
+
+    @contextlib.contextmanager
+    def _everything(self) -> Iterator[None]:
+        """Every lock of this process's handles, in the order their users take them
+        (the writers' lock, each handle's, then the one for opening a connection):
+        taking ``_opening`` first would deadlock with a writer opening its handle."""
+        front, back = self._front, self._back
+        with front.writes, front.lock, back.lock, self._opening:
             yield
 
     def follow(self) -> None:
@@ -410,7 +419,7 @@ class Database:
             now = None
         if now == self.inode:
             return
-        with self._opening:  # not while this process salvages it
+        with self._everything():  # not while this process salvages it, nor writes
             self._follow_changed()
 
     def _follow_changed(self) -> None:
