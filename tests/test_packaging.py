@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -161,7 +162,17 @@ def test_import_postbud_loads_the_rest_on_first_use() -> None:
         "from postbud import *\n"
         "print(Settings.__module__)\n"
     )
-    result = run_python(code)
+    # Without coverage's start-up hook (pytest-cov starts it in subprocesses too, and
+    # coverage imports sqlite3, json and inspect itself).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("COV_CORE", "COVERAGE"))}
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["[]", "postbud AlertHandler True", "postbud"]
     missing = run_python("import postbud; postbud.Mailr")
