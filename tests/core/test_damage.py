@@ -14,44 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from spooltools import damage_page, keep, wait_for
 
 from postbud import Mailer
-from postbud._message import build_message
-from postbud._outbox import Outbox, Priority, QueueBusy, RetryPolicy
+from postbud._outbox import QueueBusy, RetryPolicy
 from postbud._outbox.spool import DiskSpool
 from postbud.testing import FakeGmail
 
 TO = "you@example.com"
 FAST = RetryPolicy(base_delay=0.01, poll=0.05)
-
-
-def keep(fake: FakeGmail, spool: Path, subjects: list[str]) -> None:
-    """Rows queued in the spool by a process that sent nothing."""
-    reader = Outbox.open(fake.settings(spool=str(spool)))
-    for subject in subjects:
-        envelope = build_message(mail_from=fake.username, to=TO, subject=subject, text="x")
-        assert reader.keep(envelope, Priority.NORMAL)
-    reader.close(0)
-
-
-def damage_page(spool: Path, name: str) -> None:
-    """Write garbage over the root page of table or index ``name``."""
-    with closing(sqlite3.connect(spool)) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        page = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[
-            0
-        ]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-    with open(spool, "r+b") as f:
-        f.seek((page - 1) * size)
-        f.write(b"\xde\xad\xbe\xef" * (size // 4))
-
-
-def wait_for(condition: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def test_a_damaged_index_moves_the_spool_aside_and_its_mail_still_goes_out(

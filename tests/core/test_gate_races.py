@@ -12,11 +12,11 @@ import math
 import sqlite3
 import threading
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from spooltools import damage_page, keep
 
 from postbud import Mailer
 from postbud._message import build_message
@@ -31,25 +31,6 @@ WRONG = "wrongwrongwrongw"
 FAST = RetryPolicy(base_delay=0.01, poll=0.05)
 OUTAGE = RetryPolicy(base_delay=0.01, connect_base=0.05, connect_max=0.4, poll=0.05)
 MALFORMED = "database disk image is malformed"
-
-
-def keep(fake: FakeGmail, spool: Path, subjects: list[str]) -> None:
-    reader = Outbox.open(fake.settings(spool=str(spool)))
-    for subject in subjects:
-        envelope = build_message(mail_from=fake.username, to=TO, subject=subject, text="x")
-        assert reader.keep(envelope, Priority.NORMAL)
-    reader.close(0)
-
-
-def damage_page(spool: Path, name: str) -> None:
-    with closing(sqlite3.connect(spool)) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        found = db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,))
-        page = found.fetchone()[0]
-        size = db.execute("PRAGMA page_size").fetchone()[0]
-    with open(spool, "r+b") as f:
-        f.seek((page - 1) * size)
-        f.write(b"\xde\xad\xbe\xef" * (size // 4))
 
 
 def test_a_success_with_new_credentials_keeps_the_old_ones_paused(

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import logging
 import os
-import sqlite3
 import subprocess
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pytest
+from spooltools import rows, wait_for
 
 from postbud import Mailer
 from postbud._message import build_message
@@ -29,12 +28,6 @@ TO = "you@example.com"
 WRONG = "wrongwrongwrongw"
 FAST = RetryPolicy(base_delay=0.01)
 OUTAGE = RetryPolicy(base_delay=0.01, connect_base=0.05, connect_max=0.4, poll=0.05)
-
-
-def rows(spool: Path) -> list[dict[str, Any]]:
-    with closing(sqlite3.connect(spool)) as db, db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM outbox ORDER BY id")]
 
 
 def states(spool: Path) -> list[str]:
@@ -61,13 +54,6 @@ def postbud(
 
 def logins(fake: FakeGmail) -> int:
     return sum(command.startswith("AUTH") for command in fake.commands)
-
-
-def wait_for(condition: Any, seconds: float = 10.0) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 # -- 1. a wrong password never costs mail ------------------------------------------------
