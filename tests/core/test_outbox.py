@@ -414,6 +414,7 @@ def test_the_wal_file_counts_in_the_spool_cap(
         with closing(sqlite3.connect(postbud_spool)) as db:
             pages = _spool._bytes(db)
         monkeypatch.setattr(_spool, "MAX_SPOOL_BYTES", pages + 100_000)  # the pages fit
+        time.sleep(0.06)  # the WAL's size is read at most every 50 ms
         with pytest.raises(QueueBusy, match="the spool is full"):
             spool.add(envelope, NORMAL, time.time())
         reader.rollback()

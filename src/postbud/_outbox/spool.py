@@ -13,6 +13,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 
 from postbud import _fork
 from postbud._message import Envelope
@@ -61,6 +62,7 @@ class DiskSpool:
         self.lease = lease
         self._owner = _owner(self)
         self._commits = 0
+        self._wal_bytes, self._wal_read_at = 0, -1.0
         _fork.register(self)
 
     def _after_fork(self) -> None:
@@ -109,12 +111,16 @@ class DiskSpool:
         return None
 
     def _room(self) -> int:
-        """The cap for the database's pages: what the WAL file takes counts too."""
-        try:
-            wal = os.stat(self.path + "-wal").st_size
-        except OSError:
-            wal = 0
-        return MAX_SPOOL_BYTES - wal
+        """The cap for the database's pages: what the WAL file takes counts too (its
+        size read at most every 50 ms: a submit's cost, and the cap is not that exact)."""
+        now = time.monotonic()
+        if now - self._wal_read_at > 0.05:
+            try:
+                self._wal_bytes = os.stat(self.path + "-wal").st_size
+            except OSError:
+                self._wal_bytes = 0
+            self._wal_read_at = now
+        return MAX_SPOOL_BYTES - self._wal_bytes
 
     def insert_in(
         self, db: sqlite3.Connection, envelope: Envelope, priority: int, now: float

@@ -99,8 +99,6 @@ def hold_gate(account: str) -> str:
 class StateStore(Protocol):
     """Gates and the ledger, shared by every process that uses the same store."""
 
-    shared: bool  # whether other processes see this state
-
     def gate(self, name: str) -> Gate | None: ...
 
     def set_gate(self, name: str, gate: Gate) -> None: ...
@@ -112,10 +110,6 @@ class StateStore(Protocol):
     def claim(self, name: str, until: float, gate: Gate) -> bool:
         """Replace the gate ``name`` by ``gate`` if it still ends at ``until``: of the
         processes that saw it end, one wins (and makes the next attempt)."""
-        ...
-
-    def gates(self, prefix: str) -> dict[str, Gate]:
-        """Every gate whose name starts with ``prefix``."""
         ...
 
     def used(self, account: str, now: float) -> tuple[int, int, float | None]:
@@ -136,8 +130,6 @@ class StateStore(Protocol):
 
 class MemoryState:
     """The state of one process (``spool=None``)."""
-
-    shared = False
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -162,9 +154,6 @@ class MemoryState:
                 return False
             self._gates[name] = gate
             return True
-
-    def gates(self, prefix: str) -> dict[str, Gate]:
-        return {k: v for k, v in list(self._gates.items()) if k.startswith(prefix)}
 
     def used(self, account: str, now: float) -> tuple[int, int, float | None]:
         with self._lock:
@@ -196,8 +185,6 @@ class MemoryState:
 class SQLiteState:
     """The state in the spool database, shared by the processes that use the file."""
 
-    shared = True
-
     def __init__(self, database: Database) -> None:
         self.database = database
         self._writes = 0
@@ -209,15 +196,6 @@ class SQLiteState:
             "SELECT until, since, step, reason, credential FROM gates WHERE name = ?", name
         )
         return _gate(rows[0]) if rows else None
-
-    def gates(self, prefix: str) -> dict[str, Gate]:
-        rows = self._read(
-            "SELECT name, until, since, step, reason, credential FROM gates "
-            "WHERE substr(name, 1, ?) = ?",
-            len(prefix),
-            prefix,
-        )
-        return {str(row[0]): _gate(row[1:]) for row in rows}
 
     def set_gate(self, name: str, gate: Gate) -> None:
         self._write(
