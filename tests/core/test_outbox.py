@@ -723,3 +723,19 @@ def test_the_worker_keeps_delivering_while_callers_submit_without_pause(
         assert m.flush(30)
     assert sent_meanwhile >= 5  # at most 20 ms of waiting per message (~25 in 0.6 s)
     assert len(fake_gmail.messages) == m.stats()["submitted"]
+
+
+def test_the_memory_ledger_keeps_only_the_24_h_window() -> None:
+    # Every process keeps its own count beside the spool's (the fallback when the spool
+    # fails): recording prunes it, so a process running for months holds a day at most.
+    from postbud._outbox.state import WINDOW, MemoryState
+
+    state = MemoryState()
+    for at in range(0, 3 * int(WINDOW), 60):  # three days, one delivery a minute
+        state.record(ME, 2, at % 120 == 0, float(at))
+    now = float(3 * int(WINDOW) - 60)
+    entries = state._entries[ME]
+    assert len(entries) == WINDOW // 60
+    total, alerts, oldest = state.used(ME, now)
+    assert (total, alerts) == (2 * len(entries), sum(2 for at, _, a in entries if a))
+    assert oldest is not None and oldest > now - WINDOW

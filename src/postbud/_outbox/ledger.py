@@ -64,13 +64,12 @@ class Ledger:
 
     def used(self, now: float) -> tuple[int, int, float | None]:
         """(recipients, alert recipients, time of the oldest entry) in the window."""
-        local = self._local.used(self.account, now)
         try:
             self._merge()
             total, alerts, oldest = self.state.used(self.account, now)
         except StateUnavailable as exc:  # fall back to what this process counted
             self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
-            return local
+            return self._local.used(self.account, now)
         with self._lock:
             unmerged = sum(n for n, _, at in self._unmerged if at > now - WINDOW)
             unmerged_alerts = sum(n for n, a, at in self._unmerged if a and at > now - WINDOW)

@@ -161,11 +161,16 @@ class MemoryState:
             if not entries:
                 return 0, 0, None
             sums = self._sums[account]
-            while entries and entries[0][0] <= now - WINDOW:
-                _, n, alert = entries.popleft()
-                sums[0] -= n
-                sums[1] -= n if alert else 0
+            self._prune(entries, sums, now)
             return sums[0], sums[1], entries[0][0] if entries else None
+
+    @staticmethod
+    def _prune(entries: deque[tuple[float, int, bool]], sums: list[int], now: float) -> None:
+        """Drop what left the window (each entry once: O(1) amortised)."""
+        while entries and entries[0][0] <= now - WINDOW:
+            _, n, alert = entries.popleft()
+            sums[0] -= n
+            sums[1] -= n if alert else 0
 
     def record(
         self,
@@ -176,10 +181,12 @@ class MemoryState:
         txn: sqlite3.Connection | None = None,
     ) -> None:
         with self._lock:
-            self._entries.setdefault(account, deque()).append((now, recipients, alert))
+            entries = self._entries.setdefault(account, deque())
+            entries.append((now, recipients, alert))
             sums = self._sums.setdefault(account, [0, 0])
             sums[0] += recipients
             sums[1] += recipients if alert else 0
+            self._prune(entries, sums, now)
 
 
 class SQLiteState:
