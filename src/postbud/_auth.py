@@ -108,5 +108,6 @@ class AppPassword:
         return (self._password.reveal(),)
 
     def identity(self) -> str:
-        """The normalised password (the outbox hashes it; it is never stored)."""
-        return self._password.reveal().lower()
+        """The password as it is sent, spaces removed (the outbox hashes it; it is never
+        stored): any change to what goes to Gmail, case included, is a new credential."""
+        return self._password.reveal()

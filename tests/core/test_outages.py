@@ -269,3 +269,24 @@ def test_check_never_touches_queued_mail_and_send_summaries_count_only_accepted(
         "1 of 2 message(s) left in the spool by an earlier run went out; 1 failed for good"
         in result.stderr
     )
+
+
+def test_a_password_corrected_only_in_case_or_spaces_is_judged_by_what_is_sent(
+    fake_gmail: FakeGmail, postbud_spool: Path
+) -> None:
+    from postbud._auth import AppPassword
+    from postbud._outbox import credential_hash
+
+    user = fake_gmail.username
+    spaced = credential_hash(user, AppPassword("abcd efgh ijkl mnop"))
+    assert spaced == credential_hash(user, AppPassword("abcdefghijklmnop"))  # same login
+    assert spaced != credential_hash(user, AppPassword("ABCD EFGH IJKL MNOP"))  # another
+    # The typo in upper case was refused; the corrected one logs in at once.
+    with Mailer(
+        fake_gmail.settings(app_password=fake_gmail.app_password.upper()), policy=FAST
+    ) as m:
+        m.submit(TO, "waits", "x")
+        assert m.flush(5)
+    with Mailer(fake_gmail.settings(), policy=FAST) as m:
+        assert m.flush(10)
+    assert [r["Subject"] for r in fake_gmail.messages] == ["waits"]
