@@ -238,26 +238,33 @@ def bench_ledger(profile: Profile, rounds: int, folder: Path) -> None:
             us = per_call_us(functools.partial(check_now, ledger), calls)
             if round_no:  # the first round warms up
                 results[size].append(us)
-    base = statistics.median(results[profile.ledger[0]])
-    rows = []
-    for size, values in results.items():
-        med = statistics.median(values)
-        ratio = med / base
-        last = size == profile.ledger[-1]
-        rows.append(
-            [
-                f"{size:,} entries",
-                f"{med:.1f}",
-                spread(values),
-                f"{ratio:.2f}×",
-                ("≤ 1.5×: " + verdict(ratio <= 1.5)) if last else "",
-            ]
-        )
+    rows = scaling_rows(results, "entries", "≤ 1.5×", lambda ratio, _: ratio <= 1.5)
     print(
         f"\n### 1. Ledger.check() (SQLiteState on a temp file), µs per check\n\n"
         f"{calls:,} checks per round, median of {rounds} rounds (+1 warm-up), interleaved.\n"
     )
     print(md(["entries in the 24 h window", "µs/check", "min–max", "× 0 entries", "target"], rows))
+
+
+def scaling_rows(
+    results: dict[int, list[float]],
+    unit: str,
+    target: str,
+    met: Callable[[float, float], bool],
+) -> list[list[str]]:
+    """Table rows of µs per call at each size, as a ratio to the first (smallest) size;
+    the target's verdict on the last (largest). ``met(ratio, median_us)``."""
+    sizes = list(results)
+    base = statistics.median(results[sizes[0]])
+    rows = []
+    for size, values in results.items():
+        med = statistics.median(values)
+        ratio = med / base
+        verdict_text = f"{target}: {verdict(met(ratio, med))}" if size == sizes[-1] else ""
+        rows.append(
+            [f"{size:,} {unit}", f"{med:.1f}", spread(values), f"{ratio:.2f}×", verdict_text]
+        )
+    return rows
 
 
 # -- 2. Mailer.stats() -------------------------------------------------------------------
@@ -283,21 +290,9 @@ def bench_stats(profile: Profile, rounds: int, folder: Path) -> None:
     for size, mailer in mailers.items():
         assert mailer.stats()["queued"] == size  # nothing was delivered meanwhile
         mailer.close(0)
-    base = statistics.median(results[profile.stats[0]])
-    rows = []
-    for size, values in results.items():
-        med = statistics.median(values)
-        ratio = med / base
-        last = size == profile.stats[-1]
-        rows.append(
-            [
-                f"{size:,} queued",
-                f"{med:.1f}",
-                spread(values),
-                f"{ratio:.2f}×",
-                ("≤ 1.5× or ≤ 1 ms: " + verdict(ratio <= 1.5 or med <= 1000)) if last else "",
-            ]
-        )
+    rows = scaling_rows(
+        results, "queued", "≤ 1.5× or ≤ 1 ms", lambda ratio, med: ratio <= 1.5 or med <= 1000
+    )
     print(
         f"\n### 2. Mailer.stats(), µs per call\n\n{calls:,} calls per round, median of "
         f"{rounds} rounds (+1 warm-up), interleaved; no worker running.\n"
