@@ -290,3 +290,26 @@ def test_a_password_corrected_only_in_case_or_spaces_is_judged_by_what_is_sent(
     with Mailer(fake_gmail.settings(), policy=FAST) as m:
         assert m.flush(10)
     assert [r["Subject"] for r in fake_gmail.messages] == ["waits"]
+
+
+def test_a_refused_port_backs_off_like_any_failed_connection(
+    fake_gmail: FakeGmail, postbud_spool: Path
+) -> None:
+    import socket
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, not listening: connections are refused
+        settings = fake_gmail.settings(port=closed.getsockname()[1], exit_timeout=0.2)
+        with Mailer(settings, policy=OUTAGE) as m:
+            for n in range(100):
+                m.submit(TO, f"m{n}", "x")
+            cpu, start = time.process_time(), time.monotonic()
+            time.sleep(1.5)
+            cpu, elapsed = time.process_time() - cpu, time.monotonic() - start
+            waits = m.outbox.waits()
+            assert waits is not None and waits[0] == "connect"
+            # 0.05, 0.1, 0.2, 0.4, 0.4 ... s: about 6 attempts, not one per row
+            assert 3 <= waits[1].step <= 9
+            assert "refused the connection" in waits[1].reason
+            assert cpu < 0.15 * elapsed
+            assert set(states(postbud_spool)) == {"queued"} and m.stats()["dead"] == 0
