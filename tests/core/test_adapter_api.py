@@ -249,7 +249,7 @@ def test_a_context_loosened_under_the_worker_holds_the_queue_without_a_hot_loop(
     context = fake_gmail.ssl_context()
     settings = fake_gmail.settings()
     transport = postbud.SMTPTransport(settings, ssl_context=context)
-    fast = RetryPolicy(base_delay=0.01, auth_pause=60.0)
+    fast = RetryPolicy(base_delay=0.01, setup_pause=60.0)
     context.check_hostname = False  # loosened after it was given
     context.verify_mode = ssl.CERT_NONE
     with caplog.at_level(logging.WARNING, logger="postbud"):

@@ -21,9 +21,9 @@ class RetryPolicy:
         max_delay: ...at most this long; a known ``retry_after`` wins over both.
         jitter: False makes a delay exactly ``base_delay × 2ⁿ`` (tests).
         hold: How long delivery holds after Gmail's 550 5.4.5 before one message probes.
-        auth_pause: No new login for this long after one Gmail refused for good: a
-            queue of 500 messages must not become 500 failed logins (Gmail then locks
-            the account).
+        setup_pause: How long the worker waits after a set-up it cannot send with (an
+            SSL context loosened after it was given); refused logins are the gates'
+            business (``gates.py``: until the credentials change).
         connect_base, connect_max: After failed connections, no new one for
             ``connect_base × 2ⁿ⁻¹`` (n failures in a row), at most ``connect_max``; a
             TLS failure waits ``connect_max`` at once.
@@ -41,7 +41,7 @@ class RetryPolicy:
     max_delay: float = 300.0
     jitter: bool = True
     hold: float = 3600.0
-    auth_pause: float = 300.0
+    setup_pause: float = 300.0
     connect_base: float = 1.0
     connect_max: float = 300.0
     poll: float = 1.0

@@ -231,7 +231,7 @@ class Worker:
         return renew
 
     def _hold_for_configuration(self, item: Item, exc: ConfigurationError, now: float) -> None:
-        pause = self.policy.auth_pause
+        pause = self.policy.setup_pause
         if now >= self.paused_until:
             log.warning(
                 "postbud cannot deliver for %s (%s); queued mail waits %.0f s before the next try.",
