@@ -11,10 +11,11 @@ parameters explicitly (as httpx does), so that signatures, docs and IDEs show th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from email.message import Message
 from types import TracebackType
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ._address import parse_address
 from ._config import Settings
-from ._mask import known_secrets, mask_known
+from ._mask import MASK, known_secrets
 from ._message import (
     Addresses,
     AttachmentLike,
@@ -123,13 +124,21 @@ class Mailer:
         sends them, in any case. For adapters that put text into mails (alerts, job
         reports); postbud's own mails are masked with it already.
         """
+        return self.masker()(text)
+
+    def masker(self) -> Callable[[str], str]:
+        """``mask`` with the secrets looked up once, for masking many texts in a row
+        (the current access token included: take a new one after a login)."""
         s = self.settings
         values = [
             v.reveal() for v in (s.app_password, s.oauth_client_secret, s.oauth_refresh_token) if v
         ]
         own = getattr(self._transport, "credentials", None)
         values += getattr(own, "secret_values", tuple)()
-        return mask_known(text, known_secrets(values, s.username))
+        secrets = known_secrets(values, s.username)
+        if secrets is None:
+            return str
+        return functools.partial(secrets.sub, MASK)
 
     @property
     def outbox(self) -> Outbox:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -157,6 +158,75 @@ def test_past_the_cap_alerts_go_into_one_digest_per_hour(
     for n in range(3):
         assert f"distinct error number {n}" not in text
     assert sum(n for _, n in kinds(fake_gmail)) == 8
+
+
+@pytest.mark.parametrize("spool", ["disk", "memory"])
+def test_a_digest_gathers_kinds_from_many_ticks_and_goes_out_on_its_own(
+    make: Make, fake_gmail: FakeGmail, clock: Clock, spool: str
+) -> None:
+    # Ticks between window ends load only rows with pending counts; the digest rows
+    # left out must still make the thread send the digest when the window ends.
+    logger, handler = make(alert_cap=1, **({"spool": None} if spool == "memory" else {}))
+    for tick in range(5):
+        for n in range(4):
+            logger.error("kind " + str(tick) + "." + str(n))
+        handler.tick()
+        clock.advance(60)
+    assert kinds_after(handler, fake_gmail) == [("first", 1)]
+    clock.advance(3600)  # no tick from the test: the handler's thread sees it is due
+    handler._wake.set()
+    deadline = time.monotonic() + 10
+    while len(fake_gmail.messages) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    digest = fake_gmail.messages[-1]
+    assert (digest["X-Postbud-Alert"], digest["X-Postbud-Count"]) == ("digest", "19")
+    assert "19 alert(s) of 19 kind(s)" in (digest.text or "")
+    assert sum(n for _, n in kinds(fake_gmail)) == 20
+
+
+def test_a_tick_copies_only_the_rows_it_may_change() -> None:
+    from postbud.alerts._policy import Counted, decide
+    from postbud.alerts._store import MemoryStore
+
+    store, seen = MemoryStore(), []
+
+    def spy(scope: Any, rows: Any, firsts: Any, force: bool) -> Any:
+        seen.append(len(rows))
+        return decide(scope, rows, firsts, T0, cooldown=600, cap=1, digests_only=False, force=force)
+
+    def counted(n: int, prefix: str = "k") -> dict[str, Counted]:
+        return {f"{prefix}{i}": Counted(1, T0, T0, {"at": T0}, {"at": T0}) for i in range(n)}
+
+    store.run(counted(10_000), T0, 600, spy, lambda mails, enqueue: None)
+    due = store.run(counted(1, "new"), T0, 600, spy, lambda mails, enqueue: None)
+    idle = store.run({}, T0 + 1, 600, spy, lambda mails, enqueue: None)
+    # 10,000 rows wait for the digest; the next ticks copied one row and none, and
+    # still know when the window's digest is due.
+    assert seen == [10_000, 1, 0] and due == idle == T0 + 3600
+    sent: list[Any] = []
+    store.run({}, T0, 600, spy, lambda mails, enqueue: sent.extend(mails), force=True)
+    assert seen[-1] == 10_000 and [(m.kind, m.count) for m in sent] == [("digest", 10_000)]
+    # The one mailed row cools down, then is forgotten without a scan of every row.
+    assert len(store._rows) == 1
+    store.run({}, T0 + 601, 600, spy, lambda mails, enqueue: None)
+    assert store._rows == {} and store._cooling == []
+
+
+def test_flush_does_not_wait_for_a_storm_tick_to_pace_itself(
+    make: Make, fake_gmail: FakeGmail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postbud.alerts import _ticker
+
+    # The handler's thread describes a storm in slices and pauses between them; a
+    # flush (or close) waiting for that tick makes it stop pausing.
+    monkeypatch.setattr(_ticker, "SLICE", 0.0)
+    monkeypatch.setattr(_ticker, "PAUSE", 600.0)
+    logger, handler = make(alert_cap=2)
+    for n in range(50):
+        logger.error("storm kind " + str(n))
+    handler.flush()  # without the hurry, 50 pauses of 600 s
+    got = kinds(fake_gmail)
+    assert got[:2] == [("first", 1), ("first", 1)] and sum(n for _, n in got) == 50
 
 
 def kinds_after(handler: AlertHandler, fake: FakeGmail) -> list[tuple[str | None, int]]:

@@ -47,6 +47,9 @@ TICK = 1.0
 MAX_HELD = 1_000
 #: At most one tick per this many seconds, however many new errors arrive.
 MIN_GAP = 0.1
+#: After a tick, the thread waits this many times as long as the tick took: in a storm
+#: of distinct errors (each described and masked) it uses at most a fifth of a core.
+REST = 4.0
 
 _local = threading.local()  # .busy: this thread is running the handler's own code
 _live: weakref.WeakSet[AlertHandler] = weakref.WeakSet()
@@ -158,6 +161,8 @@ class AlertHandler(logging.Handler):
         self._start_lock = threading.RLock()
         self._tick_lock = threading.Lock()
         self._wake = threading.Event()
+        #: Set while flush, close or a test's tick waits for the thread's tick.
+        self._hurry = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
@@ -237,9 +242,10 @@ class AlertHandler(logging.Handler):
             self._wake.clear()
             if self._closed:
                 break
-            started = time.monotonic()
-            self.tick()
-            spare = MIN_GAP - (time.monotonic() - started)
+            started, cpu = time.monotonic(), time.thread_time()
+            self._locked_tick(force=False, leaving=False, paced=True)
+            took = time.monotonic() - started
+            spare = max(MIN_GAP - took, REST * (time.thread_time() - cpu))
             if spare > 0:
                 time.sleep(spare)
 
@@ -254,11 +260,15 @@ class AlertHandler(logging.Handler):
         """
         self._locked_tick(force=force, leaving=False)
 
-    def _locked_tick(self, *, force: bool, leaving: bool) -> None:
+    def _locked_tick(self, *, force: bool, leaving: bool, paced: bool = False) -> None:
+        if not paced:  # a tick in progress on the handler's thread stops pausing
+            self._hurry.set()
         with self._tick_lock:
+            if paced:
+                self._hurry.clear()
             _local.busy = True
             try:
-                self._ticker.run(force, leaving)
+                self._ticker.run(force, leaving, paced)
             except Exception:  # a bug must not stop alerting for good
                 log.exception("postbud's alert handler hit an unexpected error")
             finally:

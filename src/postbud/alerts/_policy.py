@@ -163,12 +163,17 @@ def _one(
     return Mail("first", 1, detail.get("at"), detail.get("at"), detail, row.key)
 
 
-def next_due(scope: ScopeState, rows: dict[str, FpState], cooldown: float) -> float | None:
-    """When ``decide`` next has something to do without new occurrences."""
+def next_due(
+    scope: ScopeState, rows: dict[str, FpState], cooldown: float, *, digests: bool = False
+) -> float | None:
+    """When ``decide`` next has something to do without new occurrences.
+
+    ``digests``: rows not in ``rows`` hold counts for the window's digest.
+    """
     dues = [
         r.mailed_at + cooldown for r in rows.values() if r.pending > 0 and r.mailed_at is not None
     ]
-    if scope.window_start is not None and any(r.digest for r in rows.values()):
+    if scope.window_start is not None and (digests or any(r.digest for r in rows.values())):
         dues.append(scope.window_start + WINDOW)
     return min(dues, default=None)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import heapq
 import json
 import sqlite3
 import threading
@@ -21,7 +22,7 @@ from typing import Any
 from postbud._message import Envelope
 from postbud._outbox import Outbox
 
-from ._policy import Counted, FpState, Mail, ScopeState, merge, next_due
+from ._policy import WINDOW, Counted, FpState, Mail, ScopeState, merge, next_due
 
 __all__ = ["Decide", "MemoryStore", "SpoolStore", "Store"]
 
@@ -30,8 +31,9 @@ Decide = Callable[[ScopeState, dict[str, FpState], dict[str, dict[str, Any]], bo
 #: Queues an alert mail inside the store's spool transaction.
 Enqueue = Callable[[Envelope], None]
 #: What a store opens for one tick: (how to queue a mail in the spool transaction, or
-#: None in memory; scope; rows; whether this handler is the only one of its scope running).
-_Open = tuple["Enqueue | None", ScopeState, dict[str, FpState], bool]
+#: None in memory; scope; rows; whether this handler is the only one of its scope
+#: running; whether rows left out of ``rows`` hold digest counts).
+_Open = tuple["Enqueue | None", ScopeState, dict[str, FpState], bool, bool]
 #: Receives the mails inside the transaction (``enqueue``: into the spool, or None).
 Commit = Callable[[list[Mail], "Enqueue | None"], None]
 
@@ -45,6 +47,14 @@ def _idle(row: FpState, now: float, cooldown: float) -> bool:
     """Nothing to report and no cooldown running: the row can be forgotten."""
     cooling = row.mailed_at is not None and now < row.mailed_at + cooldown
     return row.pending == 0 and row.digest == 0 and not cooling
+
+
+def _whole(scope: ScopeState, now: float, force: bool) -> bool:
+    """Whether this tick sends the digest, and so needs every row that holds counts for
+    it. Other ticks load only the rows with pending counts and those counted now: a
+    storm of 100,000 fingerprints in an hour must not be copied and sorted every tick.
+    """
+    return force or (scope.window_start is not None and now >= scope.window_start + WINDOW)
 
 
 #: A handler that has not looked at the spool for this long counts as gone.
@@ -77,37 +87,78 @@ class Store:
         reports them in time, and eight gunicorn workers recycled one by one must not
         send eight digests. ``leaving``: this handler stops.
         """
-        with self._state(deltas, now, cooldown, leaving) as (enqueue, scope, rows, alone):
+        opened = self._state(deltas, now, cooldown, leaving, force)
+        with opened as (enqueue, scope, rows, alone, digests_elsewhere):
             firsts = {k: merge(rows.setdefault(k, FpState(k)), d) for k, d in deltas.items()}
             commit(decide(scope, rows, firsts, force and alone), enqueue)
-            return next_due(scope, rows, cooldown)
+            return next_due(scope, rows, cooldown, digests=digests_elsewhere)
 
     def _state(
-        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool, force: bool
     ) -> contextlib.AbstractContextManager[_Open]:
-        """(db or None, scope, rows, alone) to work on; kept only if the block succeeds."""
+        """What to work on (see ``_Open``); kept only if the block succeeds."""
         raise NotImplementedError
 
 
 class MemoryStore(Store):
-    """Alert state of one process (``spool=None``)."""
+    """Alert state of one process (``spool=None``).
+
+    Rows are indexed by what they hold, so a tick copies only the rows it may change
+    (pending counts, counted now, or all of them for a digest) and forgets cooled rows
+    from a heap of cooldown ends instead of scanning every row.
+    """
 
     def __init__(self) -> None:
         self._scope = ScopeState()
         self._rows: dict[str, FpState] = {}
+        self._pending: set[str] = set()  # keys of rows with pending counts
+        self._digests: set[str] = set()  # keys of rows with digest counts
+        self._cooling: list[tuple[float, str]] = []  # (cooldown end, key), a heap
         self._lock = threading.RLock()
 
     @contextlib.contextmanager
     def _state(
-        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool, force: bool
     ) -> Iterator[_Open]:
         with self._lock:
+            self._forget_cooled(now, cooldown)
             # All or nothing, as in the spool: work on copies, keep them if commit worked.
             scope = dataclasses.replace(self._scope)
-            rows = {k: dataclasses.replace(r) for k, r in self._rows.items()}
-            yield None, scope, rows, True
+            whole = _whole(scope, now, force)
+            keys = self._pending | deltas.keys()
+            if whole:
+                keys |= self._digests
+            kept = self._rows
+            rows = {k: dataclasses.replace(kept[k]) for k in keys if k in kept}
+            yield None, scope, rows, True, not whole and bool(self._digests)
             self._scope = scope
-            self._rows = {k: r for k, r in rows.items() if not _idle(r, now, cooldown)}
+            for key, row in rows.items():
+                self._keep(key, row, kept.get(key), now, cooldown)
+
+    def _keep(
+        self, key: str, row: FpState, before: FpState | None, now: float, cooldown: float
+    ) -> None:
+        if _idle(row, now, cooldown):
+            self._rows.pop(key, None)
+            self._pending.discard(key)
+            self._digests.discard(key)
+            return
+        self._rows[key] = row
+        (self._pending.add if row.pending else self._pending.discard)(key)
+        (self._digests.add if row.digest else self._digests.discard)(key)
+        mailed = row.mailed_at
+        if mailed is not None and (before is None or before.mailed_at != mailed):
+            heapq.heappush(self._cooling, (mailed + cooldown, key))
+
+    def _forget_cooled(self, now: float, cooldown: float) -> None:
+        """Rows whose cooldown ended with nothing to report are forgotten."""
+        while self._cooling and self._cooling[0][0] <= now:
+            _, key = heapq.heappop(self._cooling)
+            row = self._rows.get(key)
+            if row is not None and _idle(row, now, cooldown):
+                del self._rows[key]
+                self._pending.discard(key)
+                self._digests.discard(key)
 
 
 class SpoolStore(Store):
@@ -123,14 +174,17 @@ class SpoolStore(Store):
 
     @contextlib.contextmanager
     def _state(
-        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool
+        self, deltas: dict[str, Counted], now: float, cooldown: float, leaving: bool, force: bool
     ) -> Iterator[_Open]:
         # The outbox's transaction turns sqlite3 errors (a full disk, a damaged file)
         # into QueueBusy, like a busy spool.
         with self.outbox.shared_transaction(wait=1.0) as (db, enqueue):
             alone = self._presence(db, leaving)
-            scope, rows = self._load(db, deltas)
-            yield enqueue, scope, rows, alone
+            scope = self._scope_state(db)
+            whole = _whole(scope, now, force)
+            rows = self._load(db, deltas, whole)
+            elsewhere = not whole and self._digests_held(db)
+            yield enqueue, scope, rows, alone, elsewhere
             self._save(db, scope, rows, now, cooldown)
 
     def _presence(self, db: sqlite3.Connection, leaving: bool) -> bool:
@@ -159,21 +213,32 @@ class SpoolStore(Store):
         ).fetchone()[0]
         return not others
 
-    def _load(
-        self, db: sqlite3.Connection, deltas: dict[str, Counted]
-    ) -> tuple[ScopeState, dict[str, FpState]]:
+    def _scope_state(self, db: sqlite3.Connection) -> ScopeState:
         found = db.execute(
             "SELECT window_start, window_mails FROM alert_scope WHERE scope = ?", (self.scope,)
         ).fetchone()
-        scope = ScopeState(*found) if found else ScopeState()
+        return ScopeState(*found) if found else ScopeState()
+
+    def _digests_held(self, db: sqlite3.Connection) -> bool:
+        return bool(
+            db.execute(
+                "SELECT EXISTS (SELECT 1 FROM alert_state WHERE scope = ? AND digest > 0)",
+                (self.scope,),
+            ).fetchone()[0]
+        )
+
+    def _load(
+        self, db: sqlite3.Connection, deltas: dict[str, Counted], whole: bool
+    ) -> dict[str, FpState]:
+        """The rows this tick may change (see ``_whole``)."""
         rows = {
             r.key: r
             for r in map(
                 self._row,
                 db.execute(
                     f"SELECT {_COLUMNS} FROM alert_state WHERE scope = ? "  # noqa: S608 - constant
-                    "AND (pending > 0 OR digest > 0)",
-                    (self.scope,),
+                    "AND (pending > 0 OR (digest > 0 AND ?))",
+                    (self.scope, whole),
                 ),
             )
         }
@@ -184,7 +249,7 @@ class SpoolStore(Store):
             ).fetchone()
             if got is not None:
                 rows[key] = self._row(got)
-        return scope, rows
+        return rows
 
     @staticmethod
     def _row(values: tuple[Any, ...]) -> FpState:

@@ -33,6 +33,11 @@ log = logging.getLogger("postbud")
 #: The fingerprint of what ``emit`` counted beyond ``MAX_HELD`` distinct ones in a tick.
 OTHER: Fingerprint = ("(other errors)", "", 0, "")
 
+#: In a storm of distinct errors, the tick describes them in slices of this many
+#: seconds and lets the application's threads run between slices (Python's own
+#: switch interval is 5 ms): a thread logging in a tight loop waits at most a slice.
+SLICE = 0.0005
+PAUSE = 0.02
 #: How often a handler on a shared spool looks for other processes' pending counts.
 LOOK = 5.0
 #: After this many ticks in a row could not use the spool, alert state moves to memory;
@@ -84,6 +89,20 @@ class Delta:
                     + str(shown.get("message", ""))
                 )
         return Counted(self.count, self.first_at, self.last_at, first, last)
+
+
+def _memo(mask: Callable[[str], str]) -> Callable[[str], str]:
+    """``mask`` remembering its answers for one tick: most texts of a description
+    (host, argv, logger, level, thread) are the same in every record."""
+    seen: dict[str, str] = {}
+
+    def masked(text: str) -> str:
+        found = seen.get(text)
+        if found is None:
+            found = seen[text] = mask(text)
+        return found
+
+    return masked
 
 
 def _described(record: logging.LogRecord, message: str, at: float) -> dict[str, Any]:
@@ -142,7 +161,7 @@ class Ticker:
                 self._store = self._spool_store
         return self._store
 
-    def run(self, force: bool, leaving: bool) -> None:
+    def run(self, force: bool, leaving: bool, paced: bool = False) -> None:
         """One tick: merge the counts, decide, render and queue the mails."""
         handler = self.handler
         deltas = handler._take_counts()
@@ -154,8 +173,14 @@ class Ticker:
             return
         try:
             # Described here, before any spool transaction: the lock stays short.
-            mask = handler.mailer.mask
-            counted = {digest_key(fp): d.counted(mask) for fp, d in deltas.items()}
+            mask = _memo(handler.mailer.masker())
+            counted = {}
+            slice_start = time.perf_counter()
+            for fp, d in deltas.items():
+                counted[digest_key(fp)] = d.counted(mask)
+                if paced and time.perf_counter() - slice_start > SLICE:
+                    handler._hurry.wait(PAUSE)  # the GIL goes to the application
+                    slice_start = time.perf_counter()
             self._back_to_spool(now)
             self._apply(self._state_store(), counted, now, force, leaving)
         except QueueBusy as exc:
