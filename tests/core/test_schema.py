@@ -295,3 +295,39 @@ def test_counts_kept_by_triggers_stay_exact_and_the_hourly_purge_recounts(
             assert raw.execute("SELECT recipients, alerts FROM ledger_total").fetchall() == [(7, 7)]
     finally:
         database.close()
+
+
+def test_the_next_due_time_comes_from_an_index_not_a_scan_of_the_queue(
+    tmp_path: Path,
+) -> None:
+    from postbud._message import Envelope
+    from postbud._outbox.spool import DiskSpool
+
+    database = Database(str(tmp_path / "due.sqlite"))
+    try:
+        spool = DiskSpool(database, "a@gmail.com", lease=50.0)
+        assert spool.next_due() is None
+        for i, due in enumerate((300.0, 100.0, 200.0)):
+            envelope = Envelope("a@gmail.com", ("b@example.com",), b"x", f"<{i}@x>", False, False)
+            spool.add(envelope, 1, 0.0, next_try=due)
+        assert spool.next_due() == 100.0
+        # Leased rows count from their lease's end (or their own due time, if later).
+        leased = spool.claim(150.0)
+        assert leased is not None and leased.next_try == 100.0
+        assert spool.next_due() == 200.0  # the lease runs to 200.0; the 200.0 row too
+        assert spool.claim(160.0) is None  # nothing else due: the lease holds
+        # Another account's earlier rows do not count.
+        other = DiskSpool(database, "c@gmail.com")
+        other.add(Envelope("c@gmail.com", ("b@example.com",), b"x", "<o@x>", False, False), 1, 0.0)
+        assert spool.next_due() == 200.0 and other.next_due() == 0.0
+        with database.transaction() as db:
+            plan = " ".join(
+                str(row[-1])
+                for row in db.execute(
+                    "EXPLAIN QUERY PLAN SELECT MIN(next_try) FROM outbox WHERE account = 'a' "
+                    "AND state = 'queued' AND lease_until = 0"
+                )
+            )
+        assert "outbox_wake" in plan and "SCAN" not in plan
+    finally:
+        database.close()

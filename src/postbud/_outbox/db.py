@@ -163,6 +163,9 @@ END""",
     ON CONFLICT(account) DO UPDATE SET recipients = recipients + excluded.recipients,
     alerts = alerts + excluded.alerts;
 END""",
+    # When the next row is due (``next_due``, on every idle poll): O(log n), not a scan
+    # of the queue. ``lease_until`` is 0 except while a row is leased.
+    """CREATE INDEX IF NOT EXISTS outbox_wake ON outbox (account, state, lease_until, next_try)""",
     # Rows per account and state, kept by triggers: stats() and pending() in O(1).
     """CREATE TABLE IF NOT EXISTS outbox_counts (
     account TEXT    NOT NULL,

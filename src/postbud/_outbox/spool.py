@@ -325,9 +325,13 @@ class DiskSpool:
 
     def next_due(self) -> float | None:
         """When the earliest queued row (leased or not) may be tried."""
+        # Unleased rows (lease_until 0) by the index's order, then the few leased ones.
         rows = self.database.read(
-            "SELECT MIN(MAX(next_try, lease_until)) FROM outbox "
-            "WHERE account = ? AND state = 'queued'",
+            "SELECT MIN(due) FROM ("
+            "SELECT MIN(next_try) AS due FROM outbox "
+            "WHERE account = ?1 AND state = 'queued' AND lease_until = 0 "
+            "UNION ALL SELECT MAX(next_try, lease_until) FROM outbox "
+            "WHERE account = ?1 AND state = 'queued' AND lease_until > 0)",
             self.account,
         )
         value = rows[0][0] if rows else None
