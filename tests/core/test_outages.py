@@ -313,3 +313,34 @@ def test_a_refused_port_backs_off_like_any_failed_connection(
             assert "refused the connection" in waits[1].reason
             assert cpu < 0.15 * elapsed
             assert set(states(postbud_spool)) == {"queued"} and m.stats()["dead"] == 0
+
+
+# -- what a blocking send() logs (issue 17): nothing that says its mail waits -----------
+
+
+def test_a_blocking_send_refused_for_the_quota_logs_no_line_about_waiting_mail(
+    fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    import postbud
+    from postbud.testing import replies
+
+    many = [f"r{i}@example.com" for i in range(9)]  # ordinary mail may use 9 of 10
+    with Mailer(fake_gmail.settings(spool=str(tmp_path / "s.sqlite"), daily_limit=10)) as mailer:
+        fake_gmail.fail_next("MAIL", replies.DAILY_LIMIT_EXCEEDED)
+        with caplog.at_level(logging.INFO, logger="postbud"):
+            with pytest.raises(postbud.QuotaExceededError) as held:
+                mailer.send("you@example.com", "Hello", "x")
+            mailer.send("you@example.com", "Hello", "x")  # send() makes its attempt
+            with pytest.raises(postbud.QuotaExceededError) as full:
+                mailer.send(many, "Hello", "x")
+        assert held.value.code == 550
+        assert "this message was not sent (submit() would queue it)" in (full.value.hint or "")
+        assert mailer.outbox.status().queued == 0
+        # The callers have the errors; no line claims that their mail waits or is held.
+        assert [r.getMessage() for r in caplog.records] == []
+        # Queued mail over the limit is another matter: the worker says it waits.
+        mailer.submit(many, "Later", "x")
+        with caplog.at_level(logging.WARNING, logger="postbud"):
+            mailer.flush(0.5)
+        assert mailer.outbox.status().queued == 1
+        assert "leaves no room" in caplog.text and "queued mail waits" in caplog.text

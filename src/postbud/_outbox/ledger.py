@@ -101,7 +101,8 @@ class Ledger:
         """Raise ``QuotaExceededError`` (with ``retry_after``) if this send must wait.
 
         With ``hold=False`` only the count matters: ``send()`` makes its one attempt
-        even while the outbox holds after a 550 5.4.5 (Gmail has the last word).
+        even while the outbox holds after a 550 5.4.5 (Gmail has the last word), and
+        nothing is logged: its caller gets the error, and nothing was queued.
         """
         until = self.held_until(now) if hold else None
         if until is not None:
@@ -125,13 +126,14 @@ class Ledger:
             )
         if used + recipients > cap:
             wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
-            self._warn_once(
-                "full",
-                f"The daily limit for {self.account} leaves no room: {used} of "
-                f"{self.limit} recipients used in the last 24 h"
-                + ("" if alert else f" (ordinary mail stops at {cap})")
-                + "; mail waits.",
-            )
+            if hold:  # the outbox's worker: the message stays queued
+                self._warn_once(
+                    "full",
+                    f"The daily limit for {self.account} leaves no room: {used} of "
+                    f"{self.limit} recipients used in the last 24 h"
+                    + ("" if alert else f" (ordinary mail stops at {cap})")
+                    + "; queued mail waits.",
+                )
             raise QuotaExceededError(
                 f"Sending to {recipients} more recipient(s) would pass the daily limit of "
                 f"{self.account} ({used} of {self.limit} used in the last 24 h"
@@ -139,7 +141,11 @@ class Ledger:
                 + ").",
                 retry_after=max(1.0, wait),
                 hint="Raise daily_limit if the account allows more (Workspace: 2,000), or "
-                "send less; queued mail waits, it is not dropped.",
+                + (
+                    "send less; queued mail waits, it is not dropped."
+                    if hold
+                    else "send less; this message was not sent (submit() would queue it)."
+                ),
             )
 
     # -- writing -----------------------------------------------------------------------
@@ -199,8 +205,11 @@ class Ledger:
                 raise
         self._warned.discard("write")
 
-    def hold(self, now: float) -> float:
-        """Hold delivery after a 550 5.4.5; returns when the next probe may go."""
+    def hold(self, now: float, *, warn: bool = True) -> float:
+        """Hold delivery after a 550 5.4.5; returns when the next probe may go.
+
+        ``warn=False``: a blocking ``send()`` got the reply; its caller has the error
+        and nothing of it was queued, so no line says that delivery "holds"."""
         until = now + self._hold_for
         with self._lock:  # this process holds in any case...
             since = self._hold[1] if self._hold else now
@@ -212,11 +221,12 @@ class Ledger:
             )
         except StateUnavailable as exc:
             self._warn_once("write", f"postbud cannot record the hold in the spool ({exc}).")
-        self._warn_once(
-            "hold",
-            f"Gmail refused mail for {self.account} with its daily-limit "
-            "reply (550 5.4.5): delivery holds for an hour, then probes again.",
-        )
+        if warn:
+            self._warn_once(
+                "hold",
+                f"Gmail refused mail for {self.account} with its daily-limit "
+                "reply (550 5.4.5): queued mail is held for an hour, then a probe goes.",
+            )
         return until
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -175,7 +175,7 @@ class Outbox:
             result = deliver(self._transport, envelope)
         except QuotaExceededError as exc:
             if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
-                self.ledger.hold(time.time())
+                self.ledger.hold(time.time(), warn=False)
             raise
         except DeliveryError as exc:
             self.gates.failed(exc, time.time(), warn=False)
