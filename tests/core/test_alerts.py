@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from postbud import AlertHandler, ConfigurationError
+from postbud import AlertHandler, ConfigurationError, Mailer
 from postbud._mask import mask_argv, mask_text
 from postbud.alerts._record import _value, fingerprint
 from postbud.testing import FakeGmail, ReceivedMessage
@@ -806,3 +806,32 @@ def test_a_storm_of_distinct_errors_is_held_bounded_and_still_adds_up(
     assert sum(n for _, n in got) == distinct  # every occurrence counted, once
     texts = "\n".join(m.text or "" for m in fake_gmail.messages)
     assert "occurrence(s) of errors of other kinds: more distinct errors came" in texts
+
+
+def test_close_warns_once_when_alerts_could_not_be_sent_in_time(
+    fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spool = tmp_path / "alerts.sqlite"
+    handler = AlertHandler(
+        to=TO, **fake_settings(fake_gmail, spool=str(spool), exit_timeout=0.5)
+    )
+    logger = logging.getLogger("app.unsent")
+    logger.propagate = False
+    logger.addHandler(handler)
+    fake_gmail.delay(3, "CONNECT")  # Gmail is slow to answer: past exit_timeout
+    try:
+        logger.error("the database is down")
+        with caplog.at_level(logging.WARNING, logger="postbud"):
+            handler.close()
+    finally:
+        logger.removeHandler(handler)
+    warnings = [r.getMessage() for r in caplog.records if "could not send" in r.getMessage()]
+    assert warnings == [
+        "postbud's alert handler could not send 1 message(s) within 0.5 s at close; they "
+        f"stay in the spool ({spool}) and go out with the next postbud process of this "
+        "account ('postbud outbox status' shows them)."
+    ]
+    fake_gmail.delay(0)
+    with Mailer(fake_gmail.settings(spool=str(spool))) as mailer:  # the next process
+        assert mailer.flush(10)
+    assert [m["X-Postbud-Alert"] for m in fake_gmail.messages][-1] == "first"

@@ -364,11 +364,35 @@ class AlertHandler(logging.Handler):
             recent = self._flushed_at is not None and time.monotonic() - self._flushed_at < 1
             if timeout is None and recent and not self._mails_since_flush:
                 timeout = 0.0  # logging.shutdown() flushed just now: do not wait twice
+            wait = self.mailer.settings.exit_timeout if timeout is None else timeout
+            sent = self.mailer.flush(wait)
+            if not sent:
+                self._warn_unsent(wait)
             if self._owns_mailer:
-                self.mailer.close(timeout)
-            else:
-                self.mailer.flush(timeout)
+                self.mailer.close(0)
         super().close()
+
+    def _warn_unsent(self, waited: float) -> None:
+        """One warning when close() leaves mail unsent (alerts among it, probably)."""
+        outbox = self.mailer.outbox
+        left = outbox.queued()
+        if not left:
+            return
+        if outbox.shared:
+            where = (
+                f"they stay in the spool ({self.mailer.settings.spool}) and go out with the "
+                "next postbud process of this account ('postbud outbox status' shows them)"
+            )
+        elif self._owns_mailer:
+            return  # its Mailer's close() says what it drops
+        else:
+            where = "they stay queued in the Mailer passed in, which keeps trying"
+        log.warning(
+            "postbud's alert handler could not send %d message(s) within %g s at close; %s.",
+            left,
+            waited,
+            where,
+        )
 
     def stats(self) -> dict[str, int]:
         """Records counted, and mails queued by kind (``first``, ``follow-up``, ``digest``)."""
