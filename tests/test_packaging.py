@@ -43,6 +43,15 @@ def test_wheel_holds_exactly_the_three_packages(tmp_path: Path) -> None:
         assert f"Provides-Extra: {extra}" in text
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "postbud = postbud.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # The MIT licence the metadata declares ships as a file, and the version is the one
+    # of src/postbud/_version.py (its only place).
+    [license_file] = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+    assert "MIT License" in zipfile.ZipFile(wheel).read(license_file).decode()
+    assert "License-Expression: MIT" in text or "License: MIT" in text
+    from postbud._version import __version__
+
+    assert f"Version: {__version__}\n" in text
+    assert wheel.name.startswith(f"postbud-{__version__}-")
 
 
 def test_import_postbud_stays_light() -> None:
