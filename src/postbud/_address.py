@@ -33,6 +33,8 @@ __all__ = [
 Addresses = Union[str, Iterable[str], None]  # noqa: UP007
 # ASCII control characters but TAB (and DEL): they cannot be encoded in every field.
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+# Quoted strings and (non-nested) comments, where ';' and ':' are ordinary characters.
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"|\((?:[^()\\]|\\.)*\)')
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,10 @@ def parse_addresses(text: str) -> tuple[Address, ...]:
     bad = control_character(text)
     if bad:
         raise InvalidMessageError(f"{text!r} holds the control character {bad!r}: remove it.")
+    if _semicolon_list(text):
+        raise InvalidMessageError(
+            f"{text!r} holds a ';' between addresses: separate addresses with commas."
+        )
     try:
         header = email_policy.default.header_factory("To", text)
         groups = header.groups
@@ -87,6 +93,14 @@ def parse_addresses(text: str) -> tuple[Address, ...]:
     if defects:
         raise InvalidMessageError(f"{text!r} is not a valid email address ({defects[0]}).")
     return tuple(result)
+
+
+def _semicolon_list(text: str) -> bool:
+    """True for ``a@example.com; b@example.com`` (Outlook's separator), which the
+    standard reads as garbage: a ';' outside quotes and comments, with no ':' that
+    would make it the end of a group (groups get their own message)."""
+    bare = _QUOTED.sub("", text)
+    return ";" in bare and ":" not in bare
 
 
 def parse_address(text: str) -> Address:

@@ -12,7 +12,7 @@ import smtplib
 from typing import ClassVar, Protocol, runtime_checkable
 
 from ._sasl import Cancel, authenticate
-from ._secret import Secret, as_secret
+from ._secret import Secret, as_secret, bare_password
 from .errors import AuthenticationError, ConfigurationError
 
 __all__ = ["AppPassword", "Credentials"]
@@ -53,7 +53,7 @@ class AppPassword:
         secret = as_secret(password)
         if secret is None:
             raise ConfigurationError("The app password is empty.")
-        plain = "".join(secret.reveal().split())
+        plain, _ = bare_password(secret.reveal())
         if not plain or not plain.isascii() or not plain.isprintable():
             raise ConfigurationError(
                 "The app password must be printable ASCII (Google's are 16 letters); "

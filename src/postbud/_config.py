@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import os
 from collections.abc import Callable, Mapping
 from typing import Any, TypedDict
@@ -32,7 +33,7 @@ from ._convert import (
     to_token_uri,
 )
 from ._oauth import OAuth2
-from ._secret import Secret
+from ._secret import Secret, bare_password
 from .errors import ConfigurationError
 
 __all__ = [
@@ -41,8 +42,13 @@ __all__ = [
     "Security",
     "Settings",
     "SettingsKwargs",
+    "app_password_looks_wrong",
     "default_spool_path",
+    "normal_app_password",
 ]
+
+log = logging.getLogger("postbud")
+
 _SECRET_FIELDS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
 _OAUTH_USER_FIELDS = ("oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
 
@@ -58,6 +64,59 @@ def default_spool_path(environ: Mapping[str, str] | None = None) -> str | None:
         return os.path.expanduser(env["POSTBUD_SPOOL"]) or None
     cache = env.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(cache, "postbud", "outbox.sqlite")
+
+
+def normal_app_password(secret: Secret | None) -> Secret | None:
+    """The app password as Gmail wants it: no spaces, no surrounding quotes.
+
+    Google shows app passwords as ``abcd efgh ijkl mnop``, and a copy from the browser
+    may bring non-breaking or zero-width spaces: every whitespace character inside is
+    removed. Docker's ``--env-file`` and systemd's ``Environment=`` keep quotes as part
+    of the value, so one pair of surrounding quotes (``'...'`` or ``"..."``) is removed
+    too, with one warning on the ``postbud`` logger naming the setting as the user
+    spelled it (``POSTBUD_APP_PASSWORD`` from the environment), never the value.
+
+    Done here, for every source, so that what is sent, what is masked and what the
+    outbox hashes to recognise a changed credential is one value.
+    """
+    if secret is None:
+        return None
+    value, quoted = bare_password(secret.reveal())
+    if quoted and value:
+        log.warning(
+            "%s was given in quotes; postbud removed them. Docker's --env-file and systemd "
+            "keep quotes: write the 16 letters without quotes or spaces.",
+            label("app_password"),
+        )
+    if value == secret.reveal():
+        return secret
+    return Secret(value) if value else None
+
+
+def app_password_looks_wrong(secret: str | Secret | None) -> str | None:
+    """Why this does not look like a Google app password, or None when it does.
+
+    Google's app passwords are 16 letters (shown as four groups of four). Another value
+    is not refused (a server other than Gmail may take another password); this only
+    says what is suspicious, for ``postbud check`` and the like. The value is read as
+    ``Settings`` reads it (spaces and surrounding quotes removed); the sentence never
+    contains it, only its length.
+    """
+    if secret is None:
+        return None
+    value, _ = bare_password(secret.reveal() if isinstance(secret, Secret) else secret)
+    if not value:
+        return None
+    others = sum(1 for c in value if not (c.isascii() and c.isalpha()))
+    if len(value) != 16:
+        count = f"{len(value)} character" + ("" if len(value) == 1 else "s")
+    elif others == 1:
+        count = "1 character that is not a letter"
+    elif others:
+        count = f"{others} characters that are not letters"
+    else:
+        return None
+    return f"an app password is 16 letters; this value has {count} — is it your account password?"
 
 
 class SettingsKwargs(TypedDict, total=False):
@@ -105,7 +164,8 @@ class Settings:
 
     Attributes:
         username: The Gmail (or Workspace) address that logs in and sends.
-        app_password: A Google app password (16 letters; spaces are removed).
+        app_password: A Google app password (16 letters; spaces, and one pair of
+            surrounding quotes with a warning, are removed: ``normal_app_password``).
         auth: A credentials object (``postbud.AppPassword`` or ``postbud.OAuth2``).
         host, port, security: Where to connect: ``"ssl"`` (port 465, TLS from the
             first byte; the default) or ``"starttls"`` (port 587).
@@ -171,7 +231,7 @@ class Settings:
     ) -> None:
         put = object.__setattr__
         put(self, "username", to_address("username", username, required=True))
-        put(self, "app_password", to_secret("app_password", app_password))
+        put(self, "app_password", normal_app_password(to_secret("app_password", app_password)))
         put(self, "auth", auth)
         put(self, "oauth_token_file", to_path("oauth_token_file", oauth_token_file, exists=True))
         put(self, "oauth_client_id", to_text("oauth_client_id", oauth_client_id))
@@ -248,6 +308,7 @@ class Settings:
             if isinstance(key, str) and key.upper().startswith(up):
                 values[key[len(up) :].lower()] = value
         _check_names(values, lambda n: up + n.upper())
+        _follow_mode(values, overrides)
         values.update(overrides)
         # Errors name a value as its user wrote it: POSTBUD_PORT from the mapping,
         # port from the overrides.
@@ -264,17 +325,22 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """Return a copy with some settings changed (validated again).
 
-        Changing only ``port`` (or only ``security``) lets the other follow, as when
-        building: ``replace(port=587)`` gives STARTTLS.
+        Changing only ``security`` or only ``port`` follows the rule of ``from_env``'s
+        overrides: Gmail's ports follow the mode (``replace(security="starttls")`` on
+        port 465 gives 587, ``replace(port=587)`` gives STARTTLS); another port is kept
+        when the mode changes, and keeps the mode when it is the new port.
         """
         _check_names(changes, str)
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        if "port" in changes and "security" not in changes:
-            values["security"] = None
-        if "security" in changes and "port" not in changes:
-            values["port"] = None
+        _follow_mode(values, changes)
         values.update(changes)
         return type(self)(**values)
+
+    def app_password_looks_wrong(self) -> str | None:
+        """Why ``app_password`` does not look like a Google app password (one sentence,
+        without the value), or None when it does or is not set. See
+        ``app_password_looks_wrong()`` of this module."""
+        return app_password_looks_wrong(self.app_password)
 
     def credentials(self) -> Credentials:
         """The credentials object these settings describe."""
@@ -348,6 +414,29 @@ class Settings:
             if getattr(self, f.name) is not None
         )
         return f"Settings({shown})"
+
+
+def _follow_mode(below: dict[str, Any], given: Mapping[str, Any]) -> None:
+    """One rule for ``port`` or ``security`` given over values from elsewhere.
+
+    ``replace()``, ``Mailer(settings, security=...)`` and the overrides of ``from_env``
+    / ``from_mapping`` (the command line's ``--port`` and ``--security``) all follow it:
+    Gmail's ports 465 and 587 belong to a mode, so an old one follows a new
+    ``security`` and a new one sets the mode; any other port was chosen on purpose (a
+    relay, a tunnel, a test server), so it is kept when ``security`` changes, and a new
+    one keeps the mode. Both given at one level are checked together, as when building.
+    """
+    if "security" in given and "port" not in given and _gmail_port(below.get("port")):
+        below["port"] = None
+    if "port" in given and "security" not in given and _gmail_port(given["port"]):
+        below["security"] = None
+
+
+def _gmail_port(value: object) -> bool:
+    try:
+        return not isinstance(value, bool) and int(str(value).strip()) in PORTS.values()
+    except ValueError:
+        return False
 
 
 def _check_names(values: Mapping[str, Any], spell: Callable[[str], str]) -> None:

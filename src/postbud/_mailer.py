@@ -15,7 +15,7 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from email.message import Message
 from types import TracebackType
@@ -26,7 +26,7 @@ from ._config import Settings
 from ._mask import MASK, known_secrets
 from ._message import (
     Addresses,
-    AttachmentLike,
+    Attachments,
     Envelope,
     InlineLike,
     build_message,
@@ -168,7 +168,7 @@ class Mailer:
         reply_to: Addresses = None,
         sender: str | None = None,
         headers: Mapping[str, str] | None = None,
-        attachments: Iterable[AttachmentLike] | None = None,
+        attachments: Attachments = None,
         inline: Mapping[str, InlineLike] | None = None,
     ) -> SendResult:
         """Build one message and send it now (blocking, one attempt).
@@ -177,13 +177,15 @@ class Mailer:
             to, cc, bcc: An address or a list of them (``"Name <a@b.com>"`` works).
                 Bcc recipients get the message but appear in no header.
             subject: One line.
-            text, html: The bodies; both make a multipart/alternative message.
+            text, html: The bodies; both make a multipart/alternative message (with
+                ``html`` alone, the text part is made from it).
             reply_to: Where replies should go.
             sender: A ``From`` other than the account (Gmail rewrites it unless it is
                 a verified "Send mail as" alias; postbud warns once).
             headers: Extra headers such as ``{"X-Job": "nightly"}``. ``Message-ID``
                 may be given to keep one across retries.
-            attachments: Paths, or ``(filename, bytes[, mimetype])`` tuples.
+            attachments: A path, a ``(filename, bytes[, mimetype])`` tuple, or a list
+                of them (one string is one path).
             inline: ``{content_id: path or bytes}`` for ``<img src="cid:...">``.
 
         Returns:
@@ -221,7 +223,7 @@ class Mailer:
         reply_to: Addresses = None,
         sender: str | None = None,
         headers: Mapping[str, str] | None = None,
-        attachments: Iterable[AttachmentLike] | None = None,
+        attachments: Attachments = None,
         inline: Mapping[str, InlineLike] | None = None,
     ) -> Envelope:
         """Validate and render a message without sending it (``send`` = ``deliver(build())``,
@@ -276,7 +278,7 @@ class Mailer:
         reply_to: Addresses = None,
         sender: str | None = None,
         headers: Mapping[str, str] | None = None,
-        attachments: Iterable[AttachmentLike] | None = None,
+        attachments: Attachments = None,
         inline: Mapping[str, InlineLike] | None = None,
         priority: PriorityName = "normal",
     ) -> str:

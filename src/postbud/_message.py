@@ -29,6 +29,7 @@ from postbud._address import (
     check_unicode,
     parse_address,
 )
+from postbud._html import html_to_text
 from postbud._mime import (
     address_header,
     attachment_part,
@@ -45,6 +46,7 @@ __all__ = [
     "MAX_RECIPIENTS",
     "Addresses",
     "AttachmentLike",
+    "Attachments",
     "Envelope",
     "InlineLike",
     "build_message",
@@ -57,6 +59,8 @@ MAX_MESSAGE_SIZE = 35_882_577
 MAX_RECIPIENTS = 100
 
 AttachmentLike = Union[str, "os.PathLike[str]", tuple[str, bytes], tuple[str, bytes, str]]
+#: What ``attachments=`` takes: one attachment or an iterable of them.
+Attachments = Union[AttachmentLike, Iterable[AttachmentLike], None]  # noqa: UP007
 InlineLike = Union[str, "os.PathLike[str]", bytes, tuple[bytes, str]]
 # RFC 5322 msg-id: dot-atoms on both sides of "@" (or a domain literal on the right).
 _DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
@@ -207,7 +211,7 @@ def build_message(
     reply_to: Addresses = None,
     sender: str | None = None,
     headers: Mapping[str, str] | None = None,
-    attachments: Iterable[AttachmentLike] | None = None,
+    attachments: Attachments = None,
     inline: Mapping[str, InlineLike] | None = None,
 ) -> Envelope:
     """Validate the arguments of ``send()`` and render the message.
@@ -282,10 +286,14 @@ def _addresses(name: str, found: Sequence[Address], utf8: bool) -> str:
 def _body(
     text: str | None,
     html: str | None,
-    attachments: Iterable[AttachmentLike] | None,
+    attachments: Attachments,
     inline: Mapping[str, InlineLike] | None,
 ) -> bytes:
     parts: list[bytes] = []
+    if text is None and html is not None:
+        # An HTML-only mail still gets a text alternative: mail programs that show no
+        # HTML and spam filters expect one.
+        text = html_to_text(html)
     if text is not None or html is None:
         parts.append(text_part(text or "", "plain"))
     if html is not None:
@@ -297,5 +305,36 @@ def _body(
             )
         parts.append(html_part)
     main = parts[0] if len(parts) == 1 else multipart("alternative", parts)
-    files = [attachment_part(item) for item in (attachments or ())]
+    files = [attachment_part(item) for item in _attachment_items(attachments)]
     return multipart("mixed", [main, *files]) if files else main
+
+
+def _attachment_items(attachments: Attachments) -> list[object]:
+    """The attachments as a list: one path (``"report.pdf"``, a ``Path``) or one
+    ``(filename, bytes[, mimetype])`` tuple is one attachment, not a sequence to
+    iterate (a string would be read letter by letter: "cannot read 'r'")."""
+    if attachments is None:
+        return []
+    if isinstance(attachments, (str, os.PathLike)) or _one_file(attachments):
+        return [attachments]
+    if isinstance(attachments, (bytes, bytearray, memoryview)):
+        raise InvalidMessageError(
+            "attachments: bytes need a file name: give ('name.pdf', data) instead."
+        )
+    try:
+        return list(attachments)
+    except TypeError:
+        raise InvalidMessageError(
+            "attachments: expected a path, a (filename, bytes[, mimetype]) tuple or a list "
+            f"of them, got {type(attachments).__name__}."
+        ) from None
+
+
+def _one_file(value: object) -> bool:
+    """``("report.csv", b"...")``: a tuple with bytes second is one file, not two."""
+    return (
+        isinstance(value, tuple)
+        and len(value) in (2, 3)
+        and isinstance(value[0], str)
+        and isinstance(value[1], (bytes, bytearray, memoryview))
+    )

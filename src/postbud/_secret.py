@@ -50,3 +50,24 @@ def as_secret(value: str | Secret | None) -> Secret | None:
     if value is None or isinstance(value, Secret):
         return value or None
     return Secret(value) if value else None
+
+
+# Invisible characters a copy from a web page may carry along with the letters (zero-width
+# spaces and joiners, the word joiner, a byte-order mark); whitespace, U+00A0 included,
+# is removed by str.split().
+_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"))
+
+
+def bare_password(value: str) -> tuple[str, bool]:
+    """An app password as Gmail takes it, and whether it was in quotes.
+
+    Without one pair of surrounding quotes (``'...'`` or ``"..."``: Docker's
+    ``--env-file`` and systemd keep them) and without any whitespace or invisible
+    character inside (Google shows ``abcd efgh ijkl mnop``; a browser copy may bring
+    non-breaking or zero-width spaces). ``Settings`` warns about the quotes.
+    """
+    value = value.strip()
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    if quoted:
+        value = value[1:-1]
+    return "".join(value.translate(_INVISIBLE).split()), quoted

@@ -13,12 +13,14 @@ import pytest
 
 from postbud import InvalidMessageError
 from postbud._address import parse_address
+from postbud._html import html_to_text
 from postbud._message import (
     MAX_MESSAGE_SIZE,
     Envelope,
     build_message,
 )
 from postbud._ready import envelope_from_message
+from postbud.testing import FakeGmail
 
 ME = "me@gmail.com"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 40
@@ -59,7 +61,8 @@ def test_text_only() -> None:
 
 
 def test_html_only_and_both() -> None:
-    assert parsed(build(html="<p>Hi</p>")).get_content_type() == "text/html"
+    alone = parsed(build(html="<p>Hi</p>"))  # a text part is made from it: see the end
+    assert [p.get_content_type() for p in alone.iter_parts()] == ["text/plain", "text/html"]
     msg = parsed(build(text="Hi", html="<p>Hi</p>"))
     assert msg.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
@@ -315,3 +318,171 @@ def test_address_headers_are_rendered_and_non_utf8_file_names_survive(tmp_path: 
     msg = parsed(build(headers={"Sender": "Ops <ops@example.com>"}, attachments=[odd]))
     assert msg["Sender"] == "Ops <ops@example.com>"
     assert next(msg.iter_attachments()).get_filename() == "caf\ufffd.txt"
+
+
+# -- inputs a new user gets wrong (issue 17) ----------------------------------------------
+
+
+def test_one_string_or_path_is_one_attachment(tmp_path: Path) -> None:
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 report")
+    for given in (str(report), report):
+        files = list(parsed(build(text="see attached", attachments=given)).iter_attachments())
+        assert [(f.get_filename(), f.get_content_type()) for f in files] == [
+            ("report.pdf", "application/pdf")
+        ]
+        assert files[0].get_content() == b"%PDF-1.4 report"
+
+
+def test_one_tuple_is_one_attachment() -> None:
+    files = list(parsed(build(attachments=("figures.csv", b"a,b\n"))).iter_attachments())
+    assert [(f.get_filename(), content(f)) for f in files] == [("figures.csv", "a,b\n")]
+    three = build(attachments=("notes", b"# hi", "text/markdown"))
+    assert [f.get_content_type() for f in parsed(three).iter_attachments()] == ["text/markdown"]
+
+
+@pytest.mark.parametrize(
+    ("attachments", "message"),
+    [
+        (
+            "missing.pdf",
+            r"^attachments: cannot read 'missing\.pdf' \(No such file or directory\)\.$",
+        ),
+        (
+            b"%PDF",
+            r"^attachments: bytes need a file name: give \('name\.pdf', data\) instead\.$",
+        ),
+        (
+            42,
+            r"^attachments: expected a path, a \(filename, bytes\[, mimetype\]\) tuple or a "
+            r"list of them, got int\.$",
+        ),
+    ],
+)
+def test_attachment_mistakes_name_the_whole_value(attachments: Any, message: str) -> None:
+    with pytest.raises(InvalidMessageError, match=message):
+        build(attachments=attachments)
+
+
+def test_one_string_attachment_reaches_gmail(tmp_path: Path, fake_gmail: FakeGmail) -> None:
+    report = tmp_path / "report.pdf"
+    report.write_bytes(b"%PDF-1.4 monthly")
+    with fake_gmail.mailer(spool=None) as mailer:
+        mailer.send("you@example.com", "Report", "attached", attachments=str(report))
+    [record] = fake_gmail.messages
+    files = list(record.message.iter_attachments())
+    assert [(f.get_filename(), f.get_content()) for f in files] == [
+        ("report.pdf", b"%PDF-1.4 monthly")
+    ]
+
+
+@pytest.mark.parametrize("field", ["to", "cc", "bcc"])
+def test_a_single_address_string_works_for_every_field(field: str) -> None:
+    env = build(**{"to": None, field: "Ada <ada@example.com>"})
+    assert env.recipients == ("ada@example.com",)
+
+
+@pytest.mark.parametrize(
+    "given",
+    ["a@example.com;b@example.com", "a@example.com; b@example.com", "Ada <a@example.com>;"],
+)
+def test_semicolons_between_addresses_say_use_commas(given: str) -> None:
+    with pytest.raises(InvalidMessageError) as info:
+        build(to=given)
+    assert str(info.value) == (
+        f"to: {given!r} holds a ';' between addresses: separate addresses with commas."
+    )
+
+
+def test_semicolons_in_quotes_and_groups_are_not_separators() -> None:
+    env = build(to='"Doe; Jane" <jane@example.com>, b@example.com')
+    assert env.recipients == ("jane@example.com", "b@example.com")
+    with pytest.raises(InvalidMessageError, match=r"is a group \(friends:\.\.\.;\)"):
+        build(to="friends: a@example.com;")
+
+
+def test_semicolons_in_alert_recipients_are_a_configuration_error() -> None:
+    from postbud import ConfigurationError
+    from postbud.alerts import AlertHandler
+
+    with pytest.raises(ConfigurationError) as info:
+        AlertHandler(
+            to="a@example.com;b@example.com",
+            username=ME,
+            app_password="abcd efgh ijkl mnop",
+            spool=None,
+        )
+    assert str(info.value) == (
+        "to: 'a@example.com;b@example.com' holds a ';' between addresses: "
+        "separate addresses with commas."
+    )
+
+
+HTML = """<html><head><title>Build</title><style>p { color: red }</style></head><body>
+<h1>Build   1432 failed</h1>
+<p>Step <b>test</b> failed.<br>See <a href="https://ci.example.com/1432">the log</a>.</p>
+<script>document.write("nope")</script>
+<ul><li>first</li><li>second</li></ul>
+<p>Questions: <a href="mailto:ops@example.com">ops@example.com</a> &amp; co.</p>
+</body></html>"""
+
+HTML_AS_TEXT = """Build 1432 failed
+
+Step test failed.
+See the log (https://ci.example.com/1432).
+
+- first
+- second
+
+Questions: ops@example.com & co.
+"""
+
+
+def test_html_only_gets_a_readable_text_alternative_first() -> None:
+    msg = parsed(build(html=HTML))
+    assert msg.get_content_type() == "multipart/alternative"
+    text, html = msg.iter_parts()
+    assert (text.get_content_type(), html.get_content_type()) == ("text/plain", "text/html")
+    assert content(text) == HTML_AS_TEXT
+    assert "nope" not in content(text) and "color" not in content(text)
+    assert content(html) == HTML + "\n"
+
+
+def test_html_with_inline_images_keeps_them_with_the_html() -> None:
+    msg = parsed(build(html='<p><img src="cid:logo" alt="Logo"> green</p>', inline={"logo": PNG}))
+    text, related = msg.iter_parts()
+    assert content(text) == "Logo green\n"
+    assert related.get_content_type() == "multipart/related"
+
+
+def test_an_html_only_mail_reaches_gmail_as_alternative(fake_gmail: FakeGmail) -> None:
+    with fake_gmail.mailer(spool=None) as mailer:
+        mailer.send("you@example.com", "Build", html=HTML)
+    [record] = fake_gmail.messages
+    assert record.message.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in record.message.iter_parts()] == [
+        "text/plain",
+        "text/html",
+    ]
+    assert record.text == HTML_AS_TEXT and record.html == HTML + "\n"
+
+
+@pytest.mark.parametrize(
+    ("markup", "text"),
+    [
+        ("<ol start=3><li>c</li><li>d<ul><li>e</li></ul></li></ol>", "3. c\n4. d\n  - e"),
+        ("<p>a<br/><br/>b</p><p>c</p>", "a\n\nb\n\nc"),
+        (
+            "<table><tr><th>Host</th><td>web-1</td></tr><tr><th>Load</th><td>9</td></tr></table>",
+            "Host  web-1\nLoad  9",
+        ),
+        ('<a href="https://x.example/">https://x.example/</a>', "https://x.example/"),
+        ('<a href="https://x.example/"></a>', "https://x.example/"),
+        ('<a href="#top">top</a> <a href="javascript:void(0)">js</a>', "top js"),
+        ("<pre>  two\n    spaces</pre>", "  two\n    spaces"),
+        ("Fish &amp; chips &lt;3 &eacute;", "Fish & chips <3 é"),
+        ("<style>x</style><script>y</script>", ""),
+    ],
+)
+def test_html_to_text(markup: str, text: str) -> None:
+    assert html_to_text(markup) == text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -9,7 +10,8 @@ import pytest
 
 import postbud
 from postbud import ConfigurationError, Settings
-from postbud._config import default_spool_path
+from postbud._config import app_password_looks_wrong, default_spool_path
+from postbud.testing import FakeGmail
 
 PW = "abcd efgh ijkl mnop"
 
@@ -204,3 +206,220 @@ def test_infinite_numbers_are_refused() -> None:
 def test_a_host_name_that_is_not_one_is_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError, match=r"'smtp\.\.gmail\.com' is not a valid host"):
         Settings(username="me@gmail.com", app_password="abcdefghijklmnop", host="smtp..gmail.com")
+
+
+# -- app passwords as users paste them (issue 17) -----------------------------------------
+
+QUOTES_WARNING = (
+    "{name} was given in quotes; postbud removed them. Docker's --env-file and systemd "
+    "keep quotes: write the 16 letters without quotes or spaces."
+)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "abcdefghijklmnop",
+        "abcd efgh ijkl mnop",
+        "abcd\u00a0efgh\u00a0ijkl\u00a0mnop",  # non-breaking spaces, copied from a browser
+        " abcd\tefgh\u200bijkl mnop\n",  # a tab, a zero-width space, around it whitespace
+        postbud.Secret("abcd efgh ijkl mnop"),
+    ],
+)
+def test_app_password_spaces_are_removed_for_every_source(
+    given: str | postbud.Secret, caplog: pytest.LogCaptureFixture
+) -> None:
+    kwargs = Settings(username="me@gmail.com", app_password=given, spool=None)
+    assert kwargs.app_password is not None
+    assert kwargs.app_password.reveal() == "abcdefghijklmnop"
+    if isinstance(given, str):
+        env = {"POSTBUD_USERNAME": "me@gmail.com", "POSTBUD_APP_PASSWORD": given}
+        assert Settings.from_env(env, spool=None) == kwargs
+    assert kwargs.app_password_looks_wrong() is None
+    assert caplog.records == []  # spaces alone are no reason to warn
+
+
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_quoted_app_password_from_the_environment_warns_once_and_names_the_variable(
+    quote: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    value = f"{quote}abcd efgh ijkl mnop{quote}"
+    env = {"POSTBUD_USERNAME": "me@gmail.com", "POSTBUD_APP_PASSWORD": value}
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        settings = Settings.from_env(env, spool=None)
+        settings.replace(timeout=5)  # the value kept is unquoted: no second warning
+    assert settings.app_password is not None
+    assert settings.app_password.reveal() == "abcdefghijklmnop"
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        ("postbud", logging.WARNING, QUOTES_WARNING.format(name="POSTBUD_APP_PASSWORD"))
+    ]
+    assert "abcd" not in caplog.text
+
+
+def test_quoted_app_password_as_an_argument_names_the_argument(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        settings = Settings(username="me@gmail.com", app_password='"abcdefghijklmnop"')
+    assert settings.app_password == postbud.Secret("abcdefghijklmnop")
+    assert [r.getMessage() for r in caplog.records] == [QUOTES_WARNING.format(name="app_password")]
+
+
+def test_only_one_pair_of_matching_quotes_is_removed(caplog: pytest.LogCaptureFixture) -> None:
+    def kept(value: str) -> str:
+        secret = Settings(username="me@gmail.com", app_password=value).app_password
+        assert secret is not None
+        return secret.reveal()
+
+    assert kept("\"'abcdefghijklmnop'\"") == "'abcdefghijklmnop'"
+    assert kept("'abcdefghijklmnop\"") == "'abcdefghijklmnop\""  # not a pair
+    assert kept("abc'defghijklmnop'") == "abc'defghijklmnop'"  # not around it
+    assert len(caplog.records) == 1
+    with pytest.raises(ConfigurationError, match=r"^No credentials for me@gmail\.com"):
+        Settings(username="me@gmail.com", app_password='""')  # quotes around nothing
+
+
+@pytest.mark.parametrize(
+    ("value", "sentence"),
+    [
+        ("abcd efgh ijkl mnop", None),
+        ("'ABCD EFGH IJKL MNOP'", None),
+        (
+            "hunter2!x",
+            "an app password is 16 letters; this value has 9 characters — "
+            "is it your account password?",
+        ),
+        (
+            "x",
+            "an app password is 16 letters; this value has 1 character — "
+            "is it your account password?",
+        ),
+        (
+            "abcd efgh ijkl mn0p",
+            "an app password is 16 letters; this value has 1 character that is not a letter — "
+            "is it your account password?",
+        ),
+        (
+            "CorrectHorse-Battery9"[:16],
+            "an app password is 16 letters; this value has 1 character that is not a letter — "
+            "is it your account password?",
+        ),
+        (
+            "abcd-efgh-1234-mnop",
+            "an app password is 16 letters; this value has 19 characters — "
+            "is it your account password?",
+        ),
+    ],
+)
+def test_app_password_looks_wrong_says_why_without_refusing(
+    value: str, sentence: str | None
+) -> None:
+    settings = Settings(username="me@gmail.com", app_password=value)  # accepted
+    assert settings.app_password_looks_wrong() == sentence
+    assert app_password_looks_wrong(value) == sentence
+    assert value not in (sentence or "")
+    assert app_password_looks_wrong(None) is None
+
+
+def test_the_hashed_and_masked_value_is_the_normalised_one() -> None:
+    from postbud._outbox import credential_hash
+
+    spaced = Settings(username="me@gmail.com", app_password="abcd\u00a0efgh ijkl mnop")
+    quoted = Settings(username="me@gmail.com", app_password='"abcdefghijklmnop"')
+    plain = Settings(username="me@gmail.com", app_password="abcdefghijklmnop")
+    hashes = {credential_hash(s.username, s.credentials()) for s in (spaced, quoted, plain)}
+    assert len(hashes) == 1 and None not in hashes
+    other = Settings(username="me@gmail.com", app_password="abcdefghijklmnoq")
+    assert credential_hash(other.username, other.credentials()) not in hashes
+    with postbud.Mailer(spaced, spool=None) as mailer:
+        masked = mailer.mask(
+            "pw=x abcd efgh ijkl mnop / abcd\u00a0efgh\u00a0ijkl\u00a0mnop / abcdefghijklmnop"
+        )
+    assert masked == "pw=x ******** / ******** / ********"
+
+
+def test_a_spaced_and_a_quoted_app_password_log_in_to_gmail(
+    fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture
+) -> None:
+    assert fake_gmail.app_password == "abcd efgh ijkl mnop"
+    for given in ("abcd\u00a0efgh\u00a0ijkl\u00a0mnop", "'abcd efgh ijkl mnop'"):
+        with fake_gmail.mailer(app_password=given) as mailer:
+            mailer.send("you@example.com", "Hi", "Hello")
+    assert fake_gmail.logins == [fake_gmail.username] * 2
+    assert fake_gmail.failed_logins == []
+    assert len(fake_gmail.messages) == 2
+    assert [r.getMessage() for r in caplog.records if r.name == "postbud"] == [
+        QUOTES_WARNING.format(name="app_password")
+    ]
+
+
+def test_a_quoted_app_password_from_the_environment_logs_in(fake_gmail: FakeGmail) -> None:
+    env = {
+        "POSTBUD_USERNAME": fake_gmail.username,
+        "POSTBUD_APP_PASSWORD": '"abcd efgh ijkl mnop"',
+        "POSTBUD_HOST": "127.0.0.1",
+        "POSTBUD_PORT": str(fake_gmail.port),
+        "POSTBUD_CA_FILE": fake_gmail.ca_file,
+        "POSTBUD_SPOOL": "",
+    }
+    with postbud.Mailer(Settings.from_env(env)) as mailer:
+        mailer.send("you@example.com", "Hi", "Hello")
+    assert fake_gmail.logins == [fake_gmail.username] and len(fake_gmail.messages) == 1
+
+
+# -- port and security: one rule everywhere (issue 17) ------------------------------------
+
+
+def test_replace_security_keeps_an_explicit_port_and_moves_gmail_ports() -> None:
+    base = Settings(username="me@gmail.com", app_password=PW, port=2465, spool=None)
+    assert base.security == "ssl"
+    starttls = base.replace(security="starttls")
+    assert (starttls.security, starttls.port) == ("starttls", 2465)
+    assert (starttls.replace(security="ssl").security, starttls.port) == ("ssl", 2465)
+    gmail = Settings(username="me@gmail.com", app_password=PW, spool=None)
+    assert (gmail.replace(security="starttls").port, gmail.replace(security="ssl").port) == (
+        587,
+        465,
+    )
+    assert gmail.replace(security="starttls").replace(security="ssl").port == 465
+
+
+def test_replace_port_sets_the_mode_only_for_gmail_ports() -> None:
+    relay = Settings(
+        username="me@gmail.com", app_password=PW, port=2587, security="starttls", spool=None
+    )
+    assert (relay.replace(port=3587).security, relay.replace(port=3587).port) == (
+        "starttls",
+        3587,
+    )
+    assert relay.replace(port=465).security == "ssl"
+    assert relay.replace(port=587).security == "starttls"
+    assert relay.replace(port=None).port == 587  # the mode's own port
+    with pytest.raises(ConfigurationError, match=r"^port 587 is Gmail's 'starttls' port"):
+        relay.replace(port=587, security="ssl")
+
+
+def test_mailer_overrides_follow_the_same_rule() -> None:
+    base = Settings(username="me@gmail.com", app_password=PW, port=2465, spool=None)
+    with postbud.Mailer(base, security="starttls") as mailer:
+        assert (mailer.settings.security, mailer.settings.port) == ("starttls", 2465)
+    with postbud.Mailer(base.replace(port=465), security="starttls") as mailer:
+        assert (mailer.settings.security, mailer.settings.port) == ("starttls", 587)
+
+
+def test_from_env_overrides_follow_the_same_rule() -> None:
+    env = {"POSTBUD_USERNAME": "me@gmail.com", "POSTBUD_APP_PASSWORD": PW, "POSTBUD_SPOOL": ""}
+    kept = Settings.from_env({**env, "POSTBUD_PORT": "2465"}, security="starttls")
+    assert (kept.security, kept.port) == ("starttls", 2465)
+    moved = Settings.from_env({**env, "POSTBUD_PORT": "465"}, security="starttls")
+    assert (moved.security, moved.port) == ("starttls", 587)
+    mode = Settings.from_env({**env, "POSTBUD_SECURITY": "starttls"}, port=2587)
+    assert (mode.security, mode.port) == ("starttls", 2587)
+    gmail = Settings.from_env({**env, "POSTBUD_SECURITY": "starttls"}, port=465)
+    assert (gmail.security, gmail.port) == ("ssl", 465)
+    both = {**env, "POSTBUD_PORT": "587", "POSTBUD_SECURITY": "ssl"}
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^POSTBUD_PORT 587 is Gmail's 'starttls' port but POSTBUD_SECURITY is 'ssl'",
+    ):
+        Settings.from_env(both)  # given together, at one level: still a contradiction

@@ -122,7 +122,7 @@ def test_memory_transport_records_and_refuses() -> None:
     result = mailer.send(["a@example.com", "no@example.com"], "Hi", html="<p>x</p>")
     assert result.refused == {"no@example.com": (550, "5.1.1 unknown")}
     [record] = transport.messages
-    assert record.recipients == ("a@example.com",) and record.text is None
+    assert record.recipients == ("a@example.com",) and record.text == "x\n"
     assert record.html == "<p>x</p>\n"
 
 
