@@ -71,8 +71,8 @@ def normal_app_password(secret: Secret | None) -> Secret | None:
 
     Google shows app passwords as ``abcd efgh ijkl mnop``, and a copy from the browser
     may bring non-breaking or zero-width spaces: every whitespace character inside is
-    removed. Docker's ``--env-file`` and systemd's ``Environment=`` keep quotes as part
-    of the value, so one pair of surrounding quotes (``'...'`` or ``"..."``) is removed
+    removed. Docker's ``--env-file`` keeps quotes as part of the value (a shell and
+    systemd's ``EnvironmentFile=`` remove them), so one pair of surrounding quotes (``'...'`` or ``"..."``) is removed
     too, with one warning on the ``postbud`` logger naming the setting as the user
     spelled it (``POSTBUD_APP_PASSWORD`` from the environment), never the value.
 
@@ -84,8 +84,8 @@ def normal_app_password(secret: Secret | None) -> Secret | None:
     value, quoted = bare_password(secret.reveal())
     if quoted and value:
         log.warning(
-            "%s was given in quotes; postbud removed them. Docker's --env-file and systemd "
-            "keep quotes: write the 16 letters without quotes or spaces.",
+            "%s was given in quotes; postbud removed them. Docker's --env-file keeps "
+            "quotes: write the 16 letters without quotes or spaces.",
             label("app_password"),
         )
     if value == secret.reveal():

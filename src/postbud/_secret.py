@@ -62,7 +62,7 @@ def bare_password(value: str) -> tuple[str, bool]:
     """An app password as Gmail takes it, and whether it was in quotes.
 
     Without one pair of surrounding quotes (``'...'`` or ``"..."``: Docker's
-    ``--env-file`` and systemd keep them) and without any whitespace or invisible
+    ``--env-file`` keeps them) and without any whitespace or invisible
     character inside (Google shows ``abcd efgh ijkl mnop``; a browser copy may bring
     non-breaking or zero-width spaces). ``Settings`` warns about the quotes.
     """

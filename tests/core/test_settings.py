@@ -211,8 +211,8 @@ def test_a_host_name_that_is_not_one_is_a_configuration_error() -> None:
 # -- app passwords as users paste them (issue 17) -----------------------------------------
 
 QUOTES_WARNING = (
-    "{name} was given in quotes; postbud removed them. Docker's --env-file and systemd "
-    "keep quotes: write the 16 letters without quotes or spaces."
+    "{name} was given in quotes; postbud removed them. Docker's --env-file keeps "
+    "quotes: write the 16 letters without quotes or spaces."
 )
 
 
