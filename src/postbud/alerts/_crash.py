@@ -5,6 +5,12 @@ threads). The alert is sent at once, within ``exit_timeout``; if Gmail cannot be
 reached it is kept in the spool (the next postbud command or Mailer of the account
 sends it) and one line on stderr says so. The previous hooks run afterwards, so the
 traceback is still printed as usual. Ctrl-C (``KeyboardInterrupt``) is not a crash.
+
+A configuration mistake never stops the script it is meant to watch: the call prints
+one line and the script runs without alerts; at a crash the traceback comes first, as
+without postbud, then the mistake again, so a cron mail or a CI log shows both.
+(``AlertHandler`` keeps failing ``dictConfig`` loudly: a service's logging set-up is
+read by a person, a crash hook in a cron script often by nobody.)
 """
 
 from __future__ import annotations
@@ -59,23 +65,19 @@ def alert_on_crash(
             ``POSTBUD_*`` environment variables. Each attempt is bounded by
             ``exit_timeout``.
 
-    Raises:
-        ConfigurationError: At once, for any bad value.
+    A configuration mistake (a missing password, a bad address in ``to``, an unknown
+    subject field) does not raise: one line on stderr says that alerts on crash are off
+    and why, and a crash later prints its traceback and then that line again.
     """
-    if mailer is not None and settings:
-        raise ConfigurationError("alert_on_crash takes either mailer= or settings, not both.")
-    owned = mailer is None
-    config = Settings.from_env(**settings) if mailer is None else mailer.settings
-    recipients = recipients_of(to, config.username)
-    template = DEFAULT_SUBJECT if subject is None else subject
-    check_template(template)
-    if mailer is None:
-        # The program is dying: one attempt may take exit_timeout, not the full timeout.
-        timeout = max(1.0, min(config.timeout, config.exit_timeout))
-        mailer = Mailer(config.replace(timeout=timeout))
-    if _state.get("owned"):  # a second call replaces the first one's Mailer
-        _state["mailer"].close(timeout=0)
-    _state.update(mailer=mailer, owned=owned, to=recipients, subject=template)
+    try:
+        mailer, owned, recipients, template = _prepare(to, subject, mailer, settings)
+    except ConfigurationError as error:
+        _forget()
+        _state["error"] = str(error)
+        print(f"postbud: alerts on crash are off: {error}", file=sys.stderr, flush=True)
+    else:
+        _forget()  # a second call replaces the first one's Mailer
+        _state.update(mailer=mailer, owned=owned, to=recipients, subject=template, error=None)
     if "sys" not in _state:  # install once; later calls only change the settings
         _state["sys"] = sys.excepthook
         _state["threading"] = threading.excepthook
@@ -83,7 +85,38 @@ def alert_on_crash(
         threading.excepthook = _thread_hook
 
 
+def _prepare(
+    to: str | Sequence[str] | None,
+    subject: str | None,
+    mailer: Mailer | None,
+    settings: SettingsKwargs,
+) -> tuple[Mailer, bool, tuple[str, ...], str]:
+    """(mailer, whether we own it, recipients, subject template), or ConfigurationError."""
+    if mailer is not None and settings:
+        raise ConfigurationError("alert_on_crash takes either mailer= or settings, not both.")
+    config = Settings.from_env(**settings) if mailer is None else mailer.settings
+    recipients = recipients_of(to, config.username)
+    template = DEFAULT_SUBJECT if subject is None else subject
+    check_template(template)
+    if mailer is not None:
+        return mailer, False, recipients, template
+    # The program is dying: one attempt may take exit_timeout, not the full timeout.
+    timeout = max(1.0, min(config.timeout, config.exit_timeout))
+    return Mailer(config.replace(timeout=timeout)), True, recipients, template
+
+
+def _forget() -> None:
+    """Close the Mailer an earlier call built (never one the caller passed in)."""
+    if _state.get("owned"):
+        _state["mailer"].close(timeout=0)
+    _state.update(mailer=None, owned=False)
+
+
 def _sys_hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if _state["error"] is not None:
+        _state["sys"](exc_type, exc, tb)  # the traceback first, as without postbud
+        _unmailed(exc_type)
+        return
     try:
         _report(exc_type, exc, tb, threading.current_thread().name)
     finally:
@@ -91,12 +124,22 @@ def _sys_hook(exc_type: type[BaseException], exc: BaseException, tb: TracebackTy
 
 
 def _thread_hook(args: threading.ExceptHookArgs) -> None:
+    if _state["error"] is not None:
+        _state["threading"](args)
+        _unmailed(args.exc_type)
+        return
     try:
         if args.exc_value is not None:
             name = args.thread.name if args.thread is not None else "?"
             _report(args.exc_type, args.exc_value, args.exc_traceback, name)
     finally:
         _state["threading"](args)
+
+
+def _unmailed(exc_type: type[BaseException]) -> None:
+    """The configuration mistake again, after the traceback: why no mail came."""
+    if not issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+        print(f"postbud: the crash was not mailed: {_state['error']}", file=sys.stderr, flush=True)
 
 
 def _report(
