@@ -4,10 +4,12 @@ Settings, DNS, TCP, the TLS certificate, EHLO, the login (for OAuth2 a token ref
 first, then XOAUTH2) and the quota ledger, in the order a connection needs them, so
 the first failure is the one to fix. The result is a ``CheckReport`` (steps, verdicts,
 fixes) that ``postbud check`` prints and the Django and Flask commands can print too.
-Nothing secret is reported: not the password, not a token, not a line of the AUTH
-exchange. The checks send nothing; with ``send_to`` one test message goes out. Queued
-mail is never touched (no worker starts); while the account's logins are paused for
-these credentials, the login is not tried, and a refused one pauses them.
+The connection and the login go through ``SMTPTransport.probe()``, so a check fails
+with the very words a send would. Nothing secret is reported: not the password, not
+a token, not a line of the AUTH exchange. The checks send nothing; with ``send_to``
+one test message goes out. Queued mail is never touched (no worker starts); while the
+account's logins are paused for these credentials, the login is not tried, and a
+refused one pauses them.
 """
 
 from __future__ import annotations
@@ -16,36 +18,69 @@ import smtplib
 import socket
 import ssl
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NoReturn
 
 from postbud._address import parse_address
-from postbud._auth import Credentials
+from postbud._auth import AppPassword, Credentials
 from postbud._config import Settings
 from postbud._message import build_message
 from postbud._oauth import OAuth2, refresh_error
 from postbud._outbox import Outbox, credential_hash
-from postbud._smtp import SMTPTransport, Stage, translate
-from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError
+from postbud._smtp import SMTPTransport, current_route, translate
+from postbud.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    DeliveryError,
+    InvalidMessageError,
+)
 
 __all__ = ["CheckReport", "CheckStep", "diagnose"]
 
+#: How long a STARTTLS check waits for the greeting before it asks whether the server
+#: speaks TLS from the first byte instead (Gmail greets within a fraction of a second).
+GREETING_GRACE = 2.0
+
+#: What the fix of a STARTTLS client against an implicit-TLS port says: the sentence
+#: ``send()`` ends with when it times out there, so the two name the same fix.
+TLS_FIRST_FIX = (
+    "A server that speaks TLS from the first byte (port 465) waits silently for a "
+    "STARTTLS client: check security='ssl'."
+)
+
 
 class _Failed(Exception):
-    def __init__(self, step: str, problem: str, fix: str | None, code: int = 1) -> None:
+    def __init__(
+        self,
+        step: str,
+        problem: str,
+        fix: str | None,
+        code: int = 1,
+        error: BaseException | None = None,
+    ) -> None:
         super().__init__(problem)
         self.step, self.problem, self.fix, self.code = step, problem, fix, code
+        self.error = error
 
 
 @dataclass(frozen=True)
 class CheckStep:
-    """One step of a check: its name ("tls"), whether it passed, what was found, the fix."""
+    """One step of a check: its name ("tls"), whether it passed, what was found, the fix.
+
+    Attributes:
+        warning: The step passed but found something to look at (an app password that
+            does not look like one); the walk goes on.
+        error: For a failed step, the exception behind it (``postbud check --debug``
+            prints its traceback), or None.
+    """
 
     name: str
     ok: bool
     text: str
     fix: str | None = None
+    warning: bool = False
+    error: BaseException | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -99,7 +134,7 @@ def diagnose(
     try:
         _steps(steps, load, send_to)
     except _Failed as failed:
-        steps.add(CheckStep(failed.step, False, failed.problem, failed.fix))
+        steps.add(CheckStep(failed.step, False, failed.problem, failed.fix, error=failed.error))
         return CheckReport(tuple(steps.done), failed.code)
     return CheckReport(tuple(steps.done), 0)
 
@@ -111,7 +146,7 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
         if send_to:
             parse_address(send_to)
     except (ConfigurationError, InvalidMessageError) as exc:
-        raise _Failed("settings", str(exc), None, code=2) from None
+        raise _Failed("settings", str(exc), None, code=2, error=exc) from None
     steps.ok(
         "settings",
         f"{settings.username} via {settings.host}:{settings.port} ({settings.security}), "
@@ -124,9 +159,15 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
         settings, transport=transport, credential=credential_hash(settings.username, credentials)
     )
     try:
-        _network(steps, settings, transport)
-        _tls_and_ehlo(steps, settings, transport)
-        _login(steps, settings, credentials, transport, outbox)
+        _network(steps, transport)
+        _tls_and_ehlo(steps, transport)
+        # One rule for the shape (16 letters), kept by Settings; the walk goes on after it.
+        shape = (
+            settings.app_password_looks_wrong() if isinstance(credentials, AppPassword) else None
+        )
+        if shape is not None:
+            steps.add(CheckStep("password", True, shape, warning=True))
+        _login(steps, settings, credentials, transport, outbox, shape)
         _quota(steps, settings, outbox)
         if send_to:
             envelope = build_message(
@@ -139,7 +180,7 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
             try:  # counted in the quota ledger like any mail
                 result = outbox.send_now(envelope)
             except DeliveryError as exc:
-                raise _Failed("send", exc.description, exc.hint) from None
+                raise _Failed("send", exc.description, exc.hint, error=exc) from None
             finally:
                 transport.close()
             steps.ok("send", f"{send_to} accepted {result.message_id}")
@@ -147,25 +188,82 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
         outbox.close(0)
 
 
-def _network(steps: _Steps, settings: Settings, transport: SMTPTransport) -> None:
-    host, port = settings.host, settings.port
+def _network(steps: _Steps, transport: SMTPTransport) -> None:
+    settings = transport.settings
+    route = current_route()  # FakeGmail.intercept(): check where probe() will connect
+    host, port, security = (
+        (route.host, route.port, route.security)
+        if route is not None
+        else (settings.host, settings.port, settings.security)
+    )
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        _fail("dns", transport, exc, "connect")
+        _fail("dns", transport, exc)
     steps.ok("dns", f"{host} is {', '.join(sorted({str(i[4][0]) for i in infos}))}")
     try:
-        socket.create_connection((host, port), settings.timeout).close()
+        raw = socket.create_connection((host, port), settings.timeout)
     except OSError as exc:
-        _fail("tcp", transport, exc, "connect")
-    steps.ok("tcp", f"connected to {host}:{port}")
+        _fail("tcp", transport, exc)
+    with raw:
+        steps.ok("tcp", f"connected to {host}:{port}")
+        context = route.context if route is not None else transport.ssl_context
+        if security == "starttls" and _speaks_tls_first(raw, host, context, settings.timeout):
+            raise _Failed(
+                "tls",
+                f"{settings.host}:{settings.port} speaks TLS from the first byte (like port "
+                "465): it sent no greeting and answered a TLS handshake, so with "
+                f"security='starttls' a send waits out its {settings.timeout:g} s deadline.",
+                TLS_FIRST_FIX,
+            )
 
 
-def _fail(step: str, transport: SMTPTransport, exc: Exception, stage: Stage) -> NoReturn:
-    """Stop at ``step`` with the transport's own words for ``exc`` (one mapping of
-    socket, TLS and SMTP errors for sending and for checking)."""
-    error = translate(exc, stage, transport.settings, transport.credentials)
-    raise _Failed(step, error.description, getattr(error, "hint", None)) from None
+def _speaks_tls_first(
+    raw: socket.socket, host: str, context: ssl.SSLContext, timeout: float
+) -> bool:
+    """Whether the server on ``raw``, silent once connected, answers a TLS handshake.
+
+    A STARTTLS client on an implicit-TLS port waits for a greeting while the server waits
+    for a ClientHello: neither speaks until the deadline, after which ``send()`` can only
+    guess. Once the greeting is late, the check asks directly. Nothing is sent over the
+    handshake, so nothing can leak; a plain SMTP server that greets late reads the
+    ClientHello as a bad command, which is harmless, and the walk goes on.
+    """
+    grace = min(GREETING_GRACE, timeout / 4)
+    raw.settimeout(grace)
+    try:
+        raw.recv(1)  # a greeting, or a close that probe() reports in send()'s words
+        return False
+    except TimeoutError:
+        pass  # silent: a late greeting, or a server waiting for a ClientHello
+    except OSError:
+        return False
+    try:
+        with context.wrap_socket(raw, server_hostname=host, do_handshake_on_connect=False) as tls:
+            tls.settimeout(grace)
+            tls.do_handshake()
+    except ssl.SSLCertVerificationError:
+        return True  # it sent a certificate: TLS first (trust is the next question)
+    except OSError:  # ssl.SSLError, a timeout, a reset: no TLS server, or no answer
+        return False
+    return True
+
+
+def _fail(step: str, transport: SMTPTransport, exc: Exception) -> NoReturn:
+    """Stop at ``step`` with the transport's own words for a connect error ``exc``."""
+    error = translate(exc, "connect", transport.settings, transport.credentials)
+    raise _Failed(step, error.description, getattr(error, "hint", None), error=exc) from None
+
+
+def _tls_and_ehlo(steps: _Steps, transport: SMTPTransport) -> None:
+    """TLS and EHLO as a send does them (``probe`` without the login): the same errors."""
+    try:
+        found = transport.probe(login=False)
+    except DeliveryError as exc:
+        step = "ehlo" if isinstance(exc.__cause__, smtplib.SMTPHeloError) else "tls"
+        raise _Failed(step, exc.description, exc.hint, error=exc) from None
+    steps.ok("tls", f"{found.tls_version}, certificate of {found.peer} is trusted")
+    steps.ok("ehlo", f"{found.greeting}; AUTH {' '.join(found.auth) or 'none'}")
 
 
 def _login(
@@ -174,6 +272,7 @@ def _login(
     credentials: Credentials,
     transport: SMTPTransport,
     outbox: Outbox,
+    shape: str | None,
 ) -> None:
     pause = outbox.gates.login_pause(time.time(), refused_only=True)
     if pause is not None:  # the same credentials again: Gmail locks such accounts
@@ -189,16 +288,17 @@ def _login(
             error = refresh_error(exc, credentials.token_uri)
             if error is None:
                 raise
-            raise _Failed("token", error.description, error.hint) from None
+            raise _Failed("token", error.description, error.hint, error=error) from None
         steps.ok("token", "the token endpoint gave an access token")
 
     try:
-        transport.open()
+        transport.probe(login=True)
     except DeliveryError as exc:
         outbox.gates.failed(exc, time.time(), warn=False)  # every process then knows
-        raise _Failed("login", exc.description, exc.hint) from None
-    finally:
-        transport.close()
+        fix = exc.hint
+        if shape is not None and isinstance(exc, AuthenticationError) and exc.code == 535:
+            fix = f"{shape} {fix}" if fix else shape  # the likely reason first
+        raise _Failed("login", exc.description, fix, error=exc) from None
     outbox.gates.succeeded()
     steps.ok("login", f"logged in as {settings.username} with the {credentials.credential}")
 
@@ -214,47 +314,3 @@ def _quota(steps: _Steps, settings: Settings, outbox: Outbox) -> None:
             "Nothing is lost: queued mail goes out when the hold ends.",
         )
     steps.ok("quota", quota + (f" (spool {status.spool})" if status.spool else " (no spool)"))
-
-
-def _tls_and_ehlo(steps: _Steps, settings: Settings, transport: SMTPTransport) -> None:
-    host, port, timeout = settings.host, settings.port, settings.timeout
-    context = transport.ssl_context
-    step = "tls"
-    stage: Stage = "connect" if settings.security == "ssl" else "starttls"
-    try:
-        if settings.security == "ssl":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(host, port, context=context, timeout=timeout)
-        else:
-            smtp = smtplib.SMTP(host, port, timeout=timeout)
-            smtp.ehlo("localhost")
-            if not smtp.has_extn("starttls"):
-                smtp.close()
-                raise _Failed(
-                    "tls",
-                    f"{host}:{port} does not offer STARTTLS; postbud never logs in unencrypted.",
-                    "Use port 465 with security 'ssl', or check that nothing strips "
-                    "STARTTLS on the way (a proxy or antivirus).",
-                )
-            smtp.starttls(context=context)
-        sock = smtp.sock
-        assert isinstance(sock, ssl.SSLSocket)
-        cert = sock.getpeercert() or {}
-        steps.ok("tls", f"{sock.version()}, certificate of {_name(cert)} is trusted")
-        step, stage = "ehlo", "helo"
-        smtp.ehlo("localhost")
-        auth = smtp.esmtp_features.get("auth", "").strip() or "none"
-        greeting = (smtp.ehlo_resp or b"").decode(errors="replace").splitlines()[0]
-        steps.ok("ehlo", f"{greeting}; AUTH {auth}")
-        smtp.quit()
-    except (smtplib.SMTPException, OSError) as exc:  # ssl.SSLError is an OSError
-        _fail(step, transport, exc, stage)
-
-
-def _name(cert: Mapping[str, Any]) -> str:
-    subject = cert.get("subject") or ()
-    for rdn in subject:
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    alt = cert.get("subjectAltName") or ()
-    return ", ".join(str(v) for _, v in alt) or "the server"

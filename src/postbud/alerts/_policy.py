@@ -182,7 +182,7 @@ def _digest(rows: dict[str, FpState]) -> list[Mail]:
     entries = [r for r in rows.values() if r.digest > 0]
     if not entries:
         return []
-    entries.sort(key=lambda r: -r.digest)  # the noisiest first
+    entries.sort(key=lambda r: (-r.digest, str(r.detail.get("message", ""))))  # noisiest first
     mail = Mail(
         "digest",
         sum(r.digest for r in entries),

@@ -1,7 +1,13 @@
-"""``postbud check``: print ``diagnose()``'s steps as they come, and the fix of a failure."""
+"""``postbud check``: print ``diagnose()``'s steps as they come, and the fix of a failure.
+
+With ``--debug`` a failed step is followed by the traceback of the exception behind it
+(on stderr, like every command's ``--debug``); without it the check prints no traceback.
+"""
 
 from __future__ import annotations
 
+import sys
+import traceback
 from collections.abc import Callable
 
 from postbud._check import CheckStep, diagnose
@@ -14,15 +20,25 @@ def _line(status: str, step: str, text: str) -> None:
     print(f"{status:<4} {step:<9} {text}", flush=True)
 
 
-def _print(step: CheckStep) -> None:
-    _line("ok" if step.ok else "FAIL", step.name, step.text)
-    if step.fix:
-        _line("", "", f"fix: {step.fix}")
+def _printer(debug: bool) -> Callable[[CheckStep], None]:
+    def show(step: CheckStep) -> None:
+        status = "FAIL" if not step.ok else "warn" if step.warning else "ok"
+        _line(status, step.name, step.text)
+        if step.fix:
+            _line("", "", f"fix: {step.fix}")
+        if debug and step.error is not None:
+            traceback.print_exception(step.error, file=sys.stderr)
+            sys.stderr.flush()
+
+    return show
 
 
-def run_checks(load: Callable[[], Settings], send_to: str | None) -> int:
-    """Run every step; 0 when all passed, 1 for a delivery problem, 2 for configuration."""
-    report = diagnose(load, send_to, on_step=_print)
+def run_checks(load: Callable[[], Settings], send_to: str | None, *, debug: bool = False) -> int:
+    """Run every step; 0 when all passed, 1 for a delivery problem, 2 for configuration.
+
+    ``debug``: print the traceback of a failed step's exception.
+    """
+    report = diagnose(load, send_to, on_step=_printer(debug))
     if report.ok:
         print("All checks passed.")
     return report.exit_code

@@ -8,15 +8,48 @@ endpoint, and what a wrong password looks like.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import re
 import tempfile
 import time
 
 from postbud._mailer import Mailer
-from postbud.errors import AuthenticationError
+from postbud.errors import AuthenticationError, MissingDependencyError
 
 __all__ = ["run_demo"]
+
+#: What the demo imports (module: the package that brings it), by the extra that
+#: installs it: checked before anything runs, so one message names all that is missing.
+_EXTRAS = {
+    "testing": {
+        "aiosmtpd": "aiosmtpd",
+        "trustme": "trustme",
+        "pytest_localserver": "pytest-localserver",
+        "werkzeug": "werkzeug",
+    },
+    "oauth": {"google.auth": "google-auth", "requests": "requests"},
+}
+
+
+def _require_extras() -> None:
+    """Raise one ``MissingDependencyError`` naming every missing package and extra,
+    with the one pip command that installs them all (exit status 2, as any)."""
+    missing: dict[str, list[str]] = {}
+    for extra, modules in _EXTRAS.items():
+        for module, package in modules.items():
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.setdefault(extra, []).append(package)
+    if missing:
+        packages = [p for found in missing.values() for p in found]
+        raise MissingDependencyError(
+            f"the demo needs the {' and '.join(missing)} extra{'s' * (len(missing) > 1)} "
+            f"({', '.join(packages)} not installed): pip install 'postbud[{','.join(missing)}]'",
+            package=packages[0],
+        )
 
 
 def _show_received(fake: object) -> None:
@@ -101,18 +134,15 @@ def _alert_storm(fake: object, spool: str) -> None:
     for n in range(20):
         log.error(f"nightly job #{n} failed")  # 20 different messages: 20 fingerprints
     later = arrived(len(got) + len(new))
-    print(
-        f"   20 distinct errors: {len(later)} mailed at once, then alert_cap (10 an hour) is hit:"
-    )
+    _explain_cap(mailer.settings.alert_cap, len(got) + len(new), len(later), 20)
     show(later)
     log.removeHandler(handler)
     handler.close()  # logging.shutdown() does this at exit: the digest goes out now
     mailer.close()
     digest = fake.messages[-1]
-    print("   At close, the rest arrive as one digest:")
+    print("   At close, the rest arrive as one digest (rows by count, then message):")
     show([digest])
-    for line in (digest.text or "").splitlines()[4:8]:
-        print(f"     | {line}")
+    _show_digest_rows(digest.text or "")
     total = sum(int(m["X-Postbud-Count"] or 0) for m in fake.messages)
     print(
         f"   {len(fake.messages)} mails for 1,020 errors, and their counts add up to {total:,}: "
@@ -120,9 +150,57 @@ def _alert_storm(fake: object, spool: str) -> None:
     )
 
 
+def _explain_cap(cap: int, used: int, mailed: int, errors: int) -> None:
+    """Why only some of the distinct errors were mailed: the hourly cap counts every
+    alert mail of the handler, the first alert and the follow-up included."""
+    print(
+        f"   {errors} distinct errors: {mailed} mailed at once, then alert_cap is hit.\n"
+        f"   alert_cap allows {cap} alert mails an hour; the first alert and the follow-up "
+        f"above used {used},\n"
+        f"   so {mailed} new errors get a first alert and the other {errors - mailed} wait "
+        "for the hour's digest:"
+    )
+
+
+def _natural(text: str) -> list[int | str]:
+    """A sort key that puts "job #9" before "job #10"."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
+def _show_digest_rows(text: str, limit: int = 3) -> None:
+    rows = _digest_rows(text)
+    for line in rows[: limit + 1]:  # the header, then the rows
+        print(f"     | {line}")
+    if len(rows) > limit + 1:
+        print(f"     | ... and {len(rows) - limit - 1} more rows")
+
+
+def _digest_rows(text: str) -> list[str]:
+    """The digest's table (header first), its rows by count (highest first), then message.
+
+    Rows with equal counts come in no set order from the alert store; sorted here, the
+    demo prints the same lines on every run.
+    """
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Count ")), None)
+    if start is None:
+        return []
+    header = lines[start]
+    table = lines[start + 1 :]
+    rows = table[: table.index("")] if "" in table else table
+    message, where = header.index("Message"), header.index("Where")
+
+    def key(row: str) -> tuple[int, list[int | str]]:
+        count = row.split(maxsplit=1)[0]  # "… and N more kind(s)" has a count too
+        return (-int(count) if count.isdigit() else 0, _natural(row[message:where].strip()))
+
+    return [header, *sorted(rows, key=key)]
+
+
 def run_demo() -> int:
     """Run the demo; returns the exit status (0)."""
-    from postbud.testing import FakeGmail  # MissingDependencyError names the testing extra
+    _require_extras()
+    from postbud.testing import FakeGmail
 
     logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's chatter
     print("postbud demo: everything below talks to FakeGmail on 127.0.0.1 over real TLS.\n")
