@@ -72,9 +72,10 @@ def normal_app_password(secret: Secret | None) -> Secret | None:
     Google shows app passwords as ``abcd efgh ijkl mnop``, and a copy from the browser
     may bring non-breaking or zero-width spaces: every whitespace character inside is
     removed. Docker's ``--env-file`` keeps quotes as part of the value (a shell and
-    systemd's ``EnvironmentFile=`` remove them), so one pair of surrounding quotes (``'...'`` or ``"..."``) is removed
-    too, with one warning on the ``postbud`` logger naming the setting as the user
-    spelled it (``POSTBUD_APP_PASSWORD`` from the environment), never the value.
+    systemd's ``EnvironmentFile=`` remove them), so one pair of surrounding quotes
+    (``'...'`` or ``"..."``) is removed too, with one warning on the ``postbud``
+    logger naming the setting as the user spelled it (``POSTBUD_APP_PASSWORD`` from
+    the environment), never the value.
 
     Done here, for every source, so that what is sent, what is masked and what the
     outbox hashes to recognise a changed credential is one value.
@@ -403,8 +404,9 @@ class Settings:
             missing = [label(f) for f in _OAUTH_USER_FIELDS if not getattr(self, f)]
             if missing:
                 raise ConfigurationError(
-                    "OAuth2 with a refresh token needs oauth_client_id, oauth_client_secret "
-                    f"and oauth_refresh_token; missing: {', '.join(missing)}."
+                    f"OAuth2 with a refresh token needs {label('oauth_client_id')}, "
+                    f"{label('oauth_client_secret')} and {label('oauth_refresh_token')}; "
+                    f"missing: {', '.join(missing)}."
                 )
 
     def __repr__(self) -> str:

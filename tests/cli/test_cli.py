@@ -43,8 +43,14 @@ def test_demo_sends_both_ways_and_exits_0(capsys: pytest.CaptureFixture[str]) ->
     assert "5. Error alerts with storm control" in out
     assert "[first, count 1] [ERROR] demo.shop: payment for order 0 failed" in out
     assert "[follow-up, count 999]" in out
-    assert "20 distinct errors: 8 mailed at once" in out
+    assert "20 distinct errors: 8 mailed at once, then alert_cap is hit." in out
+    assert "alert_cap allows 10 alert mails an hour; the first alert and the follow-up" in out
+    assert "so 8 new errors get a first alert and the other 12 wait for the hour's digest" in out
     assert "[digest, count 12]" in out
+    # the digest's rows by count, then message: the same lines on every run
+    rows = [line for line in out.splitlines() if "  nightly job #" in line and "| 1 " in line]
+    assert [row.split("nightly job ")[1].split()[0] for row in rows] == ["#8", "#9", "#10"]
+    assert "| ... and 9 more rows" in out
     assert "11 mails for 1,020 errors, and their counts add up to 1,020" in out
     assert "abcd efgh ijkl mnop" not in out and "abcdefghijklmnop" not in out
     assert captured.err == ""
@@ -53,8 +59,13 @@ def test_demo_sends_both_ways_and_exits_0(capsys: pytest.CaptureFixture[str]) ->
 def test_help_and_no_command() -> None:
     result = run("--help")
     assert result.returncode == 0 and "demo" in result.stdout
-    result = run()
-    assert result.returncode == 2 and "usage: postbud" in result.stdout
+    result = run()  # like git and pip: the usage on stderr, nothing on stdout
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == (
+        "usage: postbud [-h] [--version] [--debug] COMMAND ...\n"
+        "postbud: error: a command is required: demo, send, run, check, outbox or help "
+        "('postbud --help' says what each does)\n"
+    )
     result = run("nonsense")
     assert result.returncode == 2 and "invalid choice" in result.stderr
 

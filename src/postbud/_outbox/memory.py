@@ -203,7 +203,14 @@ class MemoryQueue:
         self.done(item)
 
     def dead_copy(
-        self, envelope: Envelope, priority: int, created: float, now: float, code: int, error: str
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        now: float,
+        code: int,
+        error: str,
+        attempts: int = 1,
     ) -> None:
         """Memory keeps no dead letters (the worker logged the refusal)."""
 

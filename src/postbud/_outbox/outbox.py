@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from postbud import _fork
 from postbud._config import Settings
 from postbud._message import Envelope
-from postbud._smtp import SendResult, Transport, deliver, temporary
+from postbud._smtp import SendResult, Transport, deliver, summary, temporary
 from postbud.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -212,13 +212,14 @@ class Outbox:
         later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
         if later and self.keep(envelope.with_recipients(later), level):
             code, text = result.refused[later[0]]
-            return result, f"{', '.join(later)} refused for now: {code} {text}"
+            return result, f"{', '.join(later)} refused for now: {code} {summary(text)}"
         return result, None
 
     def kept_line(self, what: str, why: str) -> str:
         """The one line that tells a user ``what`` waits in the spool, and why."""
         return (
-            f"{what} was not sent ({why}); it is kept in the spool {self.settings.spool} "
+            f"{what} was not sent ({why.rstrip('.')}); it is kept in the spool "
+            f"{self.settings.spool} "
             "and goes out with the next postbud command or Mailer of this account."
         )
 

@@ -112,7 +112,14 @@ class Queue(Protocol):
         ...
 
     def dead_copy(
-        self, envelope: Envelope, priority: int, created: float, now: float, code: int, error: str
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        now: float,
+        code: int,
+        error: str,
+        attempts: int = 1,
     ) -> None:
         """Store a dead letter for recipients of a sent message refused for good."""
         ...

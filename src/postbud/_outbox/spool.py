@@ -234,6 +234,7 @@ class DiskSpool:
                 code,
                 error,
                 hint,
+                item.attempts + 1,  # the attempt that failed counts
             )
 
     def expire(self, now: float, max_age: float, reason: str) -> int:
@@ -250,12 +251,19 @@ class DiskSpool:
             return cursor.rowcount
 
     def dead_copy(
-        self, envelope: Envelope, priority: int, created: float, now: float, code: int, error: str
+        self,
+        envelope: Envelope,
+        priority: int,
+        created: float,
+        now: float,
+        code: int,
+        error: str,
+        attempts: int = 1,
     ) -> None:
         """A new dead letter for ``envelope`` (refused recipients of a sent message)."""
         with self.database.transaction(wait=SETTLE_WAIT) as db:
             key = self._insert(db, envelope, priority, created, now)
-            self._bury(db, (key,), "id = ?", envelope, now, code, error, None)
+            self._bury(db, (key,), "id = ?", envelope, now, code, error, None, attempts)
 
     @staticmethod
     def _bury(
@@ -267,13 +275,15 @@ class DiskSpool:
         code: int | None,
         error: str,
         hint: str | None,
+        attempts: int,
     ) -> None:
         sql = (
             "UPDATE outbox SET state = 'dead', dead_at = ?, recipients = ?, "  # noqa: S608 - fixed conditions only
             "lease_until = 0, lease_owner = NULL, last_code = ?, last_error = ?, "
-            "hint = ? WHERE " + where  # one of two fixed conditions
+            "hint = ?, attempts = ? WHERE " + where  # one of two fixed conditions
         )
-        db.execute(sql, (now, json.dumps(envelope.recipients), code, error, hint, *match))
+        values = (now, json.dumps(envelope.recipients), code, error, hint, attempts, *match)
+        db.execute(sql, values)
 
     def _insert(
         self,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from postbud._smtp import SendResult, Transport, deliver, temporary
+from postbud._smtp import SendResult, Transport, deliver, summary, temporary
 from postbud.errors import (
     ConfigurationError,
     DeliveryError,
@@ -281,12 +281,13 @@ class Worker:
             # Kept in the spool whenever there is one, even for a message sent from
             # memory (the spool was busy at submit): memory keeps no dead letters.
             keeper: Queue = outbox.spool if outbox.spool is not None else outbox.memory
-            keeper.dead_copy(copy, item.priority, item.created, now, code, text)
+            reply = f"{code} {summary(text)}"
+            keeper.dead_copy(copy, item.priority, item.created, now, code, reply, item.attempts + 1)
             log.warning(
                 "postbud: %s was refused for %s: %s",
                 item.envelope.message_id,
                 ", ".join(final),
-                text,
+                reply,
             )
         if retry:  # a split message retries only the recipients not yet accepted
             outbox.ledger.record(accepted, alert, now)

@@ -1,13 +1,23 @@
-"""What every command shares: exit codes, one-line messages, settings and the Mailer."""
+"""What every command shares: exit codes, one-line messages, settings and the Mailer.
+
+Messages follow the conventions of git, pip and curl: one line on stderr that starts
+with ``postbud:`` once (not ``postbud: postbud gave up``), with Gmail's multi-line
+replies joined, and errors that name a setting the way the user gave it: ``--port`` for
+an option, ``POSTBUD_PORT`` for the environment.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from postbud._config import Settings
+from postbud._config import PORTS, Settings
 from postbud._mailer import Mailer
+from postbud.errors import ConfigurationError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -16,7 +26,10 @@ __all__ = [
     "EXIT_TEMPFAIL",
     "OPTION_SETTINGS",
     "Usage",
+    "deliver_left",
     "mailer_from",
+    "one_line",
+    "option_of",
     "say",
     "settings_from",
     "settings_from_with",
@@ -47,10 +60,32 @@ OPTION_SETTINGS = (
     "alert_tag",
 )
 
+# "postbud: " is said once, by say() and the log formatter; messages of the core often
+# start with "postbud ..." themselves ("postbud gave up on ...").
+_OWN_NAME = re.compile(r"^postbud(?::\s+|\s+(?=[a-z]))")
+_OWN_POSSESSIVE = re.compile(r"^postbud's\s+")
+# Gmail's multi-line replies: each line after the first repeats the enhanced code
+# ("553-5.1.3 ...\r\n553-5.1.3 information, go to"; smtplib keeps "5.1.3 ..."), and the
+# last one ends with a session id ("3e8e1473 - gsmtp") that helps nobody reading it.
+_CONTINUED = re.compile(r"[ \t]*(?:\r\n|\r|\n)\s*(?:[245]\.\d{1,3}\.\d{1,3}\s+)?")
+_SESSION = re.compile(r"\s+\S+ - gsmtp(?=\W|$)")
+
+
+def one_line(message: str) -> str:
+    """``message`` as one line, without a leading "postbud" that ``say`` adds again."""
+    text = message.strip()
+    text = _OWN_POSSESSIVE.sub("the ", _OWN_NAME.sub("", text))
+    return _SESSION.sub("", _CONTINUED.sub(" ", text))
+
 
 def say(message: str) -> None:
     """One line for the user, on stderr (stdout is for results)."""
-    print(f"postbud: {message}", file=sys.stderr, flush=True)
+    print(f"postbud: {one_line(message)}", file=sys.stderr, flush=True)
+
+
+def option_of(name: str) -> str:
+    """The option that sets ``name``: ``--ca-file`` for ``ca_file``."""
+    return "--" + name.replace("_", "-")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -59,12 +94,73 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 
 def settings_from_with(args: argparse.Namespace, **extra: Any) -> Settings:
+    """``settings_from`` with ``extra`` keyword settings (not options) on top.
+
+    Options override their variables (``Settings.from_env``'s overrides, where a lone
+    ``--port 587`` or ``--security`` carries the other along). A mistake is said the
+    way the user gave the value: ``--timeout must be a number`` for an option,
+    ``POSTBUD_TIMEOUT must be a number`` for the environment.
+    """
     given = {
         name: getattr(args, f"set_{name}")
         for name in OPTION_SETTINGS
         if getattr(args, f"set_{name}", None) is not None
     }
-    return Settings.from_env(**given, **extra)
+    _check_endpoint(given, os.environ)
+    try:
+        return Settings.from_env(**given, **extra)
+    except ConfigurationError as exc:
+        exc.description = _as_typed(exc.description, given)
+        exc.args = (exc.description,)
+        raise
+
+
+def _check_endpoint(given: Mapping[str, str], environ: Mapping[str, str]) -> None:
+    """Refuse Gmail's port of one mode with the other mode, given at one level.
+
+    ``Settings`` says the same in its own vocabulary (``security='ssl'``); on the
+    command line the fix is an option, or a variable when both came from there. Given
+    at different levels they never clash: a lone option carries the other value along.
+    """
+    options = "port" in given or "security" in given
+    if options:
+        port, security = given.get("port"), given.get("security")
+    else:
+        port, security = environ.get("POSTBUD_PORT"), environ.get("POSTBUD_SECURITY")
+
+    def spell(name: str, value: object) -> str:
+        return f"{option_of(name)} {value}" if options else f"POSTBUD_{name.upper()}={value}"
+
+    verb = "use" if options else "set"
+    if not port or not security:
+        return
+    port, security = port.strip(), security.strip()
+    mode = security.lower()
+    try:
+        number = int(port)
+    except ValueError:
+        return  # Settings says what is wrong with the value itself
+    if mode not in PORTS or number == PORTS[mode] or number not in PORTS.values():
+        return
+    other = "starttls" if mode == "ssl" else "ssl"
+    ssl, starttls = (f"{spell('security', m)} with {spell('port', PORTS[m])}" for m in PORTS)
+    raise ConfigurationError(
+        f"{spell('port', port)} and {spell('security', security)} contradict each other "
+        f"({number} is Gmail's {other.upper()} port): {verb} {ssl}, or {starttls}; "
+        "either alone is enough, the other follows."
+    )
+
+
+def _as_typed(message: str, given: Iterable[str]) -> str:
+    """``message`` of ``Settings`` with each setting that came from an option named as
+    that option (``Settings`` names overrides as keyword arguments: ``timeout``)."""
+    for name in given:
+        option = option_of(name)
+        if message.startswith(name + " "):
+            message = option + message[len(name) :]
+        if "_" in name:  # elsewhere only names no sentence uses as a word ("ca_file")
+            message = re.sub(rf"(?<![\w/.'\"-]){name}(?![\w/-])", option, message)
+    return message
 
 
 def mailer_from(
@@ -73,26 +169,31 @@ def mailer_from(
     """The Mailer for a command; first retries what an earlier run left in the spool
     (behind the daily-limit hold, the login pause and the connection backoff, unless
     ``clear_pauses``: ``postbud outbox retry``, the user fixed something)."""
-    settings = settings_from(args)
-    mailer = Mailer(settings)
+    mailer = Mailer(settings_from(args))
     if drain:
-        before = mailer.stats()
-        pending = mailer.outbox.retry_pending(clear_pauses=clear_pauses)
-        if pending:
-            mailer.flush(settings.exit_timeout)
-            after = mailer.stats()
-            sent = after["sent"] - before["sent"]  # what Gmail accepted, nothing else
-            dead = after["dead"] - before["dead"]
-            left = mailer.outbox.queued()
-            line = f"{sent} of {pending} message(s) left in the spool by an earlier run went out"
-            if dead:
-                line += f"; {dead} failed for good (see 'postbud outbox list')"
-            if left:
-                line += f"; {left} still wait"
-                waits = mailer.outbox.waits()
-                line += f" ({mailer.outbox.gates.describe(waits[1])})" if waits else " for a retry"
-            say(line + ".")
+        deliver_left(mailer, clear_pauses=clear_pauses)
     return mailer
+
+
+def deliver_left(mailer: Mailer, *, clear_pauses: bool = False) -> None:
+    """Retry the account's rows an earlier run left in the spool, and say how it went."""
+    before = mailer.stats()
+    pending = mailer.outbox.retry_pending(clear_pauses=clear_pauses)
+    if not pending:
+        return
+    mailer.flush(mailer.settings.exit_timeout)
+    after = mailer.stats()
+    sent = after["sent"] - before["sent"]  # what Gmail accepted, nothing else
+    dead = after["dead"] - before["dead"]
+    left = mailer.outbox.queued()
+    line = f"{sent} of {pending} message(s) left in the spool by an earlier run went out"
+    if dead:
+        line += f"; {dead} failed for good (see 'postbud outbox list')"
+    if left:
+        line += f"; {left} still wait"
+        waits = mailer.outbox.waits()
+        line += f" ({mailer.outbox.gates.describe(waits[1])})" if waits else " for a retry"
+    say(line + ".")
 
 
 class Usage(Exception):

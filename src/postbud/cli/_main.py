@@ -11,24 +11,29 @@ their own modules, imported when used.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
-from collections.abc import Callable, Sequence
+import re
+import sys
+import textwrap
+from collections.abc import Callable, Mapping, Sequence
 
-from postbud._address import parse_addresses
+from postbud._config import GMAIL_HOST, PORTS, Settings
 from postbud._version import __version__
 from postbud.errors import ConfigurationError, DeliveryError, InvalidMessageError, PostbudError
 
 from ._common import (
     EXIT_CONFIG,
     EXIT_DELIVERY,
-    OPTION_SETTINGS,
+    EXIT_OK,
     Usage,
-    mailer_from,
+    one_line,
+    option_of,
     say,
     settings_from,
 )
 
-__all__ = ["build_parser", "main"]
+__all__ = ["COMMAND_SETTINGS", "OUTBOX_ACTIONS", "build_parser", "main", "usage_error"]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -44,27 +49,22 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ._run import run_command
+    from ._run import run_job
 
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
-    if not command:
+    if not command:  # the only mistake that stops postbud run: there is no job to run
         raise Usage("postbud run needs a command after --, e.g. postbud run -- ./backup.sh")
-    for address in args.to or ():  # checked before the job runs, not after it
-        parse_addresses(address)
-    mailer = mailer_from(args)
-    try:
-        return run_command(mailer, command, args.to, args.subject, args.always, args.lines)
-    finally:
-        mailer.close(timeout=0)
+    return run_job(args, command)  # bad settings are said, and the job runs all the same
 
 
 def _check(args: argparse.Namespace) -> int:
     from ._check import run_checks
 
-    # Only diagnoses: what earlier runs left in the spool stays as it is.
-    return run_checks(lambda: settings_from(args), args.send)
+    # Only diagnoses: what earlier runs left in the spool stays as it is. A failed step
+    # is a report, not an exception, so --debug is passed down for its traceback.
+    return run_checks(lambda: settings_from(args), args.send, debug=bool(args.debug))
 
 
 def _outbox(args: argparse.Namespace) -> int:
@@ -76,57 +76,265 @@ def _outbox(args: argparse.Namespace) -> int:
 # -- the parser ------------------------------------------------------------------------------
 
 
-EPILOG = (
-    "Exit status: 0 ok, 1 delivery problem, 2 usage or configuration mistake, 75 kept "
-    "in the spool for a later try (postbud run: the command's own status)."
+EXIT_STATUS = (
+    "Exit status: 0 ok, 1 delivery problem (the user must act), 2 usage or configuration "
+    "mistake, 75 kept in the spool for a later try."
 )
+SETTINGS_NOTE = (
+    "Options override their POSTBUD_* variables. Secrets (POSTBUD_APP_PASSWORD, "
+    "POSTBUD_OAUTH_CLIENT_SECRET, POSTBUD_OAUTH_REFRESH_TOKEN) are read from the "
+    "environment only, where ps and the shell's history do not show them."
+)
+#: Options people try for a secret, and the variable to set instead.
+SECRET_OPTIONS = {
+    "--app-password": "POSTBUD_APP_PASSWORD",
+    "--password": "POSTBUD_APP_PASSWORD",
+    "--oauth-client-secret": "POSTBUD_OAUTH_CLIENT_SECRET",
+    "--oauth-refresh-token": "POSTBUD_OAUTH_REFRESH_TOKEN",
+}
+
+# What each settings option is for: its metavar, its help and its default as shown; a
+# default of None is read from Settings' signature (defaults live only there).
+_SETTING_HELP: dict[str, tuple[str, str, str | None]] = {
+    "username": ("ADDRESS", "the Gmail or Workspace account that logs in and sends", ""),
+    "sender": ("ADDRESS", "the From address, if not the account (a 'Send mail as' alias)", ""),
+    "oauth_token_file": (
+        "FILE",
+        "OAuth2 authorized-user JSON file, instead of an app password",
+        "",
+    ),
+    "oauth_client_id": (
+        "ID",
+        "OAuth2 client id, with POSTBUD_OAUTH_CLIENT_SECRET and POSTBUD_OAUTH_REFRESH_TOKEN",
+        "",
+    ),
+    "oauth_token_uri": ("URL", "token endpoint to use instead of Google's (tests, the demo)", ""),
+    "service_account_file": ("FILE", "service account key JSON (Workspace delegation)", ""),
+    "host": ("HOST", "SMTP server", GMAIL_HOST),
+    "port": ("PORT", "SMTP port", f"{PORTS['ssl']} for ssl, {PORTS['starttls']} for starttls"),
+    "security": (
+        "",
+        f"ssl: TLS from the first byte (Gmail's port {PORTS['ssl']}); starttls: plain, then "
+        f"STARTTLS (Gmail's port {PORTS['starttls']})",
+        "ssl, or what the port says",
+    ),
+    "timeout": ("SECONDS", "deadline of one delivery attempt", None),
+    "ca_file": ("FILE", "PEM file of CA certificates to trust instead of the system's", ""),
+    "spool": (
+        "FILE",
+        "the outbox database ('' keeps the queue in memory)",
+        "$XDG_CACHE_HOME/postbud/outbox.sqlite",
+    ),
+    "daily_limit": ("N", "recipients allowed in a rolling 24 h (Workspace: 2000)", None),
+    "exit_timeout": ("SECONDS", "how long to wait for queued mail before exiting", None),
+    "max_age": ("SECONDS", "how long a message is retried before it is a dead letter", None),
+    "alert_tag": ("TAG", "put in front of the subject of failure reports, e.g. prod", ""),
+}
+_GROUPS = (
+    (
+        "account",
+        (
+            "username",
+            "sender",
+            "oauth_token_file",
+            "oauth_client_id",
+            "oauth_token_uri",
+            "service_account_file",
+        ),
+    ),
+    ("connection", ("host", "port", "security", "timeout", "ca_file")),
+    ("spool and limits", ("spool", "daily_limit", "exit_timeout", "max_age")),
+    ("reports", ("alert_tag",)),
+)
+_LOGIN = (
+    "username",
+    "oauth_token_file",
+    "oauth_client_id",
+    "oauth_token_uri",
+    "service_account_file",
+    "host",
+    "port",
+    "security",
+    "timeout",
+    "ca_file",
+)
+#: The settings each command uses, so its help shows only those options.
+COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
+    "send": (*_LOGIN, "sender", "spool", "daily_limit", "exit_timeout", "max_age"),
+    "run": (*_LOGIN, "sender", "spool", "daily_limit", "exit_timeout", "max_age", "alert_tag"),
+    "check": (*_LOGIN, "sender", "spool", "daily_limit"),
+    # status, list and purge read the spool of an account; retry also logs in and sends
+    # (the messages keep the From they were built with).
+    "outbox": (*_LOGIN, "spool", "daily_limit", "exit_timeout", "max_age"),
+}
+
+_EXAMPLES = {
+    None: (
+        "echo 'Backup done' | postbud send --to ops@example.com --subject 'Backup done'",
+        "postbud run --to oncall@example.com -- /usr/local/bin/backup.sh",
+        "postbud check --send me@example.com",
+        "postbud help outbox",
+    ),
+    "demo": ("postbud demo",),
+    "send": (
+        "echo 'Backup done' | postbud send --to ops@example.com --subject 'Backup done'",
+        "postbud send --to a@example.com --to b@example.com --subject Report \\\n"
+        "      --html report.html --attach report.csv < summary.txt",
+    ),
+    "run": (
+        "postbud run --to oncall@example.com -- /usr/local/bin/backup.sh --full",
+        "postbud run --always --subject 'Nightly import' -- ./import.sh",
+    ),
+    "check": ("postbud check", "postbud check --send me@example.com"),
+    "outbox": (
+        "postbud outbox status",
+        "postbud outbox list",
+        "postbud outbox retry 17",
+        "postbud outbox purge 17 18",
+    ),
+    "help": ("postbud help send",),
+}
 
 
-def _common() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    # SUPPRESS: "postbud --debug send" must not be reset by the subcommand's default.
-    common.add_argument(
-        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
-    )
-    group = common.add_argument_group(
-        "settings",
-        "Each overrides its POSTBUD_* variable (--ca-file: POSTBUD_CA_FILE). Secrets "
-        "(POSTBUD_APP_PASSWORD, POSTBUD_OAUTH_CLIENT_SECRET, POSTBUD_OAUTH_REFRESH_TOKEN) "
-        "are read from the environment only.",
-    )
-    for name in OPTION_SETTINGS:
-        group.add_argument(
-            "--" + name.replace("_", "-"),
-            dest=f"set_{name}",
-            metavar=name.upper(),
-            help=f"overrides POSTBUD_{name.upper()}",
+def _examples(command: str | None, status: str) -> str:
+    lines = _EXAMPLES[command]
+    head = "example:" if len(lines) == 1 else "examples:"
+    return "\n".join([head, *(f"  {line}" for line in lines)]) + f"\n\n{status}"
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Wraps paragraphs as usual, but keeps the examples' lines as they are written and
+    a bracket (``[env: POSTBUD_TIMEOUT]``) on one line."""
+
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        glued = re.sub(r"\[[^\]]*\]", lambda m: m.group(0).replace(" ", "\0"), text)
+        return [line.replace("\0", " ") for line in super()._split_lines(glued, width)]
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        parts = []
+        for part in text.split("\n\n"):
+            kept = "\n  " in part  # an example block
+            parts.append(
+                textwrap.indent(part, indent) if kept else super()._fill_text(part, width, indent)
+            )
+        return "\n\n".join(parts)
+
+
+class _Refused(argparse.Action):
+    """A secret option (``--app-password``): refused with where the secret goes instead,
+    never echoed (argparse's "unrecognized arguments" would print the secret)."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        option = option_string or self.option_strings[0]
+        variable = SECRET_OPTIONS.get(option, "POSTBUD_APP_PASSWORD")
+        parser.exit(
+            EXIT_CONFIG,
+            f"{parser.prog}: error: {option} is not an option: secrets are read from the "
+            f"environment only, where ps and the shell's history do not show them; set "
+            f"{variable} instead.\n",
         )
-    return common
+
+
+def _refuse_secrets(parser: argparse.ArgumentParser) -> None:
+    for option in SECRET_OPTIONS:
+        parser.add_argument(
+            option,
+            action=_Refused,
+            nargs="?",
+            dest=argparse.SUPPRESS,
+            default=argparse.SUPPRESS,
+            help=argparse.SUPPRESS,
+        )
+
+
+def _setting_help(name: str) -> str:
+    """``--timeout``'s help: what it is, its default, the variable it overrides."""
+    _, text, shown = _SETTING_HELP[name]
+    if shown is None:
+        default = inspect.signature(Settings.__init__).parameters[name].default
+        shown = f"{default:g}" if isinstance(default, (int, float)) else str(default)
+        if isinstance(default, float):
+            shown += " s"
+            if default >= 86400 and default % 86400 == 0:
+                shown += f" = {default / 86400:g} days"
+    default_part = f" [default: {shown}]" if shown else ""
+    return f"{text}{default_part} [env: POSTBUD_{name.upper()}]"
+
+
+def _add_settings(parser: argparse.ArgumentParser, names: Sequence[str]) -> None:
+    for title, members in _GROUPS:
+        chosen = [name for name in members if name in names]
+        if not chosen:
+            continue
+        group = parser.add_argument_group(title)
+        for name in chosen:
+            metavar = _SETTING_HELP[name][0]
+            if name == "security":
+                group.add_argument(
+                    option_of(name),
+                    dest=f"set_{name}",
+                    type=str.lower,
+                    choices=tuple(PORTS),
+                    help=_setting_help(name),
+                )
+            else:
+                group.add_argument(
+                    option_of(name), dest=f"set_{name}", metavar=metavar, help=_setting_help(name)
+                )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common()
+    """The ``postbud`` parser: one sub-parser a command, each with only its options."""
     parser = argparse.ArgumentParser(
         prog="postbud",
         description="Send mail and error alerts through Gmail (app password or OAuth2). "
         "Settings come from POSTBUD_* environment variables; secrets never from arguments.",
-        epilog=EPILOG,
+        epilog=_examples(
+            None,
+            "'postbud COMMAND --help' shows a command's options. Exit status: 0 ok, 1 "
+            "delivery problem (the user must act), 2 usage or configuration mistake, 75 kept "
+            "in the spool for a later try; postbud run: the command's own status.",
+        ),
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"postbud {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    _refuse_secrets(parser)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, help=summary, description=description, parents=[common], epilog=EPILOG
+    def command(name: str, summary: str, description: str, status: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(
+            name,
+            help=summary,
+            description=description,
+            epilog=_examples(name, status),
+            formatter_class=_HelpFormatter,
         )
+        sub.set_defaults(parser=sub)
+        if name in COMMAND_SETTINGS:
+            # SUPPRESS: "postbud --debug send" must not be reset by the subcommand's default.
+            sub.add_argument(
+                "--debug",
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help="show tracebacks of errors",
+            )
+        _refuse_secrets(sub)  # every command: argparse would echo the secret back
+        return sub
 
-    demo = commands.add_parser(
+    demo = command(
         "demo",
-        help="send mail through an embedded fake Gmail (no account needed)",
-        description="Start a fake Gmail on 127.0.0.1, send with an app password over "
+        "send mail through an embedded fake Gmail (no account needed)",
+        "Start a fake Gmail on 127.0.0.1, send with an app password over "
         "implicit TLS and over STARTTLS and with OAuth2 (XOAUTH2), show storm control, "
         "and print what the server received.",
+        "Exit status: 0 ok.",
     )
     demo.set_defaults(handler=_demo)
 
@@ -136,17 +344,29 @@ def build_parser() -> argparse.ArgumentParser:
         "Send one message now, its text body read from stdin. If Gmail cannot be reached "
         "(or refuses for now), the message is kept in the spool, postbud exits 75, and the "
         "next postbud command delivers it.",
+        f"{SETTINGS_NOTE}\n\n{EXIT_STATUS}",
     )
-    send.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
-    send.add_argument("--subject", required=True)
-    send.add_argument("--cc", action="append", help="copy recipient (repeatable)")
-    send.add_argument("--bcc", action="append", help="blind copy recipient (repeatable)")
-    send.add_argument("--reply-to", help="where replies should go")
-    send.add_argument("--html", metavar="FILE", help="an HTML body, next to the text")
-    send.add_argument("--attach", action="append", metavar="PATH", help="attach a file")
-    send.add_argument(
-        "--priority", choices=("normal", "alert"), default="normal", help="queue order if kept"
+    message = send.add_argument_group("message")
+    message.add_argument(
+        "--to", action="append", required=True, metavar="ADDRESS", help="recipient (repeatable)"
     )
+    message.add_argument("--subject", required=True, help="the subject line")
+    message.add_argument("--cc", action="append", metavar="ADDRESS", help="copy (repeatable)")
+    message.add_argument(
+        "--bcc", action="append", metavar="ADDRESS", help="blind copy (repeatable)"
+    )
+    message.add_argument("--reply-to", metavar="ADDRESS", help="where replies should go")
+    message.add_argument("--html", metavar="FILE", help="an HTML body, next to the text")
+    message.add_argument(
+        "--attach", action="append", metavar="PATH", help="attach a file (repeatable)"
+    )
+    message.add_argument(
+        "--priority",
+        choices=("normal", "alert"),
+        default="normal",
+        help="queue order if the message is kept: alert goes first (default normal)",
+    )
+    _add_settings(send, COMMAND_SETTINGS["send"])
     send.set_defaults(handler=_send)
 
     run = command(
@@ -155,14 +375,28 @@ def build_parser() -> argparse.ArgumentParser:
         "Run CMD with its output passed through unchanged. If it exits non-zero or is "
         "killed by a signal, mail the exit status, duration, host, command line (secrets "
         "masked) and the last lines of output. Exits with CMD's status (128+N for signal N).",
+        f"{SETTINGS_NOTE}\n\nExit status: the command's own, always (128+N when signal N "
+        "killed it; 127 when it could not be started; 2 when there is no command).",
     )
-    run.add_argument("--to", action="append", help="recipient (default: the account itself)")
-    run.add_argument("--subject", help="subject prefix (default: the command line)")
-    run.add_argument("--always", action="store_true", help="mail on success too")
-    run.add_argument("--lines", type=int, default=100, help="lines of output to mail (100)")
+    report = run.add_argument_group("report")
+    report.add_argument(
+        "--to",
+        action="append",
+        metavar="ADDRESS",
+        help="recipient (repeatable; default: the account itself)",
+    )
+    report.add_argument("--subject", help="subject, in place of the command line")
+    report.add_argument("--always", action="store_true", help="mail on success too")
+    report.add_argument(
+        "--lines", type=int, default=100, metavar="N", help="lines of output to mail (default 100)"
+    )
     run.add_argument(
-        "cmd", nargs=argparse.REMAINDER, metavar="-- CMD ARGS", help="the command to run"
+        "cmd",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ARGS",
+        help="the command to run, and its arguments",
     )
+    _add_settings(run, COMMAND_SETTINGS["run"])
     run.set_defaults(handler=_run)
 
     check = command(
@@ -170,22 +404,87 @@ def build_parser() -> argparse.ArgumentParser:
         "check the configuration step by step",
         "Walk the configuration: settings, DNS, TCP, the TLS certificate, EHLO, the "
         "login (app password, or a token refresh then XOAUTH2) and the daily quota. Each "
-        "failure says what is wrong and how to fix it.",
+        "failure says what is wrong and how to fix it. Queued mail is not touched.",
+        f"{SETTINGS_NOTE}\n\n{EXIT_STATUS.replace(', 75 kept in the spool for a later try', '')}",
     )
     check.add_argument("--send", metavar="TO", help="also send a test message to TO")
+    _add_settings(check, COMMAND_SETTINGS["check"])
     check.set_defaults(handler=_check)
 
     outbox = command(
         "outbox",
         "show or manage the spool (queued mail and dead letters)",
         "status: counts, oldest message, next retry, quota used. list: every message "
-        "with its last error. retry: put dead letters (all, or the IDS given) back in the "
-        "queue and send them. purge: delete dead letters (all, or the IDS given).",
+        "with its attempts and last error. status and list only read: they send nothing "
+        "and create no file. retry: put dead letters (all, or the IDs given) back in the "
+        "queue and send them with what waits. purge: delete dead letters (all, or the IDs "
+        "given).",
+        f"{SETTINGS_NOTE}\n\n{EXIT_STATUS} An ID that is not in the spool exits 1.",
     )
-    outbox.add_argument("action", choices=("status", "list", "retry", "purge"))
-    outbox.add_argument("ids", nargs="*", type=int, metavar="ID", help="row ids (from list)")
+    outbox.add_argument(
+        "action",
+        nargs="?",
+        choices=OUTBOX_ACTIONS,
+        help="what to do: " + ", ".join(OUTBOX_ACTIONS[:-1]) + " or " + OUTBOX_ACTIONS[-1],
+    )
+    outbox.add_argument(
+        "ids",
+        nargs="*",
+        type=int,
+        metavar="ID",
+        help="message ids, as 'postbud outbox list' shows them (retry and purge only)",
+    )
+    _add_settings(outbox, COMMAND_SETTINGS["outbox"])
     outbox.set_defaults(handler=_outbox)
+
+    helper = command(
+        "help",
+        "show the help of a command",
+        "Show the help of COMMAND, as 'postbud COMMAND --help' does.",
+        "Exit status: 0 ok, 2 for a command that does not exist.",
+    )
+    helper.add_argument(
+        "topic", nargs="?", metavar="COMMAND", choices=tuple(commands.choices), help="the command"
+    )
+    helper.set_defaults(handler=_help, commands=commands.choices, top=parser)
     return parser
+
+
+#: The actions of ``postbud outbox``.
+OUTBOX_ACTIONS = ("status", "list", "retry", "purge")
+
+
+def _help(args: argparse.Namespace) -> int:
+    parsers: Mapping[str, argparse.ArgumentParser] = args.commands
+    target = parsers[args.topic] if args.topic else args.top
+    target.print_help()
+    return EXIT_OK
+
+
+def usage_error(parser: argparse.ArgumentParser, message: str) -> int:
+    """Say a usage mistake as argparse does (the usage, then one line), on stderr: 2."""
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {message}", file=sys.stderr, flush=True)
+    return EXIT_CONFIG
+
+
+class _LineFormatter(logging.Formatter):
+    """postbud's own warnings as one line each: "postbud: " once, Gmail's replies joined,
+    a traceback only with ``--debug``."""
+
+    def __init__(self, debug: bool) -> None:
+        super().__init__()
+        self.debug = debug
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = f"postbud: {one_line(record.getMessage())}"
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and record.exc_info is not None:
+            if self.debug:
+                text += "\n" + self.formatException(record.exc_info)
+            else:
+                text += f" ({type(exc).__name__}: {exc}; --debug shows the traceback)"
+        return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -194,7 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     own = logging.getLogger("postbud")
     stream = logging.StreamHandler()  # postbud's warnings, in the one-line style
-    stream.setFormatter(logging.Formatter("postbud: %(message)s"))
+    stream.setFormatter(_LineFormatter(bool(getattr(args, "debug", False))))
     if not own.handlers:
         own.addHandler(stream)
     try:
@@ -206,8 +505,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
-        parser.print_help()
-        return EXIT_CONFIG
+        names = [name for name in _EXAMPLES if name is not None]
+        return usage_error(
+            parser,
+            "a command is required: "
+            + ", ".join(names[:-1])
+            + f" or {names[-1]} ('postbud --help' says what each does)",
+        )
+    if args.command == "outbox" and args.action is None:
+        return usage_error(
+            args.parser,
+            "an action is required: "
+            + ", ".join(OUTBOX_ACTIONS[:-1])
+            + f" or {OUTBOX_ACTIONS[-1]} ('postbud outbox --help' says what each does)",
+        )
     try:
         return handler(args)
     except Usage as exc:

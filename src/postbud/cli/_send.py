@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from postbud._smtp import temporary
+from postbud._smtp import summary, temporary
 
 from ._common import EXIT_DELIVERY, EXIT_OK, EXIT_TEMPFAIL, Usage, mailer_from, say
 
@@ -17,7 +17,7 @@ def send_command(args: argparse.Namespace) -> int:
     """Run ``postbud send``; returns the exit status."""
     if sys.stdin is None or sys.stdin.isatty():
         raise Usage(
-            "postbud send reads the message body from stdin: "
+            "the message body comes from stdin: "
             "echo 'Backup done' | postbud send --to you@example.com --subject Backup"
         )
     text = sys.stdin.buffer.read().decode("utf-8", "replace")
@@ -47,7 +47,7 @@ def send_command(args: argparse.Namespace) -> int:
         for address, (code, reply) in result.refused.items() if result else ():
             if not temporary(code, reply):
                 refused_for_good = True
-                say(f"{address} was refused: {code} {reply}")
+                say(f"{address} was refused: {code} {summary(reply)}")
         if kept is not None:
             say(mailer.outbox.kept_line("the message" if result is None else "a copy", kept))
         waits = mailer.outbox.waits() if kept is not None else None
