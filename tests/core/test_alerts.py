@@ -812,9 +812,7 @@ def test_close_warns_once_when_alerts_could_not_be_sent_in_time(
     fake_gmail: FakeGmail, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     spool = tmp_path / "alerts.sqlite"
-    handler = AlertHandler(
-        to=TO, **fake_settings(fake_gmail, spool=str(spool), exit_timeout=0.5)
-    )
+    handler = AlertHandler(to=TO, **fake_settings(fake_gmail, spool=str(spool), exit_timeout=0.5))
     logger = logging.getLogger("app.unsent")
     logger.propagate = False
     logger.addHandler(handler)
