@@ -172,3 +172,71 @@ def test_a_full_disk_keeps_the_quota_count_in_memory_and_records_it_later(
         assert m.stats()["quota_used"] == 601  # and merged into the spool
     with closing(sqlite3.connect(postbud_spool)) as db:
         assert db.execute("SELECT SUM(recipients) FROM ledger").fetchone() == (601,)
+
+
+# -- a spool setting that points at someone else's file (issue 17 review) ----------------
+
+
+def cli(fake: FakeGmail, spool: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("POSTBUD_", "COV_CORE", "COVERAGE"))
+    }
+    values = fake.settings_values(spool=str(spool))
+    env.update({f"POSTBUD_{k.upper()}": str(v) for k, v in values.items()})
+    return subprocess.run(
+        [sys.executable, "-m", "postbud", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        input="body\n",
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", ["status", "list", "send", "mailer"])
+def test_a_file_that_is_not_a_spool_is_left_exactly_as_it_is(
+    fake_gmail: FakeGmail, tmp_path: Path, command: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    notes.chmod(0o644)
+    before = (notes.read_bytes(), notes.stat().st_mode, notes.stat().st_ino)
+    if command == "mailer":
+        with (
+            caplog.at_level(logging.WARNING, logger="postbud"),
+            Mailer(fake_gmail.settings(spool=str(notes)), policy=FAST) as m,
+        ):
+            assert not m.outbox.shared  # memory, not that file
+            m.send(TO, "still sent", "x")
+        assert "is not a postbud spool (not an SQLite file, and readable by others)" in (
+            caplog.text
+        )
+    elif command == "send":
+        result = cli(fake_gmail, notes, "send", "--to", TO, "--subject", "still sent")
+        assert result.returncode == 0, result.stderr
+        assert "is not a postbud spool" in result.stderr
+    else:
+        cli(fake_gmail, notes, "outbox", command)
+    after = (notes.read_bytes(), notes.stat().st_mode, notes.stat().st_ino)
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]  # no .lock, no copy
+
+
+def test_outbox_status_reports_a_damaged_spool_and_leaves_it_for_a_sending_command(
+    fake_gmail: FakeGmail, tmp_path: Path
+) -> None:
+    spool = tmp_path / "outbox.sqlite"
+    keep(fake_gmail, spool, ["a", "b"])
+    damage_page(spool, "outbox")
+    before = spool.read_bytes()
+    result = cli(fake_gmail, spool, "outbox", "status")
+    assert result.returncode == 1
+    assert f"{spool} is damaged (" in result.stderr
+    assert "it is left as it is: the next postbud command that sends moves it" in result.stderr
+    assert spool.read_bytes() == before and not list(tmp_path.glob("*.damaged-*"))
+    result = cli(fake_gmail, spool, "send", "--to", TO, "--subject", "repairs")
+    assert result.returncode == 0, result.stderr
+    assert len(list(tmp_path.glob("outbox.sqlite.damaged-*[0-9]"))) == 1

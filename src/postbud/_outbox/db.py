@@ -532,10 +532,19 @@ class Database:
         self._open_handles()
 
 
-def open_database(path: str | None) -> Database | None:
+#: What an outbox that only reads says of a damaged spool (it never repairs one).
+DAMAGED_LEFT = (
+    "postbud's spool %s is damaged (%s); it is left as it is: the next postbud command "
+    "that sends moves it aside and saves what it can."
+)
+
+
+def open_database(path: str | None, *, repair: bool = True) -> Database | None:
     """The spool at ``path``, or None (memory) when there is none or it cannot be used.
 
     An unusable spool is not a configuration error: one warning per path, then memory.
+    ``repair=False`` (an outbox that only reads: ``postbud outbox status``): a damaged
+    file is reported, never moved aside or salvaged.
     """
     if path is None:
         return None
@@ -545,6 +554,9 @@ def open_database(path: str | None) -> Database | None:
         except sqlite3.DatabaseError as exc:
             if not is_damage(exc):
                 raise
+            if not repair:
+                log.warning(DAMAGED_LEFT, path, exc)
+                return None
             salvaged(path, identity(os.stat(path)) if os.path.exists(path) else None)
             return Database(path)
     except Exception as exc:  # OSError, sqlite3.Error: a read-only disk, a bad path...

@@ -10,6 +10,7 @@ too. A refusal is an ``OSError`` (``SpoolRefused``): one warning, and memory.
 from __future__ import annotations
 
 import os
+import stat
 
 __all__ = ["SpoolRefused", "identity", "make_folders", "open_own_file"]
 
@@ -67,11 +68,36 @@ def open_own_file(path: str) -> int:
                 f"{path} belongs to another user (uid {st.st_uid}); postbud uses only a "
                 "spool of its own"
             )
+        refuse_foreign(path, fd, st)
         os.fchmod(fd, 0o600)
     except BaseException:
         os.close(fd)
         raise
     return fd
+
+
+#: The first bytes of every SQLite database file.
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def refuse_foreign(path: str, fd: int, st: os.stat_result) -> None:
+    """Raise ``SpoolRefused`` if the file at ``path`` is not a spool postbud may use,
+    repair or move aside: a file of something else that the spool setting points at by
+    mistake (``/etc/passwd``, a notes file) must be left exactly as it is.
+
+    Ours: empty (new, or truncated), an SQLite file, or a file only its owner can read
+    (postbud makes every spool 0600), whose header was damaged.
+    """
+    if st.st_size == 0 or not stat.S_ISREG(st.st_mode):
+        return
+    if os.pread(fd, len(SQLITE_HEADER), 0) == SQLITE_HEADER:
+        return
+    if st.st_mode & 0o077 == 0:
+        return  # a damaged spool of ours: salvage moves it aside and saves what it can
+    raise SpoolRefused(
+        f"{path} is not a postbud spool (not an SQLite file, and readable by others); "
+        "postbud leaves it alone: set spool to a path of its own"
+    )
 
 
 def _check_own(path: str, *, required: bool) -> None:

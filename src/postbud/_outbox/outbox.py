@@ -133,7 +133,7 @@ class Outbox:
         credentials' long-lived part (``gates.credential_hash``): a login pause set
         for other credentials does not stop these.
         """
-        database = open_database(settings.spool)
+        database = open_database(settings.spool, repair=worker_transport is not None)
         spool = None
         state: StateStore = MemoryState() if database is None else SQLiteState(database)
         if database is not None:
@@ -207,7 +207,8 @@ class Outbox:
             # with the queue for the fix (``waits()`` says so), it is not lost.
             account = isinstance(exc, (AuthenticationError, TransportError))
             if (exc.retryable or account) and self.keep(envelope, level):
-                return None, exc.description
+                # The hint too: "check security='ssl'" is the diagnosis a user needs.
+                return None, exc.description + (f"; {exc.hint}" if exc.hint else "")
             raise
         later = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
         if later and self.keep(envelope.with_recipients(later), level):

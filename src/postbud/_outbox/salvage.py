@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .files import identity, open_own_file
+from .files import identity, open_own_file, refuse_foreign
 
 __all__ = ["Fresh", "Salvaged", "after_salvage", "damaged_copies", "is_damage", "salvage"]
 
@@ -130,6 +130,7 @@ def salvage(
     ``skip``: Message-IDs not to save (delivered, but the damaged file could not record
     it). Raises ``OSError`` or ``sqlite3.Error`` when the fresh spool cannot be made.
     """
+    _refuse_foreign(path)  # before the lock file is made: nothing beside it either
     with _locked(path):
         try:
             now_there = identity(os.stat(path))
@@ -151,6 +152,19 @@ def salvage(
             return _copy(moved_to, fresh, set(skip))
         finally:
             fresh.close()
+
+
+def _refuse_foreign(path: str) -> None:
+    """``files.refuse_foreign`` for the file at ``path`` now (a file put there under a
+    running process is never moved aside unless it is a spool of ours)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return
+    try:
+        refuse_foreign(path, fd, os.fstat(fd))
+    finally:
+        os.close(fd)
 
 
 def _copy(path: str, fresh: Fresh, skip: set[str]) -> Salvaged:

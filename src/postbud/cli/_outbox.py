@@ -14,11 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import sqlite3
 from datetime import datetime, timezone
 
 from postbud._config import Settings
 from postbud._mailer import Mailer
 from postbud._outbox import Outbox, OutboxRow, OutboxStatus
+from postbud._outbox.db import DAMAGED_LEFT
+from postbud._outbox.salvage import is_damage
 from postbud.errors import ConfigurationError
 
 from ._common import (
@@ -93,6 +96,11 @@ def outbox_command(args: argparse.Namespace) -> int:
             _list(outbox.rows(), settings)
         elif action == "purge":
             print(f"{outbox.purge(ids)} dead letter(s) deleted.")
+    except sqlite3.DatabaseError as exc:
+        if not is_damage(exc):
+            raise
+        say(DAMAGED_LEFT % (settings.spool, exc))  # never repaired by a command that reads
+        return EXIT_DELIVERY
     finally:
         outbox.close(0)
     return _retry(settings, ids) if action == "retry" else EXIT_OK
