@@ -258,3 +258,18 @@ def test_alert_on_crash_a_later_good_call_wins(
     assert "not mailed" not in result.stderr
     [received] = fake_gmail.messages
     assert received.recipients == ("oncall@example.com",)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--security", "tls"], ["--lines", "abc"], ["--app-password", "x"], ["--subject"]],
+)
+def test_options_argparse_refuses_still_run_the_job(tmp_path: Path, options: list[str]) -> None:
+    result = run(clean_env(tmp_path), *options, "--", "sh", "-c", "echo JOBRAN; exit 4")
+    assert result.returncode == 4
+    assert result.stdout == b"JOBRAN\n"
+    assert (
+        "postbud: the job runs, but its failure cannot be mailed: the options before -- could "
+        "not be read (see the error above)"
+    ) in result.stderr.decode()
+    assert b"Traceback" not in result.stderr

@@ -490,7 +490,19 @@ class _LineFormatter(logging.Formatter):
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        job = _job_of(sys.argv[1:] if argv is None else list(argv))
+        if exc.code != 2 or not job:
+            raise
+        # postbud run with options argparse refused (argparse said why, above): the
+        # job runs all the same; only its failure cannot be mailed.
+        from ._run import run_command
+
+        problem = "the options before -- could not be read (see the error above)"
+        say(f"the job runs, but its failure cannot be mailed: {problem}")
+        return run_command(None, job, None, None, False, 100, problem=problem)
     own = logging.getLogger("postbud")
     stream = logging.StreamHandler()  # postbud's warnings, in the one-line style
     stream.setFormatter(_LineFormatter(bool(getattr(args, "debug", False))))
@@ -500,6 +512,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(parser, args)
     finally:
         own.removeHandler(stream)
+
+
+def _job_of(argv: list[str]) -> list[str]:
+    """The job of a ``postbud [--debug] run ... -- JOB`` command line, else []."""
+    words = [w for w in argv[: argv.index("--")] if not w.startswith("-")] if "--" in argv else []
+    if not words or words[0] != "run":
+        return []
+    return argv[argv.index("--") + 1 :]
 
 
 def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
