@@ -13,11 +13,13 @@ from collections.abc import Callable
 from postbud._check import CheckStep, diagnose
 from postbud._config import Settings
 
+from ._common import as_options
+
 __all__ = ["run_checks"]
 
 
 def _line(status: str, step: str, text: str) -> None:
-    print(f"{status:<4} {step:<9} {text}", flush=True)
+    print(f"{status:<4} {step:<9} {as_options(text)}", flush=True)
 
 
 def _printer(debug: bool) -> Callable[[CheckStep], None]:

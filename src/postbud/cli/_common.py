@@ -71,11 +71,25 @@ _CONTINUED = re.compile(r"[ \t]*(?:\r\n|\r|\n)\s*(?:[245]\.\d{1,3}\.\d{1,3}\s+)?
 _SESSION = re.compile(r"\s+\S+ - gsmtp(?=\W|$)")
 
 
+#: A setting in Python's spelling inside a hint: ``security='ssl'``, ``port=465``.
+_PYTHON_SETTING = re.compile(
+    r"\b(?P<name>security|port|host|timeout|ca_file|spool|username|sender)"
+    r"=(?P<q>'?)(?P<value>[^'\s,;)]+)(?P=q)"
+)
+
+
+def as_options(text: str) -> str:
+    """A library hint in the command line's words: ``check security='ssl'`` becomes
+    ``check --security ssl`` (the core's texts are written for Python callers)."""
+    return _PYTHON_SETTING.sub(lambda m: f"{option_of(m['name'])} {m['value']}", text)
+
+
 def one_line(message: str) -> str:
-    """``message`` as one line, without a leading "postbud" that ``say`` adds again."""
+    """``message`` as one line, without a leading "postbud" that ``say`` adds again,
+    settings named as options."""
     text = message.strip()
     text = _OWN_POSSESSIVE.sub("the ", _OWN_NAME.sub("", text))
-    return _SESSION.sub("", _CONTINUED.sub(" ", text))
+    return as_options(_SESSION.sub("", _CONTINUED.sub(" ", text)))
 
 
 def say(message: str) -> None:
