@@ -7,15 +7,17 @@ Private: the rest of postbud imports only the names below, never a module inside
 from __future__ import annotations
 
 from .admin import OutboxRow, OutboxStatus
-from .db import SCHEMA_VERSION, Database, SchemaTooNew
+from .db import DAMAGED_LEFT, SCHEMA_VERSION, Database, SchemaTooNew
 from .gates import credential_hash
 from .outbox import Outbox
 from .queue import Item, Priority, PriorityName, Queue, QueueBusy
 from .retry import DEFAULT_POLICY, RetryPolicy
+from .salvage import is_damage
 from .shutdown import first as at_exit_first
 from .stats import Stats
 
 __all__ = [
+    "DAMAGED_LEFT",
     "DEFAULT_POLICY",
     "SCHEMA_VERSION",
     "Database",
@@ -32,4 +34,5 @@ __all__ = [
     "Stats",
     "at_exit_first",
     "credential_hash",
+    "is_damage",
 ]

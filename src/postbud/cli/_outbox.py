@@ -19,9 +19,7 @@ from datetime import datetime, timezone
 
 from postbud._config import Settings
 from postbud._mailer import Mailer
-from postbud._outbox import Outbox, OutboxRow, OutboxStatus
-from postbud._outbox.db import DAMAGED_LEFT
-from postbud._outbox.salvage import is_damage
+from postbud._outbox import DAMAGED_LEFT, Outbox, OutboxRow, OutboxStatus, is_damage
 from postbud.errors import ConfigurationError
 
 from ._common import (
