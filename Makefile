@@ -7,12 +7,12 @@ PYTEST_ARGS ?=
 # The other supported Pythons (`make test-pythons`, run by CI); 3.11 is .venv's.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
-.PHONY: help demo test test-pythons fuzz lint format bench clean
+.PHONY: help demo test test-pythons test-django60 fuzz lint format bench clean
 
 help:
 	@echo "make demo          run the demo against an embedded fake Gmail (no account needed)"
 	@echo "make test          lint, type checks, the layer check, the suite with coverage"
-	@echo "make test-pythons  the suite on Python $(OTHER_PYTHONS) (each in .venv-3.X)"
+	@echo "make test-pythons  the suite on Python $(OTHER_PYTHONS) (each in .venv-3.X), and Django 6.0"
 	@echo "make fuzz          the property-based tests, random and longer (FUZZ_PYTHONS=...)"
 	@echo "make lint          ruff, mypy --strict on src and integrations, mypy on tests, layers"
 	@echo "make format        ruff's fixes and formatting"
@@ -42,8 +42,22 @@ lint: $(VENV)/.dev-installed
 	$(VENV)/bin/mypy --config-file tests/mypy.ini tests
 	$(PY) tools/check_layers.py
 
+# The core suite, then the Django test project (tests/integrations/django) once per
+# settings module: the legacy EMAIL_* one, and with Django >= 6.1 the MAILERS one. Each
+# is its own pytest invocation (one settings object cannot be both); coverage adds up
+# over them and the last one reports it against the floor.
+DJANGO_TESTS := tests/integrations/django
+HAS_MAILERS = $(1) -c 'import django, sys; sys.exit(django.VERSION < (6, 1))'
+
 test: lint
-	$(PY) -m pytest --cov --cov-branch --cov-report=term --junitxml=build/junit.xml $(PYTEST_ARGS)
+	$(PY) -m pytest -p no:django --cov --cov-branch --cov-report= --cov-fail-under=0 \
+		--junitxml=build/junit.xml $(PYTEST_ARGS)
+	if $(call HAS_MAILERS,$(PY)); then \
+		$(PY) -m pytest $(DJANGO_TESTS) --ds=djangoproject.settings_mailers --cov --cov-branch \
+			--cov-append --cov-report= --cov-fail-under=0 --junitxml=build/junit-django-mailers.xml $(PYTEST_ARGS); \
+	fi
+	$(PY) -m pytest $(DJANGO_TESTS) --ds=djangoproject.settings_legacy --cov --cov-branch \
+		--cov-append --cov-report=term --junitxml=build/junit-django.xml $(PYTEST_ARGS)
 
 # One virtualenv per Python, made with the pyenv (or system) interpreter of that version;
 # a missing interpreter fails and says which.
@@ -62,9 +76,29 @@ test: lint
 	touch $@
 
 test-%: .venv-%/.dev-installed
-	.venv-$*/bin/python -m pytest -p no:cacheprovider --junitxml=build/junit-$*.xml $(PYTEST_ARGS)
+	.venv-$*/bin/python -m pytest -p no:cacheprovider -p no:django --junitxml=build/junit-$*.xml $(PYTEST_ARGS)
+	.venv-$*/bin/python -m pytest -p no:cacheprovider $(DJANGO_TESTS) --ds=djangoproject.settings_legacy \
+		--junitxml=build/junit-$*-django.xml $(PYTEST_ARGS)
+	if $(call HAS_MAILERS,.venv-$*/bin/python); then \
+		.venv-$*/bin/python -m pytest -p no:cacheprovider $(DJANGO_TESTS) \
+			--ds=djangoproject.settings_mailers --junitxml=build/junit-$*-django-mailers.xml $(PYTEST_ARGS); \
+	fi
 
-test-pythons: $(addprefix test-,$(OTHER_PYTHONS))
+# Django 6.0 (the modern email API, no MAILERS) on Python 3.12, in its own virtualenv;
+# .venv-3.12 has the newest Django (6.1).
+.venv-django60/.dev-installed: pyproject.toml
+	@version=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12\.[0-9]+$$' | sort -V | tail -n 1); \
+	if [ -n "$$version" ]; then PYENV_VERSION=$$version python3.12 -m venv .venv-django60; \
+	else python3.12 -m venv .venv-django60; fi
+	.venv-django60/bin/python -m pip install --quiet --upgrade pip
+	.venv-django60/bin/python -m pip install --quiet -e '.[dev]' 'Django>=6.0,<6.1'
+	touch $@
+
+test-django60: .venv-django60/.dev-installed
+	.venv-django60/bin/python -m pytest -p no:cacheprovider $(DJANGO_TESTS) \
+		--ds=djangoproject.settings_legacy --junitxml=build/junit-django60.xml $(PYTEST_ARGS)
+
+test-pythons: $(addprefix test-,$(OTHER_PYTHONS)) test-django60
 
 # The property-based tests (tests/core/test_fuzz_message.py) with the random, longer
 # hypothesis profile of conftest.py; make test runs them short and derandomized. A
@@ -86,4 +120,4 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* build dist .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-3.* .venv-django60 build dist .coverage .mypy_cache .ruff_cache .pytest_cache

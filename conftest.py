@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 
 import pytest
 
@@ -41,3 +43,18 @@ else:
         suppress_health_check=[HealthCheck.too_slow],
     )
     settings.load_profile("postbud-short")
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """The Django test project runs only in its own invocations (make test passes
+    --ds=djangoproject.settings_legacy or ...settings_mailers): one settings object
+    cannot be both, and the core suite runs without pytest-django (-p no:django)."""
+    django_tests = Path(__file__).parent / "tests" / "integrations" / "django"
+    if collection_path == django_tests or django_tests in collection_path.parents:
+        try:
+            configured = config.getoption("ds", default=None)
+        except ValueError:  # pytest-django is not loaded
+            configured = None
+        if not (configured or os.environ.get("DJANGO_SETTINGS_MODULE")):
+            return True
+    return None

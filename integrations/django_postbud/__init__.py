@@ -1,4 +1,10 @@
-"""django_postbud: postbud for Django (arrives in a later release; this guard comes first).
+"""django_postbud: postbud for Django 5.2, 6.0 and 6.1.
+
+- ``EMAIL_BACKEND = "django_postbud.EmailBackend"`` (or as a ``MAILERS`` backend);
+- ``django_postbud.AdminAlertHandler`` in ``LOGGING``: a drop-in for Django's
+  ``AdminEmailHandler`` with postbud's storm control;
+- ``"django_postbud"`` in ``INSTALLED_APPS`` (optional): system checks and the
+  ``postbud_check`` and ``postbud_outbox`` management commands.
 
 Importing it without Django installed fails with the pip command that fixes it.
 """
@@ -14,4 +20,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
         "django_postbud needs Django: pip install 'postbud[django]'", package="django"
     ) from exc
 
-__all__: list[str] = []
+from ._alerts import AdminAlertHandler
+from ._backend import EmailBackend
+
+__all__ = ["AdminAlertHandler", "EmailBackend"]

@@ -1,0 +1,1 @@
+"""``manage.py postbud_check`` and ``manage.py postbud_outbox``."""
