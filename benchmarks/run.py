@@ -16,6 +16,7 @@ if __name__ == "__main__":
         "bench_outbox.py",
         "bench_alerts.py",
         "bench_scale.py",
+        "bench_django.py",
     ):
         print(f"\n## {name}")
         sys.argv = [name]
