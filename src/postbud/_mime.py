@@ -274,7 +274,10 @@ def parameter_header(name: str, value: str, params: Iterable[tuple[str, str]]) -
         # A boundary is never encoded ("=?" is legal in one, and readers do not decode
         # it); other values holding "=?" are, as some readers decode those.
         plain = _plain(text, False) or (key.lower() == "boundary" and text.isprintable())
-        if plain and text.isascii() and len(_quoted(text)) <= 900:
+        # A value in quotes of its own ('""', '"x"') would be unquoted twice by the
+        # stdlib's get_filename() (found by the fuzz test): it goes encoded.
+        quoted_already = len(text) > 1 and text[0] == text[-1] == '"'
+        if plain and not quoted_already and text.isascii() and len(_quoted(text)) <= 900:
             lines.add(" ", f"{key}={_quoted(text)}{end}")
             continue
         sections = [""]

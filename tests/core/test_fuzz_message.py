@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given  # noqa: E402
+from hypothesis import example, given  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 from postbud import ConfigurationError, InvalidMessageError  # noqa: E402
@@ -521,6 +521,8 @@ def test_custom_headers(headers: list[tuple[str, str]]) -> None:
 
 
 @given(files=attachments, images=inline, html=mostly(st.just("<p>hi</p>"), st.none()))
+# Found on Python 3.10 in CI: a name in quotes of its own ('""') was read back as ''.
+@example(files=[('""', b"\xdcK"), ('"=?', b"p"), ('"x"', b"")], images={}, html=None)
 def test_attachments_and_inline_images(
     files: list[tuple[Any, ...]], images: dict[str, bytes], html: str | None
 ) -> None:
@@ -541,14 +543,27 @@ def test_attachments_and_inline_images(
     msg = read(env.data, env.smtputf8)
     found = list(msg.iter_attachments())
     assert len(found) == len(files)
-    for part, item in zip(found, files, strict=True):
+    # The modern policy's get_filename() unquotes a name in quotes of its own twice
+    # ('"x"' -> 'x', '""' -> ''), however it is written; postbud sends such names
+    # RFC 2231-encoded, which compat32 reads back as they were.
+    names32 = [
+        p.get_filename()
+        for p in email.message_from_bytes(env.data, policy=policy.compat32).walk()
+        if p.get_content_disposition() == "attachment"
+    ]
+    for n, (part, item) in enumerate(zip(found, files, strict=True)):
         name, data = item[0], item[1]
         kind = (
             item[2].lower()
             if len(item) == 3
             else (mimetypes.guess_type(name, strict=False)[0] or "application/octet-stream")
         )
-        assert (part.get_filename(), part.get_content_type()) == (name.strip(), kind)
+        got = part.get_filename()
+        shown = name.strip()
+        if len(shown) > 1 and shown[0] == shown[-1] == '"':
+            got = names32[n]
+            assert b"filename*" in env.data  # encoded, not a quoted string
+        assert (got, part.get_content_type()) == (shown, kind)
         assert part.get_payload(decode=True) == data
     shown = {str(p["Content-ID"]): p for p in msg.walk() if p["Content-ID"] is not None}
     assert sorted(shown) == sorted(f"<{cid}>" for cid in images)
