@@ -405,3 +405,209 @@ def test_long_boundaries_and_plain_file_names_go_as_quoted_strings() -> None:
     assert f'filename="{name}"'.encode() in env.data
     [part] = parsed(env.data).iter_attachments()
     assert part.get_filename() == name
+
+
+# -- the one-line path of send_message() (_ready._plain_field) --------------------------
+# Ordinary headers (printable ASCII, no line break, short) skip the folders: they must be
+# written byte for byte as the checked path writes them, and nothing else may take it.
+
+ONE_LINE_COMPAT32 = [
+    ("Subject", "Your order 1234 has shipped"),
+    ("Subject", "inner  blanks"),  # both blanks kept
+    ("X-Mailer", "x" * (78 - len("X-Mailer: "))),  # exactly 78 characters
+    ("From", "Shop <shop@example.com>"),
+    ("To", '"Doe, Jane" <jane@example.com>, b@example.com'),
+    ("Date", "Wed, 02 Dec 2026 04:24:25 -0000"),
+    ("Message-ID", "<179618546585.8491.16570762159668746521@localhost>"),
+    ("MIME-Version", "1.0"),
+    ("Content-Transfer-Encoding", "7bit"),
+    ("Content-Type", 'text/plain; charset="utf-8"'),
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Type", 'TEXT/Plain;Charset="UTF-8"; format=flowed'),
+    ("Content-Type", 'multipart/alternative; boundary="===============5424111912458869827=="'),
+    ("Content-Type", 'text/plain; name="a;b=c  d"'),
+    ("Content-Disposition", 'attachment; filename="report.pdf"'),
+    ("Content-Disposition", 'attachment; filename="' + "r" * 70 + '.pdf"'),  # folded
+    ("Content-Disposition", "inline"),
+]
+# The modern API's address lists are checked and written by postbud's rules instead.
+ONE_LINE_MODERN = [(name, value) for name, value in ONE_LINE_COMPAT32 if name not in ("From", "To")]
+
+
+def _paths(policy_: Any) -> tuple[Any, Any]:
+    """The checked policy, and the same without the one-line path."""
+    from postbud._ready import _checked
+
+    fast = _checked(policy_)
+    slow_cls: Any = type("Slow", (type(fast),), {"_stdlib_fold": False})
+    slow = slow_cls.__new__(slow_cls)
+    for attr, value in vars(fast).items():
+        object.__setattr__(slow, attr, value)
+    return fast, slow
+
+
+@pytest.mark.parametrize(("name", "value"), ONE_LINE_COMPAT32)
+def test_the_one_line_path_writes_compat32_headers_as_the_checked_path(
+    name: str, value: str
+) -> None:
+    from postbud._ready import _plain_field
+
+    fast, slow = _paths(policy.compat32)
+    data = _plain_field(fast, name, value)
+    assert data is not None  # the path is taken
+    assert data == slow.fold_binary(name, value) == fast.fold_binary(name, value)
+
+
+@pytest.mark.parametrize(("name", "value"), ONE_LINE_MODERN)
+@pytest.mark.parametrize("modern", [policy.default, policy.SMTP], ids=["default", "SMTP"])
+def test_the_one_line_path_writes_modern_headers_as_the_checked_path(
+    name: str, value: str, modern: Any
+) -> None:
+    from postbud._ready import _plain_field
+
+    fast, slow = _paths(modern)
+    header_ = modern.header_factory(name, value)
+    data = _plain_field(fast, name, header_)
+    assert data is not None
+    assert data == slow.fold_binary(name, header_) == fast.fold_binary(name, header_)
+
+
+UNUSUAL = [
+    ("Subject", "Grüße"),  # not ASCII
+    ("Subject", "line\r\n break"),  # folding
+    ("Subject", "bare\nLF"),
+    ("Subject", "tab\there"),
+    ("Subject", "control\x1cchar"),
+    ("Subject", "del\x7f"),
+    ("Subject", "=?utf-8?q?=0D=0A?=Bcc: x@example.com"),  # an encoded word
+    ("Subject", " leading blank"),
+    ("Subject", "trailing blank "),
+    ("Subject", ""),
+    ("Subject", "x" * (79 - len("Subject: "))),  # 79 characters: folded by the checked path
+    ("Content-Type", "text/plain; name*=utf-8''%C3%A9.txt"),  # RFC 2231
+    ("Content-Type", 'text/plain; charset="a"; charset="b"'),  # a repeated parameter
+    ("Content-Type", 'text/plain; name="a\\"b"'),  # a backslash in a quoted string
+    ("Content-Type", 'text/plain; name="=?utf-8?q?a?="'),
+    ("Content-Type", 'text/plain; name=" padded "'),
+    ("Content-Type", "text/plain ; charset=utf-8"),
+    ("Content-Type", "text"),
+    ("Content-Disposition", 'attachment; filename="r\u00e9.pdf"'),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), UNUSUAL)
+@pytest.mark.parametrize("policy_", [policy.compat32, policy.default], ids=["compat32", "modern"])
+def test_anything_unusual_takes_the_checked_path(name: str, value: str, policy_: Any) -> None:
+    from postbud._ready import _plain_field
+
+    fast, _ = _paths(policy_)
+    if isinstance(policy_, policy.EmailPolicy):
+        assert _plain_field(fast, name, policy_.header_factory(name, value)) is None
+        assert _plain_field(fast, name, value) is None  # source text of a parsed message
+    else:
+        assert _plain_field(fast, name, value) is None
+
+
+def test_modern_address_lists_and_headers_with_defects_take_the_checked_path() -> None:
+    from postbud._ready import _plain_field
+
+    fast, _ = _paths(policy.default)
+    for name, value in [
+        ("To", "a@example.com"),  # addresses are checked and written by postbud's rules
+        ("Date", "not a date"),  # a defect
+        ("MIME-Version", "1.0 (comment) x"),  # a defect
+    ]:
+        assert _plain_field(fast, name, policy.default.header_factory(name, value)) is None
+    header_ = policy.default.header_factory("Subject", "hi")
+    assert _plain_field(fast, "subject", header_) is None  # not the header object's name
+
+
+def test_a_policy_that_folds_its_own_way_never_takes_the_one_line_path() -> None:
+    from postbud._ready import _checked, _CheckedFold
+
+    class Shouting(policy.EmailPolicy):
+        def fold_binary(self, name: str, value: str) -> bytes:
+            return super().fold_binary(name.upper(), value)
+
+    class Terse(policy.Compat32):
+        def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+            return f"{name}:{value}{self.linesep}"
+
+    def one_line_path(policy_: Any) -> bool:
+        checked_ = _checked(policy_)
+        assert isinstance(checked_, _CheckedFold)
+        return checked_._stdlib_fold
+
+    assert not one_line_path(Shouting())
+    assert not one_line_path(Terse())
+    assert one_line_path(policy.default)
+    assert one_line_path(policy.SMTPUTF8)
+    assert one_line_path(policy.compat32)
+
+
+def _django_like(kind: str) -> Message:
+    """Messages as Django's EmailMessage.message() makes them (5.2: compat32 SafeMIME
+    classes; 6.1: email.message.EmailMessage), the boundary fixed."""
+    from email.mime.multipart import MIMEMultipart
+
+    msg: Message
+    if kind == "compat32":
+        msg = MIMEText("Hello there,\nthis is the body.\n", "plain", "us-ascii")
+    elif kind == "compat32-multipart":
+        msg = MIMEMultipart("alternative", boundary="===============5424111912458869827==")
+        msg.attach(MIMEText("text body\n", "plain", "us-ascii"))
+        msg.attach(MIMEText("<p>html</p>\n", "html", "us-ascii"))
+    else:
+        modern = EmailMessage()
+        modern.set_content("Hello there,\nthis is the body.\n")
+        if kind == "modern-multipart":
+            modern.add_alternative("<p>html</p>\n", subtype="html")
+            modern.set_boundary("===============5424111912458869827==")
+        msg = modern
+    msg["Subject"] = "Your order 1234 has shipped"
+    msg["From"] = "Shop <shop@example.com>"
+    msg["To"] = "a@example.com"
+    msg["Cc"] = "b@example.com"
+    msg["Bcc"] = "hidden@example.com"
+    msg["Reply-To"] = "help@example.com"
+    msg["Date"] = "Wed, 02 Dec 2026 04:24:25 -0000"
+    msg["Message-ID"] = "<179618546585.8491.16570762159668746521@localhost>"
+    msg["X-Long"] = "word " * 30  # folded: the checked path
+    return msg
+
+
+@pytest.mark.parametrize("kind", ["compat32", "compat32-multipart", "modern", "modern-multipart"])
+def test_a_message_is_written_the_same_with_and_without_the_one_line_path(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from postbud import _ready
+
+    fast = envelope_from_message(_django_like(kind), mail_from=ME)
+    monkeypatch.setattr(_ready, "_plain_field", lambda *args: None)
+    slow = envelope_from_message(_django_like(kind), mail_from=ME)
+    assert fast.data == slow.data
+    assert b"Bcc" not in head_of(fast.data)
+    assert fast.recipients == ("a@example.com", "b@example.com", "hidden@example.com")
+    msg = parsed(fast.data)
+    assert msg["Subject"] == "Your order 1234 has shipped"
+    assert msg["X-Long"].strip() == ("word " * 30).strip()  # compared after strip()
+
+
+def test_a_new_boundary_that_occurs_in_the_parts_is_drawn_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import email.generator
+    import random
+
+    from postbud._ready import _Generator
+
+    tokens = iter([1, 1, 2, 3, 3])
+    monkeypatch.setattr(random, "randrange", lambda _: next(tokens))  # the generator's
+    first = _Generator._make_boundary()
+    text = b"body\r\n--" + first.encode() + b"\r\nmore"
+    again = _Generator._make_boundary(text)
+    assert again != first
+    assert b"--" + again.encode() + b"\r\n" not in text
+    unique = _Generator._make_boundary(b"nothing like it")
+    stdlib: Any = email.generator.Generator
+    assert unique == stdlib._make_boundary()  # the same token, 3
