@@ -163,12 +163,16 @@ def test_a_delivered_row_is_not_resent_when_another_thread_salvaged_first(
     def sent(self: DiskSpool, item: Any, record: Any) -> None:
         if not state["done"]:
             state["done"] = True
-            # a flush() or pending() in another thread hits the same damage first
+            # a flush() or pending() in another thread hits the same damage while
+            # this delivery is not settled yet: its salvage waits for the worker
+            # (outbox.delivering), so the message is never saved into the fresh spool.
             other = threading.Thread(
                 target=state["mailer"].outbox.recover, args=(sqlite3.DatabaseError(MALFORMED),)
             )
+            state["other"] = other
             other.start()
-            other.join()
+            other.join(0.3)
+            assert other.is_alive()  # waiting, not salvaging under the delivery
             raise sqlite3.DatabaseError(MALFORMED)
         real_sent(self, item, record)
 
@@ -179,6 +183,8 @@ def test_a_delivered_row_is_not_resent_when_another_thread_salvaged_first(
         m.submit(TO, "once", "x")
         assert m.flush(10)
         time.sleep(1)
+        state["other"].join(10)
+        assert not state["other"].is_alive()
     assert [r["Subject"] for r in fake_gmail.messages] == ["once"]
 
 

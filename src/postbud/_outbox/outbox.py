@@ -108,6 +108,10 @@ class Outbox:
         self._worker = Worker(self, worker_transport or (lambda: _NO_TRANSPORT))
         self._warned_spill = False
         self._recovering = threading.Lock()
+        # Held by the worker from a delivery until it is settled (or its Message-ID is
+        # in delivered_ids): a salvage by another thread (a flush) waits for it, so a
+        # message Gmail accepted a moment ago is never saved into the fresh spool.
+        self.delivering = threading.RLock()
         self._recovered_at = -RECOVERED_RECENTLY
         # Message-IDs Gmail accepted that the spool could not record as sent: never
         # saved by a salvage, never sent again (bounded: the newest 10,000).
@@ -423,7 +427,7 @@ class Outbox:
             return
         database = spool.database
         try:
-            with self._recovering:
+            with self.delivering, self._recovering:
                 # Another thread of this process (the worker, a flush) may have hit the
                 # same damage and remade the file a moment ago: the fresh file is not
                 # damaged, only this thread's view of the old one was.
@@ -557,6 +561,7 @@ class Outbox:
         self.stopping = False
         self.memory = MemoryQueue(self.settings.queue_size)
         self._recovering = threading.Lock()  # a parent's thread may have held it
+        self.delivering = threading.RLock()
 
 
 class _NoTransport:

@@ -92,7 +92,8 @@ class Worker:
                     self._idle(now)
                     continue
                 idle_since = time.monotonic()
-                self._handle(item)
+                with outbox.delivering:  # a salvage waits until this one is settled
+                    self._handle(item)
             except Exception as exc:  # a bug or a broken spool must not kill delivery
                 if is_damage(exc):  # the file: moved aside, what it held saved
                     outbox.recover(exc)
