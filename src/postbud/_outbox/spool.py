@@ -339,9 +339,10 @@ class DiskSpool:
         rows = self.database.read(
             "SELECT MIN(due) FROM ("
             "SELECT MIN(next_try) AS due FROM outbox "
-            "WHERE account = ?1 AND state = 'queued' AND lease_until = 0 "
+            "WHERE account = ? AND state = 'queued' AND lease_until = 0 "
             "UNION ALL SELECT MAX(next_try, lease_until) FROM outbox "
-            "WHERE account = ?1 AND state = 'queued' AND lease_until > 0)",
+            "WHERE account = ? AND state = 'queued' AND lease_until > 0)",
+            self.account,
             self.account,
         )
         value = rows[0][0] if rows else None
