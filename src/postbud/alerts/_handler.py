@@ -369,7 +369,9 @@ class AlertHandler(logging.Handler):
             if not sent:
                 self._warn_unsent(wait)
             if self._owns_mailer:
-                self.mailer.close(0)
+                # Flushed already: up to 1 s more only for the worker to stop (close's
+                # stop waits min(1 s, timeout)); nothing more when mail was left.
+                self.mailer.close(1.0 if sent else 0.0)
         super().close()
 
     def _warn_unsent(self, waited: float) -> None:
