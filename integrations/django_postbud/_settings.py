@@ -78,7 +78,7 @@ class Resolved:
 _FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(postbud.Settings))
 # Who logs in: the first level that sets any of these gives all of them (DESIGN.md), so a
 # POSTBUD OAuth token file is never combined with a legacy EMAIL_HOST_PASSWORD.
-_CREDENTIALS = frozenset(
+CREDENTIALS = frozenset(
     {
         "username",
         "app_password",
@@ -408,13 +408,13 @@ def _background(levels: list[_Level], error: type[ImproperlyConfigured]) -> bool
 
 def _merge(levels: list[_Level]) -> tuple[dict[str, Any], dict[str, str]]:
     """One dict of values (and their spellings) from the levels, highest first."""
-    account = next((lv for lv in levels if _CREDENTIALS & lv.values.keys()), None)
+    account = next((lv for lv in levels if CREDENTIALS & lv.values.keys()), None)
     values: dict[str, Any] = {}
     spelling: dict[str, str] = {}
     for level in reversed(levels):  # lowest first, each level over the ones below
-        given = {n: v for n, v in level.values.items() if n not in _CREDENTIALS}
+        given = {n: v for n, v in level.values.items() if n not in CREDENTIALS}
         if level is account:
-            given.update({n: v for n, v in level.values.items() if n in _CREDENTIALS})
+            given.update({n: v for n, v in level.values.items() if n in CREDENTIALS})
         _follow_mode(values, spelling, given)
         values.update(given)
         spelling.update({n: level.spelling[n] for n in given})
@@ -465,7 +465,7 @@ def _home(levels: list[_Level], alias: str | None) -> Any:
     POSTBUD."""
     if alias is not None:
         return lambda name: f'MAILERS["{alias}"]["OPTIONS"]["{name}"]'
-    account = next((lv for lv in levels if _CREDENTIALS & lv.values.keys()), None)
+    account = next((lv for lv in levels if CREDENTIALS & lv.values.keys()), None)
     where = account.where if account is not None else "postbud"
     legacy = {name: setting for setting, name in _LEGACY.items()}
 

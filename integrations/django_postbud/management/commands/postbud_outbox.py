@@ -23,7 +23,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 import postbud
-from django_postbud._settings import settings_for
+from django_postbud._settings import CREDENTIALS, settings_for
 from django_postbud.management._site import EXIT_CONFIG, add_using, mailer_alias
 
 __all__ = ["Command"]
@@ -31,17 +31,7 @@ __all__ = ["Command"]
 _ACTIONS = ("status", "list", "retry", "purge")
 # Who logs in: given to ``retry`` only (``status``, ``list`` and ``purge`` read or delete
 # rows of the account, which ``username`` names).
-_CREDENTIALS = frozenset(
-    {
-        "app_password",
-        "auth",
-        "oauth_token_file",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_refresh_token",
-        "service_account_file",
-    }
-)
+_CREDENTIALS = CREDENTIALS - {"username"}
 
 
 class Command(BaseCommand):
