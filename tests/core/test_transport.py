@@ -477,6 +477,58 @@ def test_raw_smtplib_client_sees_gmail(fake_gmail_starttls: FakeGmail) -> None:
         assert info.value.smtp_error.startswith(b"5.7.8 Username and Password not accepted.")  # type: ignore[arg-type]
 
 
+# -- PIPELINING (RFC 2920): MAIL, RCPT... and DATA in one write -----------------------
+
+OTHER = "other@example.com"
+
+
+def test_envelope_commands_are_pipelined(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    mailer.send([TO, OTHER, "third@example.com"], "Hi", "x")
+    # Each of these arrived with the next command already behind it; DATA was the
+    # last of the write (the message waits for its 354).
+    assert fake_gmail.pipelined == ["MAIL", "RCPT", "RCPT", "RCPT"]
+    assert fake_gmail.messages[0].recipients == (TO, OTHER, "third@example.com")
+
+
+def test_without_pipelining_one_command_at_a_time(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    fake_gmail.pipelining = False  # before the (lazy) connection's EHLO
+    assert mailer.send([TO, OTHER], "Hi", "x").accepted == (TO, OTHER)
+    assert fake_gmail.pipelined == []
+    assert fake_gmail.commands[-4:] == ["MAIL", "RCPT", "RCPT", "DATA"]
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_refusals_keep_the_session_in_step(
+    fake_gmail: FakeGmail, mailer: Mailer, pipelining: bool
+) -> None:
+    """Every way a transaction can be refused leaves the connection answering the
+    next command with its own reply: pipelined replies that follow a refusal are read."""
+    fake_gmail.pipelining = pipelining
+    fake_gmail.fail_next("MAIL", replies.BAD_SENDER)  # the RCPTs and DATA behind: 503
+    with pytest.raises(SenderRefusedError):
+        mailer.send([TO, OTHER], "1", "x")
+    fake_gmail.bad_recipients = {OTHER}
+    with pytest.raises(RecipientsRefusedError):  # no recipient: DATA refused too
+        mailer.send(OTHER, "2", "x")
+    assert mailer.send([OTHER, TO], "3", "x").accepted == (TO,)  # one of two refused
+    fake_gmail.fail_next("DATA", replies.TEMPORARY_REJECTION)
+    with pytest.raises(MessageRefusedError):
+        mailer.send(TO, "4", "x")
+    assert mailer.send(TO, "5", "x").accepted == (TO,)
+    assert [m.message["Subject"] for m in fake_gmail.messages] == ["3", "5"]
+    assert fake_gmail.connections == 1
+    assert fake_gmail.commands.count("RSET") == 3
+
+
+def test_lines_starting_with_a_dot_arrive_as_written(fake_gmail: FakeGmail, mailer: Mailer) -> None:
+    text = "first\n.hidden\n..two dots\n.\nlast\n"
+    mailer.send(TO, "Dots", text)
+    mailer.send(TO, "Dots again", ".")  # a message that is one dot
+    first, second = (m.message.get_content().replace("\r\n", "\n") for m in fake_gmail.messages)
+    assert first == text
+    assert second.strip() == "."
+
+
 def test_refusal_keeps_the_connection(fake_gmail: FakeGmail, mailer: Mailer) -> None:
     fake_gmail.fail_next("MAIL", replies.DAILY_LIMIT_EXCEEDED)
     with pytest.raises(QuotaExceededError) as info:

@@ -8,12 +8,14 @@ thread for ever; these subclasses check the deadline on every send and every rea
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import smtplib
 import socket
 import ssl
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +33,9 @@ class _Deadline:
     deadline: float = math.inf
     sock: socket.socket | None
     file: Any
+    command_encoding: str
+    #: While a list: what ``send`` would write, kept for one write (``corked``).
+    _corked: list[bytes] | None = None
 
     def _left(self) -> float:
         left = self.deadline - time.monotonic()
@@ -41,7 +46,23 @@ class _Deadline:
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         return super()._get_socket(host, port, self._left())  # type: ignore[misc,no-any-return]
 
+    @contextlib.contextmanager
+    def corked(self) -> Iterator[None]:
+        """Commands written inside go out in one write when the block ends (RFC 2920
+        PIPELINING): through ``putcmd``, so smtplib's own newline check and encoding
+        apply. Nothing is written if the block raises."""
+        self._corked = []
+        try:
+            yield
+            data = b"".join(self._corked)
+        finally:
+            self._corked = None
+        self.send(data)
+
     def send(self, s: ReadableBuffer | str) -> None:
+        if self._corked is not None:
+            self._corked.append(s.encode(self.command_encoding) if isinstance(s, str) else bytes(s))
+            return
         if self.sock is not None:
             self.sock.settimeout(self._left())  # sendall: one timeout for all of it
         try:

@@ -70,6 +70,9 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
         refuse_starttls: Answer STARTTLS with ``454 4.7.0``.
         strip_starttls: Do not offer STARTTLS; offer AUTH in clear (a downgrade attack).
         smtputf8: Advertise SMTPUTF8.
+        pipelining: Advertise PIPELINING (RFC 2920), as Gmail does.
+        pipelined: Verbs that arrived with more commands already behind them (the
+            client pipelined them), in order.
         auth_line: The EHLO AUTH line (Gmail's by default).
 
     Use it as a context manager, or through the pytest fixtures ``fake_gmail`` and
@@ -183,6 +186,8 @@ class FakeGmail(localserver_smtp.Server):  # type: ignore[misc]
             self.max_recipients = 100
             self.refuse_starttls = False
             self.smtputf8 = True
+            self.pipelining = True
+            self.pipelined: list[str] = []
             self.auth_line = replies.EHLO_AUTH
             self.strip_starttls = False
             self._faults: deque[_Fault] = deque()

@@ -101,7 +101,10 @@ class GmailHandler:
             lines.append("STARTTLS")
         if encrypted or fake.strip_starttls:
             lines.append(fake.auth_line)
-        lines += ["ENHANCEDSTATUSCODES", "PIPELINING", "CHUNKING"]
+        lines.append("ENHANCEDSTATUSCODES")
+        if fake.pipelining:
+            lines.append("PIPELINING")
+        lines.append("CHUNKING")
         if fake.smtputf8:
             lines.append("SMTPUTF8")
         return [f"250-{line}" for line in lines[:-1]] + [f"250 {lines[-1]}"]

@@ -115,9 +115,16 @@ class GmailSMTP(SMTP):
             if name == "AUTH" and arg:
                 verb = f"AUTH {str(arg).split()[0].upper()}"  # never the credentials
             self.fake.commands.append(verb)
+            if self._more_waiting():
+                self.fake.pipelined.append(verb)
             return await method(arg)
 
         return run
+
+    def _more_waiting(self) -> bool:
+        """Whether the client's next command is here before this one is answered
+        (asyncio's StreamReader keeps what it received in ``_buffer``)."""
+        return bool(getattr(self._reader, "_buffer", b""))
 
     def connection_lost(self, error: Exception | None) -> None:
         # aiosmtpd closes its transport only on the paths it chose (QUIT, a cancelled
