@@ -48,8 +48,17 @@ ALLOWED_FOR_TYPES: dict[tuple[str, str], str] = {}
 FACADE = ("postbud", "postbud.__main__")
 # Packages whose public (non-underscore) submodules may be imported from outside.
 PUBLIC_SUBMODULES = ("postbud.testing",)  # postbud.testing.plugin is a pytest plugin
-# What integrations/ may import from postbud (and their public submodules).
-INTEGRATIONS_MAY_IMPORT = ("postbud", "postbud.errors", "postbud.alerts", "postbud.testing")
+# What integrations/ may import from postbud (and their public submodules): the public
+# packages' __init__ names. postbud.cli for its commands run in process (postbud.cli.outbox),
+# so a framework's own command (manage.py postbud_outbox, flask postbud outbox) says and
+# does exactly what the command line does.
+INTEGRATIONS_MAY_IMPORT = (
+    "postbud",
+    "postbud.errors",
+    "postbud.alerts",
+    "postbud.testing",
+    "postbud.cli",
+)
 
 
 @dataclass(frozen=True)

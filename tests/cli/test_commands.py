@@ -562,3 +562,37 @@ def test_outbox_status_needs_no_password(env: dict[str, str], closed_port: int) 
     assert postbud(no_password, "outbox", "purge").returncode == 0
     retry = postbud(no_password, "outbox", "retry")  # sending needs the password
     assert retry.returncode == 2 and "POSTBUD_APP_PASSWORD" in retry.stderr
+
+
+# -- postbud.cli.outbox: the same command in this process, for frameworks' commands ----
+
+
+def test_outbox_in_process_says_what_the_command_says(
+    fake_gmail: FakeGmail, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import postbud.cli
+
+    settings = fake_gmail.settings(spool=str(tmp_path / "site.sqlite"))
+    assert postbud.cli.outbox("status", settings=settings) == 0
+    assert "(no file yet: nothing was ever kept)" in capsys.readouterr().out
+    assert not (tmp_path / "site.sqlite").exists()  # status only reads
+    fake_gmail.bad_recipients = {"nobody@example.com"}
+    with Mailer(settings) as mailer:
+        mailer.submit("nobody@example.com", "Kept", "x")
+        mailer.flush(5)
+    assert postbud.cli.outbox("list", settings=settings) == 0
+    row = int(capsys.readouterr().out.split()[0])
+    assert postbud.cli.outbox("purge", [row + 1], settings=settings) == 1
+    assert capsys.readouterr().err == (
+        f"postbud: no message {row + 1} in the spool (postbud outbox list shows the ids)\n"
+    )
+    assert postbud.cli.outbox("status", [row], settings=settings) == 2
+    assert "takes no IDs" in capsys.readouterr().err
+    assert postbud.cli.outbox("sweep", settings=settings) == 2
+    assert capsys.readouterr().err == (
+        "postbud: unknown outbox action 'sweep': use one of status, list, retry, purge.\n"
+    )
+    assert postbud.cli.outbox("purge", [row], settings=settings) == 0
+    assert capsys.readouterr().out == "1 dead letter(s) deleted.\n"
+    assert postbud.cli.outbox("status", settings=settings.replace(spool=None)) == 2
+    assert capsys.readouterr().err.startswith("postbud: there is no spool")

@@ -25,6 +25,7 @@ __all__ = [
     "EXIT_OK",
     "EXIT_TEMPFAIL",
     "OPTION_SETTINGS",
+    "OUTBOX_ACTIONS",
     "Usage",
     "deliver_left",
     "mailer_from",
@@ -39,6 +40,8 @@ EXIT_OK = 0
 EXIT_DELIVERY = 1
 EXIT_CONFIG = 2
 EXIT_TEMPFAIL = 75
+#: What ``postbud outbox`` does.
+OUTBOX_ACTIONS = ("status", "list", "retry", "purge")
 
 #: Settings an option may set (``--ca-file``); secrets come from the environment only.
 OPTION_SETTINGS = (

@@ -26,6 +26,7 @@ from ._common import (
     EXIT_CONFIG,
     EXIT_DELIVERY,
     EXIT_OK,
+    OUTBOX_ACTIONS,
     Usage,
     one_line,
     option_of,
@@ -33,7 +34,14 @@ from ._common import (
     settings_from,
 )
 
-__all__ = ["COMMAND_SETTINGS", "OUTBOX_ACTIONS", "build_parser", "main", "usage_error"]
+__all__ = [
+    "COMMAND_SETTINGS",
+    "OUTBOX_ACTIONS",
+    "build_parser",
+    "main",
+    "run_handled",
+    "usage_error",
+]
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -451,7 +459,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: The actions of ``postbud outbox``.
-OUTBOX_ACTIONS = ("status", "list", "retry", "purge")
 
 
 def _help(args: argparse.Namespace) -> int:
@@ -539,13 +546,19 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             + ", ".join(OUTBOX_ACTIONS[:-1])
             + f" or {OUTBOX_ACTIONS[-1]} ('postbud outbox --help' says what each does)",
         )
+    return run_handled(lambda: handler(args), debug=bool(args.debug))
+
+
+def run_handled(call: Callable[[], int], *, debug: bool = False) -> int:
+    """Run a command; a mistake or an error becomes its ``postbud: ...`` line and exit
+    status (a traceback only with ``debug``)."""
     try:
-        return handler(args)
+        return call()
     except Usage as exc:
         say(str(exc))
         return EXIT_CONFIG
     except PostbudError as exc:
-        if args.debug:
+        if debug:
             raise
         say(str(exc))  # a delivery error's text ends with its hint
         if isinstance(exc, (ConfigurationError, InvalidMessageError)):
@@ -556,7 +569,7 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # a bug, or something we did not foresee: still one line
-        if args.debug:
+        if debug:
             raise
         say(f"unexpected {type(exc).__name__}: {exc} (run with --debug for the traceback)")
         return EXIT_DELIVERY

@@ -26,6 +26,7 @@ from ._common import (
     EXIT_DELIVERY,
     EXIT_OK,
     EXIT_TEMPFAIL,
+    OUTBOX_ACTIONS,
     Usage,
     deliver_left,
     one_line,
@@ -34,7 +35,7 @@ from ._common import (
     settings_from_with,
 )
 
-__all__ = ["outbox_command"]
+__all__ = ["outbox_command", "run_outbox"]
 
 
 def when(at: object) -> str:
@@ -78,6 +79,15 @@ def outbox_command(args: argparse.Namespace) -> int:
     if ids is not None and action in ("status", "list"):
         raise Usage(f"outbox {action} takes no IDs (they are for retry and purge).")
     settings = settings_from(args) if action == "retry" else _reading_settings(args)
+    return run_outbox(action, ids, settings)
+
+
+def run_outbox(action: str, ids: list[int] | None, settings: Settings) -> int:
+    """``postbud outbox ACTION [ID...]`` with these settings (``postbud.cli.outbox``)."""
+    if action not in OUTBOX_ACTIONS:
+        raise Usage(f"unknown outbox action {action!r}: use one of {', '.join(OUTBOX_ACTIONS)}.")
+    if ids is not None and action in ("status", "list"):
+        raise Usage(f"outbox {action} takes no IDs (they are for retry and purge).")
     if settings.spool is None:
         raise _no_spool()
     if not os.path.exists(settings.spool):
