@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import postbud
 from postbud import Mailer
 from postbud._message import Envelope, build_message
 from postbud._outbox import Priority, RetryPolicy
@@ -706,6 +707,24 @@ def test_the_wal_is_emptied_once_the_queue_is_quiet(
     _wait_until(lambda: not wal.exists() or not wal.stat().st_size)
     assert not wal.exists() or wal.stat().st_size == 0  # no delivered body left in it
     assert b"SECRET-MARKER-123" not in postbud_spool.read_bytes()  # nor in the file
+
+
+def test_blocking_sends_keep_the_wal_small(tmp_path: Path) -> None:
+    """send() records each message in the spool's ledger, and no worker runs to
+    checkpoint the WAL: the callers' records checkpoint it every CHECKPOINT_EVERY, so a
+    site that only sends blocking does not grow the WAL by ~13 KB a message, forever."""
+    from postbud._outbox.state import CHECKPOINT_EVERY
+
+    spool = tmp_path / "outbox.sqlite"
+    settings = postbud.Settings(
+        username="me@gmail.com", app_password="abcdabcdabcdabcd", spool=str(spool)
+    )
+    with Mailer(settings.replace(daily_limit=100_000), transport=MemoryTransport()) as m:
+        for i in range(5 * CHECKPOINT_EVERY):
+            m.send(TO, f"n{i}", "x")
+        assert m.stats()["quota_used"] == 5 * CHECKPOINT_EVERY  # every one recorded
+        wal = Path(f"{spool}-wal").stat().st_size
+    assert wal < 1.5 * CHECKPOINT_EVERY * 13_000  # the WAL of one stretch, not five
 
 
 def test_the_worker_keeps_delivering_while_callers_submit_without_pause(
