@@ -24,7 +24,7 @@ from django.views.decorators.debug import sensitive_variables
 
 import postbud
 
-from ._registry import mailer_for, transport_of
+from ._registry import mailer_for
 from ._settings import OPTION_NAMES, resolve
 
 __all__ = ["EmailBackend"]
@@ -112,10 +112,8 @@ class EmailBackend(BaseEmailBackend):
         if self._opened:
             return False
         if not self.background:
-            transport = transport_of(self.mailer)
             try:
-                if transport is not None:
-                    transport.open()
+                self.mailer.open()
             except postbud.DeliveryError:
                 if not self.fail_silently:
                     raise

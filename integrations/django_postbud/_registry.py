@@ -32,7 +32,7 @@ import postbud
 
 from ._settings import ImproperlyConfigured
 
-__all__ = ["close_all", "mailer_for", "transport_of"]
+__all__ = ["close_all", "mailer_for"]
 
 
 class _Registry:
@@ -40,7 +40,7 @@ class _Registry:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.mailers: dict[postbud.Settings, tuple[postbud.Mailer, postbud.SMTPTransport]] = {}
+        self.mailers: dict[postbud.Settings, postbud.Mailer] = {}
         self.exit_hook = False
 
 
@@ -54,43 +54,33 @@ def mailer_for(settings: postbud.Settings) -> postbud.Mailer:
     A configuration error found while building it (an unreadable OAuth2 token file...)
     raises ``ImproperlyConfigured``, also a ``postbud.ConfigurationError``.
     """
-    entry = _registry.mailers.get(settings)
-    if entry is not None:
-        return entry[0]
+    mailer = _registry.mailers.get(settings)
+    if mailer is not None:
+        return mailer
     with _registry.lock:
-        entry = _registry.mailers.get(settings)
-        if entry is None:
-            entry = _make(settings)
-            _registry.mailers[settings] = entry
+        mailer = _registry.mailers.get(settings)
+        if mailer is None:
+            mailer = _make(settings)
+            _registry.mailers[settings] = mailer
             _register_exit_hook()
-    return entry[0]
-
-
-def transport_of(mailer: postbud.Mailer) -> postbud.SMTPTransport | None:
-    """The connection of a Mailer made here (for ``EmailBackend.open()``'s eager login,
-    which keeps the connection pooled; ``Mailer.connect()`` would close it)."""
-    for made, transport in list(_registry.mailers.values()):
-        if made is mailer:
-            return transport
-    return None
+    return mailer
 
 
 def close_all() -> None:
     """Forget every Mailer and close it (flushing its outbox for up to ``exit_timeout``)."""
     with _registry.lock:
-        entries = list(_registry.mailers.values())
+        mailers = list(_registry.mailers.values())
         _registry.mailers.clear()
-    for mailer, _ in entries:
+    for mailer in mailers:
         mailer.close()
 
 
-def _make(settings: postbud.Settings) -> tuple[postbud.Mailer, postbud.SMTPTransport]:
+def _make(settings: postbud.Settings) -> postbud.Mailer:
     try:
-        # The transport is made here so that open() can log in on it without closing it
-        # afterwards (Mailer has no public "log in now and keep the connection"); the
-        # outbox worker shares it (the Mailer's lock-protected connection).
-        transport = postbud.SMTPTransport(settings)
-        return postbud.Mailer(settings, transport=transport), transport
+        # One connection per alias: the outbox worker shares the Mailer's (a given
+        # transport serves both; it is thread-safe), so blocking and BACKGROUND sends
+        # of an alias use one Gmail session.
+        return postbud.Mailer(settings, transport=postbud.SMTPTransport(settings))
     except postbud.MissingDependencyError:
         raise
     except ImproperlyConfigured:
@@ -128,7 +118,7 @@ def _at_exit() -> None:
     # from Python 3.12 none may start at exit); the others keep their worker for
     # postbud's drain, which follows.
     with _registry.lock:
-        entries = list(_registry.mailers.values())
-    for mailer, _ in entries:
+        mailers = list(_registry.mailers.values())
+    for mailer in mailers:
         if mailer.flush(0):
             mailer.close(0)

@@ -342,18 +342,26 @@ class Mailer:
 
     # -- connection -------------------------------------------------------------------
 
+    def open(self) -> None:
+        """Connect and log in now, and keep the connection for the sends that follow
+        (a no-op when it is open): a cheap check that the credentials work, before a
+        batch. Raises the ``DeliveryError`` a send would (a refused login, TLS, an
+        outage); no login while the account's logins are paused (see ``send``).
+        ``close()`` ends it; ``connect()`` is the same for one block."""
+        self._outbox.open_now()
+
     @contextmanager
     def connect(self) -> Iterator[Mailer]:
         """Open the connection now (failing early on bad credentials) for a batch.
 
         ``send()`` reuses one connection anyway; ``connect()`` adds an eager login
-        and closes the connection at the end of the block::
+        (``open()``) and closes the connection at the end of the block::
 
             with mailer.connect():
                 for user in users:
                     mailer.send(to=user.email, subject="News", text=body)
         """
-        self._transport.open()
+        self.open()
         try:
             yield self
         finally:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from email.message import EmailMessage
 
 import pytest
 
 import postbud
 from postbud import Mailer, SendResult
-from postbud.errors import RecipientsRefusedError, TransportError
+from postbud.errors import AuthenticationError, RecipientsRefusedError, TransportError
 from postbud.testing import FakeGmail, MemoryTransport
 
 TO = "you@example.com"
@@ -129,6 +130,29 @@ def test_connect_is_one_session(fake_gmail: FakeGmail) -> None:
     mailer.send(TO, "after", "x")  # usable after the block: it reconnects
     assert fake_gmail.connections == 2
     mailer.close()
+
+
+def test_open_logs_in_now_and_keeps_the_connection(fake_gmail: FakeGmail) -> None:
+    with fake_gmail.mailer() as mailer:
+        mailer.open()
+        assert fake_gmail.logins == [fake_gmail.username]  # before any send
+        mailer.open()  # already open: nothing more
+        mailer.send(TO, "one", "x")
+        mailer.send(TO, "two", "x")
+        assert fake_gmail.connections == 1 and fake_gmail.logins == [fake_gmail.username]
+        assert "QUIT" not in fake_gmail.commands  # open() ends nothing
+
+
+def test_open_with_a_wrong_password_logs_in_once(fake_gmail: FakeGmail, tmp_path: Path) -> None:
+    wrong = fake_gmail.settings(app_password="wrongwrongwrongw", spool=str(tmp_path / "s.db"))
+    with Mailer(wrong) as mailer:
+        with pytest.raises(AuthenticationError) as first:
+            mailer.open()
+        assert first.value.code == 535
+        with pytest.raises(AuthenticationError) as again:  # the same credentials: paused
+            mailer.open()
+        assert str(again.value).startswith("postbud did not log in: ")
+    assert len(fake_gmail.failed_logins) == 1  # Gmail saw one refused login, not two
 
 
 def test_a_refused_envelope_does_not_stop_the_next() -> None:

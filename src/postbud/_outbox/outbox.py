@@ -168,13 +168,7 @@ class Outbox:
         """
         now = time.time()
         self.ledger.check(len(envelope.recipients), alert=alert, now=now, hold=False)
-        pause = self.gates.login_pause(now, refused_only=True)
-        if pause is not None:
-            raise AuthenticationError(
-                f"postbud did not log in: {self.gates.describe(pause)}.",
-                hint="Gmail locks accounts that keep failing to log in, so postbud tries "
-                "the same credentials only once.",
-            )
+        self._refuse_a_paused_login(now)
         try:
             result = deliver(self._transport, envelope)
         except QuotaExceededError as exc:
@@ -188,6 +182,27 @@ class Outbox:
         self.ledger.record(len(result.accepted), alert=alert, now=time.time())
         self.counters.add("sent")
         return result
+
+    def open_now(self) -> None:
+        """Connect and log in on the caller's connection now, and keep it (a no-op if
+        it is open). The same rules as ``send_now``: no login while the account's
+        logins are paused for these credentials; a failure or success feeds the gates."""
+        self._refuse_a_paused_login(time.time())
+        try:
+            self._transport.open()
+        except DeliveryError as exc:
+            self.gates.failed(exc, time.time(), warn=False)
+            raise
+        self.gates.succeeded()
+
+    def _refuse_a_paused_login(self, now: float) -> None:
+        pause = self.gates.login_pause(now, refused_only=True)
+        if pause is not None:
+            raise AuthenticationError(
+                f"postbud did not log in: {self.gates.describe(pause)}.",
+                hint="Gmail locks accounts that keep failing to log in, so postbud tries "
+                "the same credentials only once.",
+            )
 
     def send_or_keep(
         self, envelope: Envelope, priority: PriorityName = "normal"
