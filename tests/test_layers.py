@@ -186,7 +186,7 @@ def test_a_private_name_of_another_module_is_reported(tmp_path: Path) -> None:
         (
             "from postbud._mailer import Mailer\n",
             "flask_postbud may import only postbud, postbud.errors, postbud.alerts,"
-            " postbud.testing from postbud, not postbud._mailer",
+            " postbud.testing, postbud.cli from postbud, not postbud._mailer",
         ),
         ("from postbud import _secret_sauce\n", "_secret_sauce is private to postbud"),
     ],
