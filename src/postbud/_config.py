@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypedDict
 
 from ._auth import AppPassword, Credentials
@@ -37,6 +37,7 @@ from ._secret import Secret, bare_password
 from .errors import ConfigurationError
 
 __all__ = [
+    "CREDENTIAL_SETTINGS",
     "GMAIL_HOST",
     "PORTS",
     "Security",
@@ -50,6 +51,19 @@ __all__ = [
 log = logging.getLogger("postbud")
 
 _SECRET_FIELDS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
+#: Who logs in: ``Settings.from_layers`` takes these as one group, from one place.
+CREDENTIAL_SETTINGS = frozenset(
+    {
+        "username",
+        "app_password",
+        "auth",
+        "oauth_token_file",
+        "oauth_client_id",
+        "oauth_client_secret",
+        "oauth_refresh_token",
+        "service_account_file",
+    }
+)
 _OAUTH_USER_FIELDS = ("oauth_client_id", "oauth_client_secret", "oauth_refresh_token")
 
 
@@ -315,6 +329,80 @@ class Settings:
         # port from the overrides.
         with spelled_as(lambda n: n if n in overrides else up + n.upper()):
             return cls(**values)
+
+    @classmethod
+    def from_layers(
+        cls,
+        layers: Sequence[tuple[Mapping[str, Any], Callable[[str], str]]],
+        *,
+        unnamed: Callable[[str], str] | None = None,
+    ) -> Settings:
+        """Build settings from the several places a framework's configuration has.
+
+        The precedence every adapter follows, highest first: explicit arguments → the
+        framework's own postbud settings (Django's ``POSTBUD`` dict or a ``MAILERS``
+        alias's ``OPTIONS``, Flask's ``POSTBUD_*`` config keys) → its legacy mail
+        settings (Django's ``EMAIL_*``, Flask-Mail's ``MAIL_*``) → the ``POSTBUD_*``
+        environment → the defaults of ``Settings``.
+
+        Args:
+            layers: ``(values, spell)`` pairs, highest first. ``values`` maps setting
+                names (``port``) to what that place gives; None means "not given there".
+                ``spell(name)`` is how that place names a setting (``POSTBUD_PORT``,
+                ``MAIL_PORT``, ``POSTBUD["PORT"]``): every error and warning about a
+                value names it so.
+            unnamed: How to name a setting no layer gave (``sender`` is invalid...);
+                by default as the first layer spells it. A missing credential is
+                named as the layer that gave the others spells it (``MAIL_USERNAME``
+                beside ``MAIL_PASSWORD``).
+
+        A value from a higher layer wins, with two rules across layers:
+
+        - **Credentials resolve as one group**: the first layer that gives any of
+          ``CREDENTIAL_SETTINGS`` (``username``, ``app_password``, ``auth``,
+          ``oauth_*`` but ``oauth_token_uri``, ``service_account_file``) gives all of
+          them, so an OAuth2 token file above is never combined with an app password
+          below.
+        - ``port`` and ``security`` follow each other as in ``replace``: a
+          ``security`` above drops a Gmail port (465, 587) from below, a Gmail port
+          above drops a ``security`` from below; any other port stays.
+
+        Raises ``ConfigurationError`` for an unknown name (with the closest valid one,
+        spelled by its layer) and for every invalid value.
+        """
+        account = next(
+            (
+                i
+                for i, (values, _) in enumerate(layers)
+                if any(values.get(name) is not None for name in CREDENTIAL_SETTINGS)
+            ),
+            None,
+        )
+        merged: dict[str, Any] = {}
+        came_from: dict[str, Callable[[str], str]] = {}
+        for i in reversed(range(len(layers))):  # lowest first, each over those below
+            values, spell = layers[i]
+            _check_names(values, spell)
+            given = {
+                name: value
+                for name, value in values.items()
+                if value is not None and (name not in CREDENTIAL_SETTINGS or i == account)
+            }
+            _follow_mode(merged, given)
+            merged.update(given)
+            came_from.update(dict.fromkeys(given, spell))
+        fallback = unnamed or (layers[0][1] if layers else str)
+        chosen = {name: value for name, value in merged.items() if value is not None}
+
+        def spelled(name: str) -> str:
+            if name in chosen:
+                return came_from[name](name)
+            if name in CREDENTIAL_SETTINGS and account is not None:
+                return layers[account][1](name)  # beside the rest of the account
+            return fallback(name)
+
+        with spelled_as(spelled):
+            return cls(**chosen)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> Settings:

@@ -423,3 +423,93 @@ def test_from_env_overrides_follow_the_same_rule() -> None:
         match=r"^POSTBUD_PORT 587 is Gmail's 'starttls' port but POSTBUD_SECURITY is 'ssl'",
     ):
         Settings.from_env(both)  # given together, at one level: still a contradiction
+
+
+# -- from_layers: a framework's several places, highest first ---------------------------
+
+
+def config_key(name: str) -> str:  # how each layer spells a setting, for errors
+    return f"POSTBUD_{name.upper()}"
+
+
+def mail_key(name: str) -> str:
+    return "MAIL_" + {"host": "SERVER", "app_password": "PASSWORD"}.get(name, name.upper())
+
+
+def env_key(name: str) -> str:
+    return f"${{POSTBUD_{name.upper()}}}"
+
+
+def test_from_layers_highest_wins_and_none_is_not_given() -> None:
+    s = Settings.from_layers(
+        [
+            ({"username": None, "timeout": 7, "spool": ""}, config_key),
+            (
+                {"username": "me@gmail.com", "app_password": "abcdabcdabcdabcd", "timeout": 30},
+                mail_key,
+            ),
+            ({"daily_limit": "50", "timeout": "99"}, env_key),
+        ]
+    )
+    assert (s.username, s.timeout, s.daily_limit, s.spool) == ("me@gmail.com", 7.0, 50, None)
+
+
+def test_from_layers_takes_the_credentials_as_one_group(tmp_path: Path) -> None:
+    token = tmp_path / "token.json"
+    token.write_text("{}")
+    s = Settings.from_layers(
+        [
+            ({"oauth_token_file": str(token), "username": "new@gmail.com"}, config_key),
+            ({"username": "old@gmail.com", "app_password": "abcdabcdabcdabcd"}, mail_key),
+            ({"username": "env@gmail.com"}, env_key),
+        ],
+        unnamed=config_key,
+    )
+    # The token file's layer gives every credential: not the MAIL_* password (nor its
+    # user name) below it.
+    assert (s.username, s.app_password, s.oauth_token_file) == ("new@gmail.com", None, str(token))
+    with pytest.raises(ConfigurationError) as missing:
+        Settings.from_layers(
+            [
+                ({"sender": "me@gmail.com"}, config_key),
+                ({"app_password": "abcdabcdabcdabcd"}, mail_key),
+            ],
+            unnamed=config_key,
+        )
+    assert "MAIL_USERNAME" in str(missing.value)  # the group's layer lacks the user name
+
+
+def test_from_layers_port_and_security_follow_each_other() -> None:
+    account = {"username": "me@gmail.com", "app_password": "abcdabcdabcdabcd"}
+    below_587 = Settings.from_layers(
+        [({"security": "ssl"}, config_key), ({**account, "port": 587}, mail_key)]
+    )
+    assert (below_587.security, below_587.port) == ("ssl", 465)
+    below_tls = Settings.from_layers(
+        [({"port": 465}, config_key), ({**account, "security": "starttls"}, mail_key)]
+    )
+    assert (below_tls.security, below_tls.port) == ("ssl", 465)
+    relay = Settings.from_layers(
+        [({"security": "ssl"}, config_key), ({**account, "port": 2465}, mail_key)]
+    )
+    assert (relay.security, relay.port) == ("ssl", 2465)  # not a Gmail port: kept
+
+
+def test_from_layers_errors_name_the_key_as_its_layer_spells_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    account = {"username": "me@gmail.com", "app_password": "abcdabcdabcdabcd"}
+    with pytest.raises(ConfigurationError) as typo:
+        Settings.from_layers([({"timout": 3}, config_key), (account, mail_key)])
+    assert (
+        str(typo.value) == "Unknown postbud setting POSTBUD_TIMOUT. Did you mean POSTBUD_TIMEOUT?"
+    )
+    with pytest.raises(ConfigurationError) as bad:
+        Settings.from_layers([({"timeout": 3}, config_key), ({**account, "port": "x"}, mail_key)])
+    assert str(bad.value).startswith("MAIL_PORT ")
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        quoted = Settings.from_layers(
+            [({}, config_key), ({**account, "app_password": '"abcd efgh ijkl mnop"'}, mail_key)]
+        )
+    assert quoted.app_password is not None and quoted.app_password.reveal() == "abcdefghijklmnop"
+    assert caplog.messages[0].startswith("MAIL_PASSWORD was given in quotes")
