@@ -12,7 +12,6 @@ import dataclasses
 import difflib
 import logging
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -78,18 +77,7 @@ class Resolved:
 _FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(postbud.Settings))
 # Who logs in: the first level that sets any of these gives all of them (DESIGN.md), so a
 # POSTBUD OAuth token file is never combined with a legacy EMAIL_HOST_PASSWORD.
-CREDENTIALS = frozenset(
-    {
-        "username",
-        "app_password",
-        "auth",
-        "oauth_token_file",
-        "oauth_client_id",
-        "oauth_client_secret",
-        "oauth_refresh_token",
-        "service_account_file",
-    }
-)
+CREDENTIALS = postbud.Settings.CREDENTIALS
 _SECRETS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
 # What one process shares between its mailers: the only keys POSTBUD (and the POSTBUD_*
 # environment) may give under MAILERS. An alias's account and connection come from its
@@ -126,13 +114,7 @@ _LEGACY = {
     "EMAIL_TIMEOUT": "timeout",
 }
 _LEGACY_TLS = {"EMAIL_USE_SSL": "ssl", "EMAIL_USE_TLS": "starttls"}
-_GMAIL_PORTS = (465, 587)
 _ENV_PREFIX = "POSTBUD_"
-# A postbud error text names a setting as from_mapping's prefix + NAME; with this prefix
-# (a control character no text or value of a setting contains) each name is found
-# unambiguously and rewritten to the spelling of the level its value came from.
-_MARK = "\x1f"
-_LABEL = re.compile(_MARK + "([A-Z_]+)")
 log = logging.getLogger("postbud")
 
 
@@ -202,18 +184,15 @@ def resolve(alias: str | None = None, options: Mapping[str, Any] | None = None) 
         levels.append(_legacy_level())
     levels.append(_env_level(mailers, error))
     background = _background(levels, error)
-    values, spelling = _merge(levels)
     home = _home(levels, alias)
-    _unquote(values, spelling)
-    mapping = {_MARK + name.upper(): value for name, value in values.items()}
+    layers = [(level.values, _spelling_of(level, home)) for level in levels]
     try:
-        settings = postbud.Settings.from_mapping(mapping, prefix=_MARK)
+        settings = postbud.Settings.from_layers(layers, unnamed=home)
     except postbud.MissingDependencyError:
         raise
     except postbud.ConfigurationError as exc:
-        text = _LABEL.sub(lambda m: spelling.get(m[1].lower()) or home(m[1].lower()), str(exc))
         # from None: the cause's frames (Settings.__init__) hold the secrets as locals.
-        raise error(text) from None
+        raise error(str(exc)) from None
     return Resolved(settings, background, alias)
 
 
@@ -406,56 +385,9 @@ def _background(levels: list[_Level], error: type[ImproperlyConfigured]) -> bool
     return False
 
 
-def _merge(levels: list[_Level]) -> tuple[dict[str, Any], dict[str, str]]:
-    """One dict of values (and their spellings) from the levels, highest first."""
-    account = next((lv for lv in levels if CREDENTIALS & lv.values.keys()), None)
-    values: dict[str, Any] = {}
-    spelling: dict[str, str] = {}
-    for level in reversed(levels):  # lowest first, each level over the ones below
-        given = {n: v for n, v in level.values.items() if n not in CREDENTIALS}
-        if level is account:
-            given.update({n: v for n, v in level.values.items() if n in CREDENTIALS})
-        _follow_mode(values, spelling, given)
-        values.update(given)
-        spelling.update({n: level.spelling[n] for n in given})
-    return values, spelling
-
-
-def _follow_mode(below: dict[str, Any], spelling: dict[str, str], given: Mapping[str, Any]) -> None:
-    """Gmail's ports belong to a mode (the rule of ``Settings.replace``): a ``security``
-    given over a Gmail port from below drops that port, a Gmail port given over a
-    ``security`` from below drops that mode; any other port was chosen on purpose."""
-    if "security" in given and "port" not in given and _gmail_port(below.get("port")):
-        below.pop("port")
-        spelling.pop("port", None)
-    if "port" in given and "security" not in given and _gmail_port(given["port"]):
-        below.pop("security", None)
-        spelling.pop("security", None)
-
-
-def _gmail_port(value: object) -> bool:
-    try:
-        return not isinstance(value, bool) and int(str(value).strip()) in _GMAIL_PORTS
-    except ValueError:
-        return False
-
-
-def _unquote(values: dict[str, Any], spelling: dict[str, str]) -> None:
-    """One pair of quotes around the app password goes, with postbud's warning naming
-    the setting as the site wrote it (``Settings`` would name it by its internal label).
-    A site's settings.py often reads it from an environment that Docker's --env-file
-    filled, quotes included."""
-    secret = values.get("app_password")
-    if not isinstance(secret, postbud.Secret):
-        return
-    value = secret.reveal().strip()
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        log.warning(
-            "%s was given in quotes; postbud removed them. Docker's --env-file keeps "
-            "quotes: write the 16 letters without quotes or spaces.",
-            spelling.get("app_password", "app_password"),
-        )
-        values["app_password"] = postbud.Secret(value[1:-1])
+def _spelling_of(level: _Level, home: Any) -> Any:
+    """How ``level`` names a setting: as the site wrote it there, else where it would go."""
+    return lambda name: level.spelling.get(name) or home(name)
 
 
 def _home(levels: list[_Level], alias: str | None) -> Any:

@@ -14,7 +14,7 @@ import difflib
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, ClassVar, TypedDict
 
 from ._auth import AppPassword, Credentials
 from ._convert import (
@@ -187,7 +187,12 @@ class Settings:
         timeout: Total deadline in seconds of one delivery attempt.
         ca_file: PEM file of CA certificates to trust instead of the system's.
         spool: Path of the outbox database, or None to keep the queue in memory.
+
+    ``Settings.CREDENTIALS`` names the settings that say who logs in (taken as one
+    group by ``from_layers``).
     """
+
+    CREDENTIALS: ClassVar[frozenset[str]] = CREDENTIAL_SETTINGS
 
     username: str
     app_password: Secret | None
