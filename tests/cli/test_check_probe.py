@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from clitools import postbud as run_postbud
 
 import postbud
 from postbud import Mailer
@@ -40,14 +41,7 @@ def fake_env(fake: FakeGmail, tmp_path: Path, **overrides: object) -> dict[str, 
 
 
 def postbud_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "postbud", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    return run_postbud(env, *args)
 
 
 def failed_step(out: str) -> tuple[str, str, str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
 import pytest
+from clitools import postbud
 
 from postbud import cli
 from postbud.cli import _main  # noqa: F401 - cli._main is patched below
@@ -16,14 +16,7 @@ from postbud.errors import AuthenticationError, ConfigurationError
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTBUD_")}
     env["POSTBUD_SPOOL"] = ""
-    return subprocess.run(
-        [sys.executable, "-m", "postbud", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
+    return postbud(env, *args)
 
 
 def test_demo_sends_both_ways_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:

@@ -16,6 +16,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from clitools import postbud, python_file
 
 from postbud import Mailer
 from postbud.testing import FakeGmail, FakeGoogleTokens, replies
@@ -39,21 +40,6 @@ def env(fake_gmail: FakeGmail, tmp_path: Path) -> dict[str, str]:
     )
     base.update({f"POSTBUD_{name.upper()}": str(value) for name, value in values.items()})
     return base
-
-
-def postbud(
-    env: dict[str, str], *args: str, stdin: str | None = "", cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "postbud", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        cwd=cwd,
-        check=False,
-    )
 
 
 def queued(env: dict[str, str]) -> list[tuple[str, str]]:
@@ -271,15 +257,7 @@ def crash(env: dict[str, str], tmp_path: Path, *, thread: bool) -> subprocess.Co
 
 def python_script(env: dict[str, str], path: Path, code: str) -> subprocess.CompletedProcess[str]:
     """Run ``code`` as the script ``path`` in a fresh interpreter."""
-    path.write_text(code)
-    return subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return python_file(env, path, code)
 
 
 def test_alert_on_crash_in_the_main_thread(

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
-import os
 import re
 import socket
 import sqlite3
@@ -24,6 +23,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from clitools import clean_env, postbud
 
 from postbud import Mailer
 from postbud.cli import _main
@@ -38,19 +38,6 @@ REFUSED_A = (
 MISSING_999 = "postbud: no message 999 in the spool (postbud outbox list shows the ids)\n"
 
 
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The test's environment without postbud's or coverage's variables, plus ``values``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTBUD_", "COV_CORE", "COVERAGE"))
-    }
-    env["POSTBUD_SPOOL"] = str(tmp_path / "outbox.sqlite")
-    env["COLUMNS"] = "100"  # argparse wraps the usage and help at the terminal's width
-    env.update(values)
-    return env
-
-
 @pytest.fixture
 def env(fake_gmail: FakeGmail, tmp_path: Path) -> dict[str, str]:
     values = fake_gmail.settings_values(timeout=5, exit_timeout=3)
@@ -62,18 +49,6 @@ def closed_port() -> Iterator[str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield str(s.getsockname()[1])  # bound, not listening: refused
-
-
-def postbud(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "postbud", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-        check=False,
-    )
 
 
 def send(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ at install and, at a crash, the usual traceback first and then that line again.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -16,22 +15,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from clitools import clean_env, python_file
 
 from postbud.testing import FakeGmail
 
 NO_CREDENTIALS = "postbud: the job runs, but its failure cannot be mailed: No credentials for"
-
-
-def clean_env(tmp_path: Path, **values: str) -> dict[str, str]:
-    """The test's environment without postbud's or coverage's variables, plus ``values``."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("POSTBUD_", "COV_CORE", "COVERAGE"))
-    }
-    env["POSTBUD_SPOOL"] = str(tmp_path / "outbox.sqlite")
-    env.update(values)
-    return env
 
 
 def good_env(fake_gmail: FakeGmail, tmp_path: Path) -> dict[str, str]:
@@ -179,16 +167,7 @@ def test_good_settings_still_mail_and_say_the_order_is_best_effort(
 
 
 def script(tmp_path: Path, env: dict[str, str], code: str) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "nightly.py"
-    path.write_text(textwrap.dedent(code))
-    return subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return python_file(env, tmp_path / "nightly.py", textwrap.dedent(code))
 
 
 CRASH_WITHOUT_PASSWORD = """
