@@ -88,7 +88,15 @@ def test_integrations_import_with_their_framework() -> None:
     import flask_postbud
 
     assert django_postbud.__all__ == ["AdminAlertHandler", "EmailBackend"]
-    assert flask_postbud.__all__ == []
+    assert flask_postbud.__all__ == [
+        "Attachment",
+        "Connection",
+        "ExtensionError",
+        "Mail",
+        "Message",
+        "Postbud",
+        "PostbudState",
+    ]
 
 
 def test_public_api_is_pinned() -> None:
