@@ -17,6 +17,8 @@ import flask
 
 import postbud
 
+from ._alerts import install_alerts
+from ._cli import postbud_group
 from ._compose import app_context, compose, fields_of
 from ._message import AddressLike, Attachments, Connection, InlineLike, Message, Recipients
 from ._record import Recorder
@@ -66,6 +68,8 @@ class Postbud:
         if has_credentials(app.config):
             state.check(app)
         app.extensions["postbud"] = state
+        install_alerts(app, state)
+        app.cli.add_command(postbud_group)
 
     # -- sending ----------------------------------------------------------------------
 
