@@ -7,12 +7,12 @@ PYTEST_ARGS ?=
 # The other supported Pythons (`make test-pythons`, run by CI); 3.11 is .venv's.
 OTHER_PYTHONS ?= 3.10 3.12 3.13
 
-.PHONY: help demo test test-pythons test-django60 fuzz lint format bench clean
+.PHONY: help demo test test-pythons test-django60 test-flask30 fuzz lint format bench clean
 
 help:
 	@echo "make demo          run the demo against an embedded fake Gmail (no account needed)"
 	@echo "make test          lint, type checks, the layer check, the suite with coverage"
-	@echo "make test-pythons  the suite on Python $(OTHER_PYTHONS) (each in .venv-3.X), and Django 6.0"
+	@echo "make test-pythons  the suite on Python $(OTHER_PYTHONS) (each in .venv-3.X), Django 6.0, Flask 3.0"
 	@echo "make fuzz          the property-based tests, random and longer (FUZZ_PYTHONS=...)"
 	@echo "make lint          ruff, mypy --strict on src and integrations, mypy on tests, layers"
 	@echo "make format        ruff's fixes and formatting"
@@ -98,7 +98,22 @@ test-django60: .venv-django60/.dev-installed
 	.venv-django60/bin/python -m pytest -p no:cacheprovider $(DJANGO_TESTS) \
 		--ds=djangoproject.settings_legacy --junitxml=build/junit-django60.xml $(PYTEST_ARGS)
 
-test-pythons: $(addprefix test-,$(OTHER_PYTHONS)) test-django60
+# Flask 3.0 (the oldest supported) on Python 3.10, in its own virtualenv: only the Flask
+# tests (tests/integrations/flask); every other virtualenv has the newest Flask (3.1).
+FLASK_TESTS := tests/integrations/flask
+.venv-flask30/.dev-installed: pyproject.toml
+	@version=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10\.[0-9]+$$' | sort -V | tail -n 1); \
+	if [ -n "$$version" ]; then PYENV_VERSION=$$version python3.10 -m venv .venv-flask30; \
+	else python3.10 -m venv .venv-flask30; fi
+	.venv-flask30/bin/python -m pip install --quiet --upgrade pip
+	.venv-flask30/bin/python -m pip install --quiet -e '.[dev]' 'Flask>=3.0,<3.1'
+	touch $@
+
+test-flask30: .venv-flask30/.dev-installed
+	.venv-flask30/bin/python -m pytest -p no:cacheprovider -p no:django $(FLASK_TESTS) \
+		--junitxml=build/junit-flask30.xml $(PYTEST_ARGS)
+
+test-pythons: $(addprefix test-,$(OTHER_PYTHONS)) test-django60 test-flask30
 
 # The property-based tests (tests/core/test_fuzz_message.py) with the random, longer
 # hypothesis profile of conftest.py; make test runs them short and derandomized. A
@@ -120,4 +135,4 @@ bench: $(VENV)/.dev-installed
 	$(PY) benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) .venv-3.* .venv-django60 build dist .coverage .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-3.* .venv-django60 .venv-flask30 build dist .coverage .mypy_cache .ruff_cache .pytest_cache
