@@ -416,7 +416,14 @@ def test_each_command_shows_only_its_options(
 def test_an_option_a_command_does_not_use_is_refused(env: dict[str, str]) -> None:
     result = postbud(env, "outbox", "status", "--sender", "x@example.com")
     assert result.returncode == 2
-    assert result.stderr.endswith("error: unrecognized arguments: --sender x@example.com\n")
+    # The command's usage and name, not the top parser's ("postbud: error: ...").
+    assert result.stderr.startswith("usage: postbud outbox ")
+    assert result.stderr.endswith(
+        "postbud outbox: error: unrecognized arguments: --sender x@example.com\n"
+    )
+    sent = postbud(env, "send", "--to", "a@example.com", "--subject", "x", "--bogus")
+    assert sent.returncode == 2 and sent.stderr.startswith("usage: postbud send ")
+    assert sent.stderr.endswith("postbud send: error: unrecognized arguments: --bogus\n")
 
 
 def test_postbud_help_command_is_the_commands_help(env: dict[str, str]) -> None:

@@ -498,7 +498,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:
+            # argparse lets the top parser refuse them, with its own usage: the
+            # command's usage says what the command takes.
+            getattr(args, "parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         job = _job_of(sys.argv[1:] if argv is None else list(argv))
         if exc.code != 2 or not job:
