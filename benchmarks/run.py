@@ -17,6 +17,7 @@ if __name__ == "__main__":
         "bench_alerts.py",
         "bench_scale.py",
         "bench_django.py",
+        "bench_flask.py",
     ):
         print(f"\n## {name}")
         sys.argv = [name]
