@@ -153,8 +153,8 @@ def to_endpoint(security: object, port: object) -> tuple[Security, int]:
     if resolved == PORTS[other]:
         raise ConfigurationError(
             f"{label('port')} {resolved} is Gmail's {other!r} port but "
-            f"{label('security')} is {sec!r}: use security='ssl' with port 465, or "
-            "security='starttls' with port 587."
+            f"{label('security')} is {sec!r}: Gmail takes 'ssl' on port 465 and 'starttls' on "
+            "port 587; change one of the two."
         )
     return sec, resolved  # type: ignore[return-value]
 

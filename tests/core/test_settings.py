@@ -77,8 +77,8 @@ def test_from_mapping_is_case_insensitive_and_takes_a_prefix() -> None:
         ),
         (
             {"username": "me@gmail.com", "app_password": PW, "security": "ssl", "port": 587},
-            "port 587 is Gmail's 'starttls' port but security is 'ssl': use security='ssl' "
-            "with port 465, or security='starttls' with port 587.",
+            "port 587 is Gmail's 'starttls' port but security is 'ssl': Gmail takes 'ssl' on "
+            "port 465 and 'starttls' on port 587; change one of the two.",
         ),
         (
             {"username": "me@gmail.com", "app_password": PW, "security": "starttls", "port": 465},
