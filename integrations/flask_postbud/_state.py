@@ -10,7 +10,8 @@ object (``alerts``).
 - Fork (gunicorn ``--preload``): postbud's Mailer starts over in a child by itself; the
   child gets a new lock here, so a parent thread that held it cannot block the child.
 - Exit: postbud's own exit hook drains every outbox; the Mailers with nothing left to
-  deliver are closed here first (a polite QUIT), as in django_postbud.
+  deliver are closed here first (a polite QUIT), as in django_postbud, but not those of
+  an app with a running alert handler (``_alerts``): it still reports through them.
 - Suppression: mail is built (and validated) by a Mailer that cannot send (memory
   spool, a transport that refuses), so nothing leaves the process, not even mail an
   earlier process left in the spool.
@@ -146,7 +147,10 @@ class PostbudState:
     def close(self, timeout: float | None = None) -> None:
         """Close the app's Mailers (flushing the outbox for up to ``timeout``, default
         ``exit_timeout``) and forget them and the settings: the next send reads the
-        config again and makes a new Mailer. For tests and app teardown."""
+        config again and makes a new Mailer. For tests and app teardown. The alert
+        handlers go first: their last follow-ups go out through these Mailers."""
+        if self.alerts is not None:
+            self.alerts.close(timeout)
         with _shared.lock:
             mailers = [m for m in (self._mailer, self._builder) if m is not None]
             self._mailer = self._builder = None
@@ -185,6 +189,10 @@ def _at_exit() -> None:
     # from Python 3.12 none may start at exit); the others keep their worker for
     # postbud's drain, which follows.
     for state in list(_shared.states):
+        if state.alerts is not None and state.alerts.running:
+            # Its alert handler still reports (postbud's own exit hook, then
+            # logging.shutdown()) through these Mailers: postbud's drain ends them.
+            continue
         for mailer in (state._mailer, state._builder):
             if mailer is not None and mailer.flush(0):
                 mailer.close(0)
