@@ -24,6 +24,7 @@ __all__ = [
     "mask_known",
     "mask_text",
     "mask_value",
+    "secret_name",
 ]
 
 MASK = "********"
@@ -31,10 +32,13 @@ MASK = "********"
 # One list of secret words, for keys (``extra``, dicts, options) and for free text.
 _WORDS = (
     r"pass(?:word|wd|phrase)?|pwd|token|secret|authori[sz]ation|cookie|api[-_]?key|"
-    r"credential|private[-_]?key|session|signature"
+    r"credential|private[-_]?key|session|signature|csrf|xsrf|cvv|cvc|iban"
 )
-# Keys whose values are never shown (also ``auth``, ``sig`` as whole parts of a key).
-_SECRET_KEY = re.compile(rf"{_WORDS}|(?:^|[-_])(?:auth|sig)(?:$|[-_])", re.IGNORECASE)
+# Keys whose values are never shown (also ``auth``, ``sig``, ``otp``, ``pin``, ``ssn``
+# and ``card`` as whole parts of a key: "X-Auth-Token", "card_number", not "author").
+_SECRET_KEY = re.compile(
+    rf"{_WORDS}|(?:^|[-_])(?:auth|sig|otp|pin|ssn|card)(?:$|[-_])", re.IGNORECASE
+)
 # ``password=hunter2``, ``"token": "abc"``, ``X-Amz-Signature=…`` inside any text.
 _INLINE = re.compile(
     # Bounded, and anchored where a key can start: unbounded [\w-]* before the words
@@ -97,6 +101,11 @@ def mask_argv(argv: list[str]) -> list[str]:
             continue
         masked.append(mask_text(arg))
     return masked
+
+
+def secret_name(name: str) -> bool:
+    """Whether a key, option, header or form field called ``name`` holds a secret."""
+    return _SECRET_KEY.search(name) is not None
 
 
 def mask_value(key: str, value: Any, limit: int) -> str:

@@ -99,3 +99,31 @@ def test_auth_must_be_a_credentials_object() -> None:
     with pytest.raises(ConfigurationError, match="auth must be a credentials object"):
         Mailer(username="me@gmail.com", auth="hunter2")  # type: ignore[arg-type]
     assert isinstance(AppPassword("x"), postbud.Credentials)
+
+
+@pytest.mark.parametrize(
+    ("name", "secret"),
+    [
+        ("Authorization", True),
+        ("Proxy-Authorization", True),
+        ("Cookie", True),
+        ("X-Api-Key", True),
+        ("X-Auth-Token", True),
+        ("X-CSRFToken", True),
+        ("csrf_token", True),
+        ("card_number", True),
+        ("card-cvc", True),
+        ("otp", True),
+        ("new_password", True),
+        ("iban", True),
+        ("author", False),  # auth only as a whole part of a name
+        ("User-Agent", False),
+        ("Accept-Language", False),
+        ("pinned", False),
+        ("discard", False),
+    ],
+)
+def test_secret_name_knows_headers_and_form_fields(name: str, secret: bool) -> None:
+    from postbud.alerts import secret_name
+
+    assert secret_name(name) is secret
