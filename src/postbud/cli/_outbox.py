@@ -241,4 +241,6 @@ def _retry(settings: Settings, ids: list[int] | None) -> int:
             return EXIT_TEMPFAIL
         return EXIT_OK
     finally:
-        mailer.close(timeout=0)
+        # Run in process too (postbud.cli.outbox: manage.py, flask postbud): the worker
+        # is stopped and joined (up to 1 s), not left running in the caller's process.
+        mailer.close(timeout=1.0)
