@@ -423,3 +423,36 @@ def test_documented_error_texts_are_the_real_ones(
     assert isinstance(error, ExtensionError if where == "call" else postbud.ConfigurationError)
     assert str(error) == message
     assert docs_gmail.messages == []
+
+
+# -- error alerts ----------------------------------------------------------------------------
+
+
+def test_the_alerting_example_mails_once_and_counts_the_rest(
+    docs_gmail: FakeGmail, apps: list[Flask]
+) -> None:
+    module = load_example("alerting")
+    app = module.app
+    apps.append(app)
+    client = app.test_client()
+    client.set_cookie("session", "SECRET-1")
+    for order_id in (1, 2, 3):  # one error, three requests: one mail and a count
+        response = client.get(f"/orders/{order_id}", headers={"Authorization": "Bearer SECRET-2"})
+        assert response.status_code == 500
+    alerts = app.extensions["postbud"].alerts
+    alerts.flush()  # what the handler's thread does within a tick, and at exit
+    assert module.postbud.flush(10, app=app)
+    first, follow_up = docs_gmail.messages
+    assert first.recipients == ("oncall@example.com",)
+    assert first["Subject"].startswith("[shop-prod] [ERROR] ")  # the tag, then the level
+    assert first["Subject"].endswith("Exception on /orders/1 [GET]")  # Flask's own words
+    body = first.message.get_body(("plain",))
+    assert body is not None
+    text = body.get_content()
+    assert "LookupError: order 1 is not in the database" in text
+    assert "URL:            http://localhost/orders/1" in text
+    assert "Cookie: ********" in text and "Authorization: ********" in text
+    raw = first.data.decode("utf-8", "replace")
+    assert "SECRET-1" not in raw and "SECRET-2" not in raw
+    # The two repeats, in one follow-up that shows the last of them.
+    assert "Exception on /orders/3 [GET] (2 more since " in follow_up["Subject"]
