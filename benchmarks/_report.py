@@ -274,7 +274,7 @@ def _quick(run: Run) -> str:
 
 def _demoted(text: str) -> str:
     """A benchmark's own headings go below the page's ``###``."""
-    return re.sub(r"^(#{1,3}) ", lambda h: "#" * max(4, len(h[1]) + 2) + " ", text, flags=re.M)
+    return re.sub(r"^#{1,3} ", "#### ", text, flags=re.M)
 
 
 # -- the chart ---------------------------------------------------------------------------
