@@ -444,8 +444,9 @@ def test_the_alerting_example_mails_once_and_counts_the_rest(
     assert module.postbud.flush(10, app=app)
     first, follow_up = docs_gmail.messages
     assert first.recipients == ("oncall@example.com",)
-    assert first["Subject"].startswith("[shop-prod] [ERROR] ")  # the tag, then the level
-    assert first["Subject"].endswith("Exception on /orders/1 [GET]")  # Flask's own words
+    subject = str(first["Subject"])
+    assert subject.startswith("[shop-prod] [ERROR] ")  # the tag, then the level
+    assert subject.endswith("Exception on /orders/1 [GET]")  # Flask's own words
     body = first.message.get_body(("plain",))
     assert body is not None
     text = body.get_content()
@@ -455,4 +456,4 @@ def test_the_alerting_example_mails_once_and_counts_the_rest(
     raw = first.data.decode("utf-8", "replace")
     assert "SECRET-1" not in raw and "SECRET-2" not in raw
     # The two repeats, in one follow-up that shows the last of them.
-    assert "Exception on /orders/3 [GET] (2 more since " in follow_up["Subject"]
+    assert "Exception on /orders/3 [GET] (2 more since " in str(follow_up["Subject"])
