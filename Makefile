@@ -85,15 +85,23 @@ test-%: .venv-%/.dev-installed
 			--ds=djangoproject.settings_mailers --junitxml=build/junit-$*-django-mailers.xml $(PYTEST_ARGS); \
 	fi
 
+# $(call pinned_venv,DIR,PYTHON,REQUIREMENT): a virtualenv of that Python (pyenv's newest
+# patch release, else the system's pythonX.Y) with the dev extra and one framework held
+# at an older release.
+comma := ,
+define pinned_venv
+	@version=$$(pyenv versions --bare 2>/dev/null | grep -E '^$(subst .,\.,$(2))\.[0-9]+$$' | sort -V | tail -n 1); \
+	if [ -n "$$version" ]; then PYENV_VERSION=$$version python$(2) -m venv $(1); \
+	else python$(2) -m venv $(1); fi
+	$(1)/bin/python -m pip install --quiet --upgrade pip
+	$(1)/bin/python -m pip install --quiet -e '.[dev]' '$(3)'
+	touch $(1)/.dev-installed
+endef
+
 # Django 6.0 (the modern email API, no MAILERS) on Python 3.12, in its own virtualenv;
 # .venv-3.12 has the newest Django (6.1).
 .venv-django60/.dev-installed: pyproject.toml
-	@version=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.12\.[0-9]+$$' | sort -V | tail -n 1); \
-	if [ -n "$$version" ]; then PYENV_VERSION=$$version python3.12 -m venv .venv-django60; \
-	else python3.12 -m venv .venv-django60; fi
-	.venv-django60/bin/python -m pip install --quiet --upgrade pip
-	.venv-django60/bin/python -m pip install --quiet -e '.[dev]' 'Django>=6.0,<6.1'
-	touch $@
+	$(call pinned_venv,.venv-django60,3.12,Django>=6.0$(comma)<6.1)
 
 test-django60: .venv-django60/.dev-installed
 	.venv-django60/bin/python -m pytest -p no:cacheprovider $(DJANGO_TESTS) \
@@ -103,12 +111,7 @@ test-django60: .venv-django60/.dev-installed
 # tests (tests/integrations/flask); every other virtualenv has the newest Flask (3.1).
 FLASK_TESTS := tests/integrations/flask
 .venv-flask30/.dev-installed: pyproject.toml
-	@version=$$(pyenv versions --bare 2>/dev/null | grep -E '^3\.10\.[0-9]+$$' | sort -V | tail -n 1); \
-	if [ -n "$$version" ]; then PYENV_VERSION=$$version python3.10 -m venv .venv-flask30; \
-	else python3.10 -m venv .venv-flask30; fi
-	.venv-flask30/bin/python -m pip install --quiet --upgrade pip
-	.venv-flask30/bin/python -m pip install --quiet -e '.[dev]' 'Flask>=3.0,<3.1'
-	touch $@
+	$(call pinned_venv,.venv-flask30,3.10,Flask>=3.0$(comma)<3.1)
 
 test-flask30: .venv-flask30/.dev-installed
 	.venv-flask30/bin/python -m pytest -p no:cacheprovider -p no:django $(FLASK_TESTS) \
