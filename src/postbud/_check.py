@@ -26,7 +26,7 @@ from postbud._address import parse_address
 from postbud._auth import AppPassword, Credentials
 from postbud._config import Settings
 from postbud._message import build_message
-from postbud._oauth import OAuth2, refresh_error
+from postbud._oauth import MAIL_SCOPE, OAuth2, refresh_error
 from postbud._outbox import Outbox, credential_hash
 from postbud._smtp import SMTPTransport, current_route, translate
 from postbud.errors import (
@@ -288,7 +288,10 @@ def _login(
             error = refresh_error(exc, credentials.token_uri)
             if error is None:
                 raise
-            raise _Failed("token", error.description, error.hint, error=error) from None
+            fix = error.hint
+            if settings.service_account_file and "unauthorized_client" in error.description:
+                fix = _delegation_fix(settings.service_account_file, settings.username)
+            raise _Failed("token", error.description, fix, error=error) from None
         steps.ok("token", "the token endpoint gave an access token")
 
     try:
@@ -301,6 +304,27 @@ def _login(
         raise _Failed("login", exc.description, fix, error=exc) from None
     outbox.gates.succeeded()
     steps.ok("login", f"logged in as {settings.username} with the {credentials.credential}")
+
+
+def _delegation_fix(key_file: str, username: str) -> str:
+    """The admin-console step for a service account whose token request Google refused
+    with ``unauthorized_client``, with the client ID to paste (read from the key)."""
+    import json
+
+    try:
+        with open(key_file, encoding="utf-8") as fh:
+            key = json.load(fh)
+        client_id, email = str(key["client_id"]), str(key.get("client_email", ""))
+    except (OSError, ValueError, KeyError, TypeError):
+        client_id, email = "of the service account", ""
+    of = f" ({email})" if email else ""
+    return (
+        "Domain-wide delegation is not set up for this service account: a super admin of "
+        f"{username.rpartition('@')[2]} opens the Google Admin console, Security, Access and "
+        "data control, API controls, Domain-wide delegation, Add new, with the client ID "
+        f"{client_id}{of} and the OAuth scope {MAIL_SCOPE}. It can take minutes (rarely "
+        f"24 h) to apply; {username} must be a user of that Workspace domain."
+    )
 
 
 def _quota(steps: _Steps, settings: Settings, outbox: Outbox) -> None:

@@ -21,7 +21,7 @@ from . import _fork
 from ._sasl import Cancel, authenticate
 from .errors import ConfigurationError, MissingDependencyError, TokenRefreshError
 
-__all__ = ["MAIL_SCOPE", "OAuth2", "check_token_uri", "refresh_error"]
+__all__ = ["MAIL_SCOPE", "OAuth2", "check_token_uri", "load_json", "refresh_error"]
 
 #: The only scope that works for SMTP (and IMAP/POP).
 MAIL_SCOPE = "https://mail.google.com/"
@@ -71,7 +71,7 @@ def _google() -> Any:
     return google
 
 
-def _load_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
+def load_json(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -134,7 +134,7 @@ class OAuth2:
         ``token_uri`` to use another endpoint (tests, the demo).
         """
         google = _google()
-        info = _load_json(path, "OAuth2 token file")
+        info = load_json(path, "OAuth2 token file")
         missing = [k for k in ("client_id", "client_secret", "refresh_token") if not info.get(k)]
         if missing:
             raise ConfigurationError(
@@ -172,7 +172,7 @@ class OAuth2:
     ) -> OAuth2:
         """A Workspace service account with domain-wide delegation, sending as ``subject``."""
         google = _google()
-        info = _load_json(path, "service account file")
+        info = load_json(path, "service account file")
         if info.get("type") != "service_account" or "private_key" not in info:
             raise ConfigurationError(
                 f"{os.fspath(path)!r} is not a service account key file (type "

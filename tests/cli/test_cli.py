@@ -56,7 +56,7 @@ def test_help_and_no_command() -> None:
     assert (result.returncode, result.stdout) == (2, "")
     assert result.stderr == (
         "usage: postbud [-h] [--version] [--debug] COMMAND ...\n"
-        "postbud: error: a command is required: demo, send, run, check, outbox or help "
+        "postbud: error: a command is required: demo, send, run, check, outbox, auth or help "
         "('postbud --help' says what each does)\n"
     )
     result = run("nonsense")

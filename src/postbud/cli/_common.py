@@ -9,6 +9,7 @@ an option, ``POSTBUD_PORT`` for the environment.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import sys
@@ -17,7 +18,7 @@ from typing import Any
 
 from postbud._config import PORTS, Settings
 from postbud._mailer import Mailer
-from postbud.errors import ConfigurationError
+from postbud.errors import ConfigurationError, MissingDependencyError
 
 __all__ = [
     "EXIT_CONFIG",
@@ -31,6 +32,7 @@ __all__ = [
     "mailer_from",
     "one_line",
     "option_of",
+    "require_extras",
     "say",
     "settings_from",
     "settings_from_with",
@@ -215,3 +217,25 @@ def deliver_left(mailer: Mailer, *, clear_pauses: bool = False) -> None:
 
 class Usage(Exception):
     """A usage mistake: one line, exit 2."""
+
+
+def require_extras(what: str, extras: Mapping[str, Mapping[str, str]]) -> None:
+    """Raise one ``MissingDependencyError`` naming every missing package and extra,
+    with the one pip command that installs them all (exit status 2, as any).
+
+    ``extras`` maps an extra to its modules and the package that brings each one.
+    """
+    missing: dict[str, list[str]] = {}
+    for extra, modules in extras.items():
+        for module, package in modules.items():
+            try:
+                importlib.import_module(module)
+            except ImportError:
+                missing.setdefault(extra, []).append(package)
+    if missing:
+        packages = [p for found in missing.values() for p in found]
+        raise MissingDependencyError(
+            f"{what} needs the {' and '.join(missing)} extra{'s' * (len(missing) > 1)} "
+            f"({', '.join(packages)} not installed): pip install 'postbud[{','.join(missing)}]'",
+            package=packages[0],
+        )

@@ -8,7 +8,6 @@ endpoint, and what a wrong password looks like.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import re
@@ -16,7 +15,9 @@ import tempfile
 import time
 
 from postbud._mailer import Mailer
-from postbud.errors import AuthenticationError, MissingDependencyError
+from postbud.errors import AuthenticationError
+
+from ._common import require_extras
 
 __all__ = ["run_demo"]
 
@@ -31,25 +32,6 @@ _EXTRAS = {
     },
     "oauth": {"google.auth": "google-auth", "requests": "requests"},
 }
-
-
-def _require_extras() -> None:
-    """Raise one ``MissingDependencyError`` naming every missing package and extra,
-    with the one pip command that installs them all (exit status 2, as any)."""
-    missing: dict[str, list[str]] = {}
-    for extra, modules in _EXTRAS.items():
-        for module, package in modules.items():
-            try:
-                importlib.import_module(module)
-            except ImportError:
-                missing.setdefault(extra, []).append(package)
-    if missing:
-        packages = [p for found in missing.values() for p in found]
-        raise MissingDependencyError(
-            f"the demo needs the {' and '.join(missing)} extra{'s' * (len(missing) > 1)} "
-            f"({', '.join(packages)} not installed): pip install 'postbud[{','.join(missing)}]'",
-            package=packages[0],
-        )
 
 
 def _show_received(fake: object) -> None:
@@ -199,7 +181,7 @@ def _digest_rows(text: str) -> list[str]:
 
 def run_demo() -> int:
     """Run the demo; returns the exit status (0)."""
-    _require_extras()
+    require_extras("the demo", _EXTRAS)
     from postbud.testing import FakeGmail
 
     logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's chatter

@@ -81,6 +81,12 @@ def _outbox(args: argparse.Namespace) -> int:
     return outbox_command(args)
 
 
+def _auth(args: argparse.Namespace) -> int:
+    from ._auth import auth_command
+
+    return auth_command(args)
+
+
 # -- the parser ------------------------------------------------------------------------------
 
 
@@ -200,8 +206,19 @@ _EXAMPLES = {
         "postbud outbox retry 17",
         "postbud outbox purge 17 18",
     ),
+    "auth": (
+        "postbud auth login --client-secrets client_secret.json",
+        "postbud auth login --client-secrets client_secret.json --port 8765   # over ssh",
+        "postbud auth status",
+        "postbud auth revoke",
+    ),
     "help": ("postbud help send",),
 }
+_AUTH_STATUS = (
+    "Exit status: 0 ok, 1 the user must act (consent refused or not given in time, a "
+    "token Google refuses), 2 usage or configuration mistake, 75 Google could not be "
+    "reached."
+)
 
 
 def _examples(command: str | None, status: str) -> str:
@@ -445,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(outbox, COMMAND_SETTINGS["outbox"])
     outbox.set_defaults(handler=_outbox)
 
+    _add_auth(command("auth", *_AUTH_TEXTS, _AUTH_STATUS))
+
     helper = command(
         "help",
         "show the help of a command",
@@ -456,6 +475,110 @@ def build_parser() -> argparse.ArgumentParser:
     )
     helper.set_defaults(handler=_help, commands=commands.choices, top=parser)
     return parser
+
+
+_AUTH_TEXTS = (
+    "get, check or revoke an OAuth2 token file (Gmail without an app password)",
+    "login: Google's consent in a browser (installed-app flow with a loopback redirect "
+    "and PKCE), then an authorized-user token file at mode 0600. It asks for the scopes "
+    "https://mail.google.com/ (the only one Gmail's SMTP accepts) and 'openid email', to "
+    "learn which address was authorised. status: the account, scopes, file mode and "
+    "whether the refresh token works now (one refresh). revoke: end the token at Google "
+    "and remove the file. The token file is --token-file, else POSTBUD_OAUTH_TOKEN_FILE, "
+    "else $XDG_CONFIG_HOME/postbud/token.json (~/.config when unset).",
+)
+
+
+def _add_auth(auth: argparse.ArgumentParser) -> None:
+    """``postbud auth login|status|revoke``, each action with its own options."""
+    actions = auth.add_subparsers(
+        dest="auth_action", metavar="ACTION", help="login, status or revoke"
+    )
+
+    def action(name: str, summary: str, examples: tuple[str, ...]) -> argparse.ArgumentParser:
+        sub = actions.add_parser(
+            name,
+            help=summary,
+            description=summary[0].upper() + summary[1:] + ".",
+            epilog="examples:\n"
+            + "\n".join(f"  {line}" for line in examples)
+            + f"\n\n{_AUTH_STATUS}",
+            formatter_class=_HelpFormatter,
+        )
+        sub.set_defaults(parser=sub)
+        sub.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks"
+        )
+        sub.add_argument(
+            "--token-file",
+            metavar="PATH",
+            help="the token file (default: the file POSTBUD_OAUTH_TOKEN_FILE names, else "
+            "$XDG_CONFIG_HOME/postbud/token.json)",
+        )
+        _refuse_secrets(sub)
+        return sub
+
+    login = action(
+        "login",
+        "authorise postbud in a browser and write the token file (asks for "
+        "https://mail.google.com/ and 'openid email', to learn the address)",
+        (
+            "postbud auth login --client-secrets client_secret.json",
+            "postbud auth login --client-secrets client_secret.json --port 8765",
+            "postbud auth login --client-secrets client_secret.json --paste",
+        ),
+    )
+    login.add_argument(
+        "--client-secrets",
+        required=True,
+        metavar="FILE",
+        help="client_secret.json of an OAuth client of type 'Desktop app' (Google Cloud "
+        "console, APIs & Services, Credentials)",
+    )
+    login.add_argument("--force", action="store_true", help="replace an existing token file")
+    login.add_argument(
+        "--no-browser",
+        action="store_true",
+        help="print the URL instead of opening a browser (the default without a display)",
+    )
+    login.add_argument(
+        "--port",
+        type=int,
+        metavar="PORT",
+        help="the loopback port Google redirects to, for an ssh -L forward (printed) "
+        "[default: a free one]",
+    )
+    login.add_argument(
+        "--paste",
+        action="store_true",
+        help="no redirect listener: paste the address the browser was sent to",
+    )
+    login.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="how long to wait for the browser's answer [default: 300 s]",
+    )
+    login.add_argument(
+        "--send-test",
+        metavar="TO",
+        help="then send a test message to TO (nothing is sent without it; the connection "
+        "settings come from POSTBUD_*)",
+    )
+    for name, summary in (
+        ("status", "which account, scopes, file mode; whether the refresh token works now"),
+        ("revoke", "revoke the token at Google, then remove the token file"),
+    ):
+        sub = action(name, summary, (f"postbud auth {name}",))
+        sub.add_argument(
+            "--oauth-token-uri",
+            dest="set_oauth_token_uri",
+            metavar="URL",
+            help="token endpoint to use instead of Google's; revoke and tokeninfo are its "
+            "siblings (tests) [env: POSTBUD_OAUTH_TOKEN_URI]",
+        )
+    auth.set_defaults(handler=_auth)
 
 
 #: The actions of ``postbud outbox``.
@@ -549,6 +672,12 @@ def _dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
             "an action is required: "
             + ", ".join(OUTBOX_ACTIONS[:-1])
             + f" or {OUTBOX_ACTIONS[-1]} ('postbud outbox --help' says what each does)",
+        )
+    if args.command == "auth" and args.auth_action is None:
+        return usage_error(
+            args.parser,
+            "an action is required: login, status or revoke ('postbud auth --help' says "
+            "what each does)",
         )
     return run_handled(lambda: handler(args), debug=bool(args.debug))
 
