@@ -29,6 +29,7 @@ from ._convert import (
     to_number,
     to_path,
     to_secret,
+    to_state,
     to_text,
     to_token_uri,
 )
@@ -50,7 +51,9 @@ __all__ = [
 
 log = logging.getLogger("postbud")
 
-_SECRET_FIELDS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
+_SECRET_FIELDS = frozenset(
+    {"app_password", "oauth_client_secret", "oauth_refresh_token", "state_password"}
+)
 #: Who logs in: ``Settings.from_layers`` takes these as one group, from one place.
 CREDENTIAL_SETTINGS = frozenset(
     {
@@ -158,6 +161,8 @@ class SettingsKwargs(TypedDict, total=False):
     timeout: float | str
     ca_file: str | os.PathLike[str] | None
     spool: str | os.PathLike[str] | None
+    state: str | None
+    state_password: str | Secret | None
     daily_limit: int | str
     queue_size: int | str
     exit_timeout: float | str
@@ -187,6 +192,12 @@ class Settings:
         timeout: Total deadline in seconds of one delivery attempt.
         ca_file: PEM file of CA certificates to trust instead of the system's.
         spool: Path of the outbox database, or None to keep the queue in memory.
+        state: Where the state every process of the account shares lives (the quota
+            ledger, the login pause, the hold): None for the spool, or a
+            ``redis://host:port/db`` (``rediss://`` for TLS) URL for a fleet of
+            machines. Stored without its password (see ``state_password``).
+        state_password: The Redis password: the one in the ``state`` URL if it has
+            one, else this (``POSTBUD_STATE_PASSWORD``). A redacted ``Secret``.
 
     ``Settings.CREDENTIALS`` names the settings that say who logs in (taken as one
     group by ``from_layers``).
@@ -210,6 +221,8 @@ class Settings:
     timeout: float
     ca_file: str | None
     spool: str | None
+    state: str | None
+    state_password: Secret | None
     daily_limit: int
     queue_size: int
     exit_timeout: float
@@ -239,6 +252,8 @@ class Settings:
         timeout: float | str = 30.0,
         ca_file: str | os.PathLike[str] | None = None,
         spool: str | os.PathLike[str] | object | None = ...,
+        state: str | None = None,
+        state_password: str | Secret | None = None,
         daily_limit: int | str = 500,
         queue_size: int | str = 1000,
         exit_timeout: float | str = 5.0,
@@ -274,6 +289,11 @@ class Settings:
             put(self, "spool", default_spool_path())
         else:
             put(self, "spool", to_path("spool", spool, exists=False))
+        # The URL's password wins over state_password (the precedence); either
+        # way it is kept apart from the URL, as a Secret.
+        url, url_password = to_state(state)
+        put(self, "state", url)
+        put(self, "state_password", url_password or to_secret("state_password", state_password))
         put(self, "daily_limit", int(to_number("daily_limit", daily_limit, minimum=1, whole=True)))
         put(self, "queue_size", int(to_number("queue_size", queue_size, minimum=1, whole=True)))
         put(self, "exit_timeout", to_number("exit_timeout", exit_timeout, minimum=0))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 import os
+import re
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -25,6 +27,7 @@ __all__ = [
     "PORTS",
     "Security",
     "label",
+    "mask_url",
     "spelled_as",
     "to_address",
     "to_endpoint",
@@ -32,6 +35,7 @@ __all__ = [
     "to_number",
     "to_path",
     "to_secret",
+    "to_state",
     "to_text",
     "to_token_uri",
 ]
@@ -182,3 +186,65 @@ def to_address(name: str, value: str | None, *, required: bool) -> str:
 def to_token_uri(value: str | None) -> str | None:
     """An OAuth2 token endpoint the secrets may be posted to (see ``check_token_uri``)."""
     return None if value is None else check_token_uri(value, label("oauth_token_uri"))
+
+
+# The password part of a redis:// URL (``redis://user:password@host``), wherever such a
+# URL appears in a text: an error names the URL the user wrote, never its password.
+_URL_PASSWORD = re.compile(r"(?i)(rediss?://[^\s/@:]*:)[^\s@]*@")
+STATE_SCHEMES = ("redis", "rediss")
+
+
+def mask_url(text: str) -> str:
+    """``text`` with the password of every ``redis://`` URL in it replaced by ``********``."""
+    return _URL_PASSWORD.sub(r"\1********@", text)
+
+
+def to_state(value: object) -> tuple[str | None, Secret | None]:
+    """The ``state`` setting: (the URL without its password, the URL's password).
+
+    None or empty: the spool keeps the shared state (the default). Otherwise
+    ``redis://[[user]:password@]host[:port][/db]`` or ``rediss://...`` (TLS). The
+    password leaves the URL so that no repr, log line or error shows it; ``Settings``
+    keeps it as ``state_password`` (the URL's wins over ``POSTBUD_STATE_PASSWORD``).
+    A query string is refused: postbud sets the deadlines itself, and TLS is always
+    verified (``ssl_cert_reqs=none`` must not be one option away).
+    """
+    text = to_text("state", value)
+    if text is None:
+        return None, None
+    shown = mask_url(text)
+    example = "such as redis://redis.internal:6379/0, or leave it empty for the spool"
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ConfigurationError(
+            f"{label('state')} {shown!r} is not a valid URL: the port must be a number "
+            f"from 1 to 65535 ({example})."
+        ) from None
+    if parts.scheme.lower() not in STATE_SCHEMES:
+        raise ConfigurationError(
+            f"{label('state')} must be a redis:// or rediss:// URL, {example}; got {shown!r}."
+        )
+    if not parts.hostname:
+        raise ConfigurationError(f"{label('state')} {shown!r} names no host ({example}).")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(
+            f"{label('state')} {shown!r} has a query string or fragment: postbud sets "
+            "the timeouts itself and always verifies TLS; write only "
+            "redis://[:password@]host:port/db."
+        )
+    db = parts.path.strip("/") or "0"
+    if not db.isdigit():
+        raise ConfigurationError(
+            f"{label('state')} {shown!r}: the path must be a database number such as /0, "
+            f"got {parts.path!r}."
+        )
+    host = parts.hostname
+    if ":" in host:  # an IPv6 address keeps its brackets
+        host = f"[{host}]"
+    user = urllib.parse.unquote(parts.username) if parts.username else ""
+    user_part = f"{urllib.parse.quote(user, safe='')}@" if user else ""
+    url = f"{parts.scheme.lower()}://{user_part}{host}:{port or 6379}/{int(db)}"
+    password = urllib.parse.unquote(parts.password) if parts.password else None
+    return url, as_secret(password)

@@ -513,3 +513,63 @@ def test_from_layers_errors_name_the_key_as_its_layer_spells_it(
         )
     assert quoted.app_password is not None and quoted.app_password.reveal() == "abcdefghijklmnop"
     assert caplog.messages[0].startswith("MAIL_PASSWORD was given in quotes")
+
+
+# -- state: where the shared state lives (issue 21) -------------------------------------
+
+
+def test_state_defaults_to_the_spool() -> None:
+    s = Settings(username="me@gmail.com", app_password=PW)
+    assert (s.state, s.state_password) == (None, None)
+    assert Settings(username="me@gmail.com", app_password=PW, state="").state is None
+
+
+def test_a_redis_state_url_is_normalised_and_its_password_kept_apart() -> None:
+    s = Settings(
+        username="me@gmail.com",
+        app_password=PW,
+        spool=None,  # shared state on Redis, the queue in memory: allowed
+        state="redis://:p%40ss-w0rd@redis.internal/3",
+        state_password="from-the-environment",
+    )
+    assert s.state == "redis://redis.internal:6379/3"
+    assert s.state_password == postbud.Secret("p@ss-w0rd")  # the URL's wins
+    assert "p@ss-w0rd" not in repr(s) and "p%40ss" not in repr(s)
+    assert s.replace(timeout=5).state_password == s.state_password
+    tls = Settings(username="me@gmail.com", app_password=PW, state="rediss://user:pw@[::1]:6380")
+    assert (tls.state, tls.state_password) == ("rediss://user@[::1]:6380/0", postbud.Secret("pw"))
+
+
+def test_the_state_password_comes_from_the_environment() -> None:
+    env = {
+        "POSTBUD_USERNAME": "me@gmail.com",
+        "POSTBUD_APP_PASSWORD": PW,
+        "POSTBUD_STATE": "redis://10.0.0.5:6379/0",
+        "POSTBUD_STATE_PASSWORD": "hunter2-redis",
+        "POSTBUD_SPOOL": "",
+    }
+    s = Settings.from_env(env)
+    assert (s.state, s.state_password) == (
+        "redis://10.0.0.5:6379/0",
+        postbud.Secret("hunter2-redis"),
+    )
+    assert "hunter2-redis" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("http://redis:6379", "POSTBUD_STATE must be a redis:// or rediss:// URL"),
+        ("redis://:hunter2@redis:port/0", "POSTBUD_STATE 'redis://:********@redis:port/0' is not"),
+        ("redis://:hunter2@:6379/0", "POSTBUD_STATE 'redis://:********@:6379/0' names no host"),
+        ("redis://:hunter2@redis/zero", "the path must be a database number such as /0"),
+        ("rediss://:hunter2@redis/0?ssl_cert_reqs=none", "has a query string or fragment"),
+    ],
+)
+def test_bad_state_urls_name_the_key_and_mask_the_password(value: str, message: str) -> None:
+    env = {"POSTBUD_USERNAME": "me@gmail.com", "POSTBUD_APP_PASSWORD": PW, "POSTBUD_STATE": value}
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(env)
+    assert message in str(info.value)
+    assert "hunter2" not in str(info.value)
+    assert info.value.__cause__ is None

@@ -11,9 +11,11 @@ from .db import DAMAGED_LEFT, SCHEMA_VERSION, Database, SchemaTooNew
 from .gates import credential_hash
 from .outbox import Outbox
 from .queue import Item, Priority, PriorityName, Queue, QueueBusy
+from .redis_state import RedisState
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .salvage import is_damage
 from .shutdown import first as at_exit_first
+from .state import StateStore, StateUnavailable
 from .stats import Stats
 
 __all__ = [
@@ -29,8 +31,11 @@ __all__ = [
     "PriorityName",
     "Queue",
     "QueueBusy",
+    "RedisState",
     "RetryPolicy",
     "SchemaTooNew",
+    "StateStore",
+    "StateUnavailable",
     "Stats",
     "at_exit_first",
     "credential_hash",

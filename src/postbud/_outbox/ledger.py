@@ -15,17 +15,36 @@ import contextlib
 import logging
 import sqlite3
 import threading
+from dataclasses import dataclass
 
 from postbud import _fork
 from postbud._config import Settings
 from postbud.errors import QuotaExceededError
 
 from .retry import DEFAULT_POLICY, RetryPolicy
-from .state import WINDOW, Gate, MemoryState, StateStore, StateUnavailable, hold_gate
+from .state import WINDOW, Gate, MemoryState, Reserved, StateStore, StateUnavailable, hold_gate
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "Reservation"]
 
 log = logging.getLogger("postbud")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Recipients ``Ledger.reserve`` counted for a send, until ``Ledger.settle``.
+
+    Attributes:
+        stored: The store's reservation; None when the store could not be reached
+            (the count then happens at ``settle``, in this process if need be).
+        recipients: How many were reserved.
+        alert: Whether they are alert recipients.
+        at: When.
+    """
+
+    stored: Reserved | None
+    recipients: int
+    alert: bool
+    at: float
 
 
 class Ledger:
@@ -44,10 +63,12 @@ class Ledger:
     ) -> None:
         self.account = settings.username.lower()
         self.limit = settings.daily_limit
-        self.reserve = settings.alert_reserve
+        self.alert_reserve = settings.alert_reserve
         self.max_share = settings.alert_max_share
         self.state = state
         self._hold_for = policy.hold
+        #: Seconds a claimed probe holds the others back (its attempt, with room).
+        self.probe_window = max(60.0, 4 * settings.timeout)
         self._local = MemoryState()  # what the store could not take, until it can
         self._unmerged: list[tuple[int, bool, float]] = []
         self._hold: tuple[float, float] | None = None  # this process's (until, since)
@@ -84,27 +105,45 @@ class Ledger:
         _, alerts, _ = self.used(now)
         return alerts >= self.max_share * self.limit
 
-    def held_until(self, now: float) -> float | None:
-        """End of the current hold after a 550 5.4.5, or None."""
+    def held_until(self, now: float, *, probe: bool = False) -> float | None:
+        """End of the current hold after a 550 5.4.5, or None.
+
+        ``probe``: this process is about to send. When the hold has just ended, it
+        claims the probe in the store (the hold moves ``probe_window`` seconds on for
+        the others), so of every process sharing the store one probes whether Gmail's
+        block is over, not one per process. A probe that never reports (its process
+        died) frees the next one when that window ends.
+        """
         until = self._hold[0] if self._hold else None  # this process's own view
         try:
             gate = self.state.gate(hold_gate(self.account))
+            if gate is not None and probe and gate.until <= now:
+                claimed = Gate(now + self.probe_window, gate.since, gate.step + 1, gate.reason)
+                if not self.state.claim(hold_gate(self.account), gate.until, claimed):
+                    gate = self.state.gate(hold_gate(self.account))  # another one probes
         except StateUnavailable as exc:
             self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
         else:
             if gate is not None:
                 self._hold_seen = True
-                until = max(until or 0.0, gate.until)
+                if not (probe and gate.until <= now):
+                    until = max(until or 0.0, gate.until)
         return until if until is not None and until > now else None
 
-    def check(self, recipients: int, alert: bool, now: float, *, hold: bool = True) -> None:
-        """Raise ``QuotaExceededError`` (with ``retry_after``) if this send must wait.
+    def reserve(
+        self, recipients: int, alert: bool, now: float, *, hold: bool = True
+    ) -> Reservation:
+        """Count ``recipients`` before sending to them, or raise ``QuotaExceededError``
+        (with ``retry_after``) if this send must wait. ``settle`` says how many were
+        accepted once the send is over (0 if it failed).
 
-        With ``hold=False`` only the count matters: ``send()`` makes its one attempt
-        even while the outbox holds after a 550 5.4.5 (Gmail has the last word), and
-        nothing is logged: its caller gets the error, and nothing was queued.
+        The check and the count are one atomic step in the store, so processes that
+        share it never pass the limit between them. With ``hold=False`` only the count
+        matters: ``send()`` makes its one attempt even while the outbox holds after a
+        550 5.4.5 (Gmail has the last word), and nothing is logged: its caller gets
+        the error, and nothing was queued.
         """
-        until = self.held_until(now) if hold else None
+        until = self.held_until(now, probe=True) if hold else None
         if until is not None:
             raise QuotaExceededError(
                 f"Sending for {self.account} is held after Gmail's daily-limit reply "
@@ -113,9 +152,7 @@ class Ledger:
                 hint="Gmail blocks an account for up to 24 hours after its daily limit. "
                 "Nothing is lost: queued mail goes out when the block ends.",
             )
-        used, _, oldest = self.used(now)
-        self._seen = used
-        cap = self.limit if alert else int(self.limit * (1 - self.reserve))
+        cap = self.limit if alert else int(self.limit * (1 - self.alert_reserve))
         if recipients > cap:  # waiting cannot help: it will never fit in one day
             raise QuotaExceededError(
                 f"This message has {recipients} recipients, more than the "
@@ -124,29 +161,56 @@ class Ledger:
                 hint="Raise daily_limit if the account allows more (Workspace: 2,000), "
                 "or send to fewer people at a time.",
             )
-        if used + recipients > cap:
-            wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
-            if hold:  # the outbox's worker: the message stays queued
-                self._warn_once(
-                    "full",
-                    f"The daily limit for {self.account} leaves no room: {used} of "
-                    f"{self.limit} recipients used in the last 24 h"
-                    + ("" if alert else f" (ordinary mail stops at {cap})")
-                    + "; queued mail waits.",
-                )
-            raise QuotaExceededError(
-                f"Sending to {recipients} more recipient(s) would pass the daily limit of "
-                f"{self.account} ({used} of {self.limit} used in the last 24 h"
-                + ("" if alert else f"; ordinary mail stops at {cap} to keep room for alerts")
-                + ").",
-                retry_after=max(1.0, wait),
-                hint="Raise daily_limit if the account allows more (Workspace: 2,000), or "
-                + (
-                    "send less; queued mail waits, it is not dropped."
-                    if hold
-                    else "send less; this message was not sent (submit() would queue it)."
-                ),
+        try:
+            self._merge()
+            with self._lock:  # what the store has not taken yet counts too
+                waiting = sum(n for n, _, at in self._unmerged if at > now - WINDOW)
+            got = self.state.reserve(self.account, recipients, alert, cap - waiting, now)
+        except StateUnavailable as exc:  # fall back to what this process counted
+            self._warn_once("read", f"postbud cannot read the quota ledger ({exc}).")
+            used, _, oldest = self._local.used(self.account, now)
+            if used + recipients > cap:
+                raise self._full(recipients, alert, cap, used, oldest, now, hold) from None
+            self._seen = used
+            return Reservation(None, recipients, alert, now)
+        used = got.used + waiting
+        if not got.granted:
+            raise self._full(recipients, alert, cap, used, got.oldest, now, hold)
+        self._seen = used
+        return Reservation(got, recipients, alert, now)
+
+    def _full(
+        self,
+        recipients: int,
+        alert: bool,
+        cap: int,
+        used: int,
+        oldest: float | None,
+        now: float,
+        hold: bool,
+    ) -> QuotaExceededError:
+        wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
+        if hold:  # the outbox's worker: the message stays queued
+            self._warn_once(
+                "full",
+                f"The daily limit for {self.account} leaves no room: {used} of "
+                f"{self.limit} recipients used in the last 24 h"
+                + ("" if alert else f" (ordinary mail stops at {cap})")
+                + "; queued mail waits.",
             )
+        return QuotaExceededError(
+            f"Sending to {recipients} more recipient(s) would pass the daily limit of "
+            f"{self.account} ({used} of {self.limit} used in the last 24 h"
+            + ("" if alert else f"; ordinary mail stops at {cap} to keep room for alerts")
+            + ").",
+            retry_after=max(1.0, wait),
+            hint="Raise daily_limit if the account allows more (Workspace: 2,000), or "
+            + (
+                "send less; queued mail waits, it is not dropped."
+                if hold
+                else "send less; this message was not sent (submit() would queue it)."
+            ),
+        )
 
     # -- writing -----------------------------------------------------------------------
 
@@ -165,20 +229,50 @@ class Ledger:
         try:
             self.state.record(self.account, recipients, alert, now, db)
         except StateUnavailable as exc:
-            with self._lock:
-                self._unmerged.append((recipients, alert, now))
-            self._warn_once(
-                "write",
-                f"postbud could not record sent recipients in the quota ledger ({exc}); "
-                "this process counts them and records them when it can.",
-            )
+            self._keep(recipients, alert, now, exc)
+        self._succeeded(recipients, db)
+
+    def settle(
+        self,
+        reservation: Reservation,
+        accepted: int,
+        now: float,
+        db: sqlite3.Connection | None = None,
+    ) -> None:
+        """The send that ``reservation`` counted is over: ``accepted`` recipients got it
+        (0: none, and the reservation is given back). ``db`` as for ``record``."""
+        stored = reservation.stored
+        if stored is None:  # the store could not count it: this process does now
+            self.record(accepted, reservation.alert, now, db)
+            return
+        if accepted > 0:
+            self._local.record(self.account, accepted, reservation.alert, now)
+        try:
+            self.state.settle(self.account, stored, accepted, db)
+        except StateUnavailable as exc:  # a correction, at the reservation's time
+            self._keep(accepted - reservation.recipients, reservation.alert, stored.at, exc)
+        if accepted > 0:
+            self._succeeded(accepted, db)
+
+    def _keep(self, recipients: int, alert: bool, at: float, exc: StateUnavailable) -> None:
+        """An entry the store could not take: this process keeps it, merged later."""
+        with self._lock:
+            self._unmerged.append((recipients, alert, at))
+        self._warn_once(
+            "write",
+            f"postbud could not record sent recipients in the quota ledger ({exc}); "
+            "this process counts them and records them when it can.",
+        )
+
+    def _succeeded(self, recipients: int, db: sqlite3.Connection | None) -> None:
+        """After an accepted send: a hold is over; the 80 % warning, once."""
         if self._hold is not None or self._hold_seen:  # a hold ends with a success
             with self._lock:
                 self._hold, self._hold_seen = None, False
             with contextlib.suppress(StateUnavailable):
                 self.state.clear_gate(hold_gate(self.account), db)
         self._warned.discard("hold")
-        # The count check() just read, plus these: no second query per message.
+        # The count reserve() just read, plus these: no second query per message.
         self._seen += recipients
         if self._seen >= 0.8 * self.limit:
             self._warn_once(

@@ -44,6 +44,7 @@ from .gates import Gates
 from .ledger import Ledger
 from .memory import MemoryQueue
 from .queue import Item, Priority, PriorityName, QueueBusy
+from .redis_state import RedisState
 from .retry import DEFAULT_POLICY, RetryPolicy
 from .salvage import is_damage
 from .spool import DiskSpool
@@ -139,7 +140,11 @@ class Outbox:
         """
         database = open_database(settings.spool, repair=worker_transport is not None)
         spool = None
-        state: StateStore = MemoryState() if database is None else SQLiteState(database)
+        state: StateStore
+        if settings.state is not None:  # a fleet's: every host on one Redis
+            state = RedisState(settings)
+        else:
+            state = MemoryState() if database is None else SQLiteState(database)
         if database is not None:
             spool = DiskSpool(database, settings.username, lease=2 * settings.timeout)
             if worker_transport is not None:  # an outbox that only reads writes nothing
@@ -167,19 +172,19 @@ class Outbox:
         attempt; its failure or success feeds it.
         """
         now = time.time()
-        self.ledger.check(len(envelope.recipients), alert=alert, now=now, hold=False)
         self._refuse_a_paused_login(now)
+        reservation = self.ledger.reserve(len(envelope.recipients), alert, now, hold=False)
         try:
             result = deliver(self._transport, envelope)
-        except QuotaExceededError as exc:
-            if exc.code == 550:  # Gmail's own daily-limit reply: hold the outbox too
-                self.ledger.hold(time.time(), warn=False)
-            raise
-        except DeliveryError as exc:
-            self.gates.failed(exc, time.time(), warn=False)
+        except BaseException as exc:
+            self.ledger.settle(reservation, 0, time.time())  # nobody got it
+            if isinstance(exc, QuotaExceededError) and exc.code == 550:
+                self.ledger.hold(time.time(), warn=False)  # Gmail's own daily-limit reply
+            elif isinstance(exc, DeliveryError) and not isinstance(exc, QuotaExceededError):
+                self.gates.failed(exc, time.time(), warn=False)
             raise
         self.gates.succeeded()
-        self.ledger.record(len(result.accepted), alert=alert, now=time.time())
+        self.ledger.settle(reservation, len(result.accepted), time.time())
         self.counters.add("sent")
         return result
 
@@ -468,9 +473,10 @@ class Outbox:
                 error,
             )
             self.spool = None
-            state = MemoryState()
-            self.ledger.state = state
-            self.gates.state = state
+            if isinstance(self.ledger.state, SQLiteState):  # a Redis store stays
+                state = MemoryState()
+                self.ledger.state = state
+                self.gates.state = state
 
     def flush(self, timeout: float, *, start: bool = True) -> bool:
         """Wait until what was queued before the call is settled; True if it is.
@@ -546,6 +552,8 @@ class Outbox:
             self.counters.add("dropped", len(left) - len(kept))
         if self.spool is not None:
             self.spool.database.close()  # reopened if this Mailer is used again
+        if isinstance(self.ledger.state, RedisState):
+            self.ledger.state.close()  # reconnects if this Mailer is used again
 
     def release(self) -> None:
         """Close the spool's connections now (they reopen when next needed)."""

@@ -8,9 +8,9 @@ rolling 24 h.
 
 ``StateStore`` is the small protocol the rest of the outbox uses; ``SQLiteState``
 keeps it in the spool database (shared by the processes of one machine) and
-``MemoryState`` in this process (``spool=None``). A store on a server (Redis, for a
-fleet) implements the same protocol. Every method may raise ``StateUnavailable``; the
-callers then keep what they know in this process.
+``MemoryState`` in this process (``spool=None``); ``redis_state.RedisState`` keeps it
+on a Redis server for a fleet of machines (``state="redis://..."``). Every method may
+raise ``StateUnavailable``; the callers then keep what they know in this process.
 
 The ledger's count is O(1) whatever the window holds: SQLite triggers keep a running
 total per account (``ledger_total``) as entries are inserted and deleted, whoever
@@ -34,6 +34,7 @@ __all__ = [
     "WINDOW",
     "Gate",
     "MemoryState",
+    "Reserved",
     "SQLiteState",
     "StateStore",
     "StateUnavailable",
@@ -124,8 +125,78 @@ class StateStore(Protocol):
         now: float,
         txn: sqlite3.Connection | None = None,
     ) -> None:
-        """Count ``recipients`` accepted now (in ``txn``, a spool transaction, if given)."""
+        """Count ``recipients`` accepted now (in ``txn``, a spool transaction, if given).
+
+        ``recipients`` may be negative: a correction of an earlier entry (see
+        ``settle``), counted at that entry's time so that both leave the window together.
+        """
         ...
+
+    def reserve(self, account: str, recipients: int, alert: bool, cap: int, now: float) -> Reserved:
+        """Count ``recipients`` now if the window's count plus them stays within ``cap``,
+        in one atomic step (of two processes that both fit only one more, one wins)."""
+        ...
+
+    def settle(
+        self,
+        account: str,
+        reserved: Reserved,
+        accepted: int,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        """Make a reservation count the ``accepted`` recipients only (0: none), in
+        ``txn`` if given. A no-op when all were accepted."""
+        ...
+
+
+@dataclass(frozen=True)
+class Reserved:
+    """The answer of ``StateStore.reserve``.
+
+    Attributes:
+        entry: What the store needs to settle the reservation (a spool row, a Redis
+            member), or None when it was refused.
+        used: Recipients counted in the window before this reservation.
+        oldest: Time of the oldest entry in the window (when a refused send may fit).
+        at: When the reservation was counted.
+        recipients: How many it counts.
+        alert: Whether they are alert recipients.
+    """
+
+    entry: object
+    used: int
+    oldest: float | None
+    at: float
+    recipients: int
+    alert: bool
+
+    @property
+    def granted(self) -> bool:
+        return self.entry is not None
+
+
+def reserve_with(
+    store: StateStore, account: str, recipients: int, alert: bool, cap: int, now: float
+) -> Reserved:
+    """``reserve`` for a store whose read and write are one atomic step by other means
+    (one process's memory, under its lock): the count, then the entry if it fits."""
+    used, _, oldest = store.used(account, now)
+    if used + recipients > cap:
+        return Reserved(None, used, oldest, now, recipients, alert)
+    store.record(account, recipients, alert, now)
+    return Reserved(True, used, oldest, now, recipients, alert)
+
+
+def settle_with(
+    store: StateStore,
+    account: str,
+    reserved: Reserved,
+    accepted: int,
+    txn: sqlite3.Connection | None = None,
+) -> None:
+    """``settle`` as a correction entry at the reservation's time."""
+    if reserved.granted and accepted != reserved.recipients:
+        store.record(account, accepted - reserved.recipients, reserved.alert, reserved.at, txn)
 
 
 class MemoryState:
@@ -133,6 +204,7 @@ class MemoryState:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._reserving = threading.Lock()
         self._gates: dict[str, Gate] = {}
         # Per account: entries (at, recipients, alert) and their running sums.
         self._entries: dict[str, deque[tuple[float, int, bool]]] = {}
@@ -188,11 +260,34 @@ class MemoryState:
             sums[1] += recipients if alert else 0
             self._prune(entries, sums, now)
 
+    def reserve(self, account: str, recipients: int, alert: bool, cap: int, now: float) -> Reserved:
+        with self._reserving:  # the count and the entry, with no reservation between
+            return reserve_with(self, account, recipients, alert, cap, now)
+
+    def settle(
+        self,
+        account: str,
+        reserved: Reserved,
+        accepted: int,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        settle_with(self, account, reserved, accepted)
+
 
 #: Ledger entries written by callers (blocking sends) between two WAL checkpoints.
 CHECKPOINT_EVERY = 200
 # A ledger entry (the trigger adds it to ledger_total).
 _RECORD = "INSERT INTO ledger VALUES (?, ?, ?, ?)"
+# (recipients, alert recipients, oldest entry, recipients that left the window) of an
+# account: the running total minus what left the window. Arguments: account, since,
+# account, since, account.
+_USED = (
+    "SELECT t.recipients - COALESCE(e.recipients, 0), t.alerts - COALESCE(e.alerts, 0),"
+    " (SELECT MIN(at) FROM ledger WHERE account = ? AND at > ?), e.recipients"
+    " FROM ledger_total AS t, (SELECT SUM(recipients) AS recipients,"
+    " SUM(recipients * alert) AS alerts FROM ledger WHERE account = ? AND at <= ?)"
+    " AS e WHERE t.account = ?"
+)
 
 
 class SQLiteState:
@@ -242,18 +337,7 @@ class SQLiteState:
 
     def used(self, account: str, now: float) -> tuple[int, int, float | None]:
         since = now - WINDOW
-        rows = self._read(
-            "SELECT t.recipients - COALESCE(e.recipients, 0), t.alerts - COALESCE(e.alerts, 0),"
-            " (SELECT MIN(at) FROM ledger WHERE account = ? AND at > ?), e.recipients"
-            " FROM ledger_total AS t, (SELECT SUM(recipients) AS recipients,"
-            " SUM(recipients * alert) AS alerts FROM ledger WHERE account = ? AND at <= ?)"
-            " AS e WHERE t.account = ?",
-            account,
-            since,
-            account,
-            since,
-            account,
-        )
+        rows = self._read(_USED, account, since, account, since, account)
         if not rows:
             return 0, 0, None
         total, alerts, oldest, expired = rows[0]
@@ -287,6 +371,9 @@ class SQLiteState:
                 self._expired.discard(account)
         except (QueueBusy, sqlite3.Error) as exc:
             raise StateUnavailable(_why(exc)) from exc
+        self._wrote()
+
+    def _wrote(self) -> None:
         # Blocking sends write here with no worker to checkpoint the WAL (the spool
         # turns autocheckpoint off): without this, a site that only sends blocking
         # grows the WAL by ~13 KB a message, without end. PASSIVE, outside the lock.
@@ -294,18 +381,57 @@ class SQLiteState:
         if self._writes % CHECKPOINT_EVERY == 0:
             self.database.checkpoint()
 
+    def reserve(self, account: str, recipients: int, alert: bool, cap: int, now: float) -> Reserved:
+        # One write transaction (BEGIN IMMEDIATE): no other process can count between
+        # this read and this insert.
+        try:
+            with self.database.transaction(wait=1.0) as db:
+                rows = db.execute(_USED, (account, now - WINDOW) * 2 + (account,)).fetchall()
+                first, _, earliest, _ = rows[0] if rows else (0, 0, None, None)
+                used = int(str(first))
+                oldest = None if earliest is None else float(str(earliest))
+                if used + recipients > cap:
+                    return Reserved(None, used, oldest, now, recipients, alert)
+                row = self._record_in(db, account, recipients, alert, now)
+        except (QueueBusy, sqlite3.Error) as exc:
+            raise StateUnavailable(_why(exc)) from exc
+        self._expired.discard(account)
+        self._wrote()
+        return Reserved(row, used, oldest, now, recipients, alert)
+
+    def settle(
+        self,
+        account: str,
+        reserved: Reserved,
+        accepted: int,
+        txn: sqlite3.Connection | None = None,
+    ) -> None:
+        if not reserved.granted or accepted == reserved.recipients:
+            return
+        # The entry itself (the trigger moves the total), if still in the window.
+        where = (reserved.entry, account, reserved.at)
+        sql = "UPDATE ledger SET recipients = ? WHERE rowid = ? AND account = ? AND at = ?"
+        args: tuple[object, ...] = (accepted, *where)
+        if accepted == 0:
+            sql, args = "DELETE FROM ledger WHERE rowid = ? AND account = ? AND at = ?", where
+        if txn is not None:
+            txn.execute(sql, args)
+        else:
+            self._write(sql, args)
+
     def _record_in(
         self, db: sqlite3.Connection, account: str, recipients: int, alert: bool, now: float
-    ) -> None:
+    ) -> int:
         # Runs inside the worker's write transaction, which a submit may be waiting
         # for: the insert (the trigger adds it to the total), and the entries that left
         # the window (the trigger takes them off): few at a time, each deleted once.
-        db.execute(_RECORD, (account, now, recipients, int(alert)))
+        row = db.execute(_RECORD, (account, now, recipients, int(alert))).lastrowid
         db.execute(
             "DELETE FROM ledger WHERE rowid IN (SELECT rowid FROM ledger "
             "WHERE account = ? AND at <= ? LIMIT 100)",
             (account, now - WINDOW),
         )
+        return int(row or 0)
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from postbud.errors import (
     QuotaExceededError,
 )
 
+from .ledger import Reservation
 from .queue import Item, Priority, Queue
 from .salvage import is_damage
 from .state import Gate
@@ -189,11 +190,17 @@ class Worker:
         if item.on_disk and item.key in self._delivered:  # sent already: settle it only
             self._sent(self._queue_of(item), item, self._delivered[item.key])
             return
+        reservation: Reservation | None = None
         try:
-            ledger.check(len(envelope.recipients), alert, now)
-            if self._transport is None:
-                self._transport = self._make_transport()
-            result = deliver(self._transport, envelope, self._renewer(item))
+            try:  # the recipients are counted first: no other process passes the limit
+                reservation = ledger.reserve(len(envelope.recipients), alert, now)
+                if self._transport is None:
+                    self._transport = self._make_transport()
+                result = deliver(self._transport, envelope, self._renewer(item))
+            except BaseException:
+                if reservation is not None:  # nobody got it: the count is given back
+                    ledger.settle(reservation, 0, time.time())
+                raise
         except _LostLease:
             log.warning(
                 "postbud: another process took over %s (its lease expired during "
@@ -217,7 +224,7 @@ class Worker:
             self._failed(item, exc, now)
         else:
             self.outbox.gates.succeeded()
-            self._settle(item, result, alert, now)
+            self._settle(item, result, reservation, now)
 
     def _renewer(self, item: Item) -> Callable[[], None]:
         queue = self._queue_of(item)
@@ -269,7 +276,7 @@ class Worker:
             when_next = now + self.policy.delay(attempts, exc.retry_after)
             self._retry(item, item.envelope.recipients, attempts, when_next, exc.code, str(exc))
 
-    def _settle(self, item: Item, result: SendResult, alert: bool, now: float) -> None:
+    def _settle(self, item: Item, result: SendResult, reservation: Reservation, now: float) -> None:
         outbox = self.outbox
         accepted = len(result.accepted)
         retry = [r for r, (code, text) in result.refused.items() if temporary(code, text)]
@@ -291,7 +298,7 @@ class Worker:
                 reply,
             )
         if retry:  # a split message retries only the recipients not yet accepted
-            outbox.ledger.record(accepted, alert, now)
+            outbox.ledger.settle(reservation, accepted, now)
             outbox.counters.add("retried")
             codes = [result.refused[r] for r in retry]
             quota = any(code == 550 for code, _ in codes)
@@ -304,7 +311,7 @@ class Worker:
         else:
             outbox.counters.add("sent")  # once a message, when it is settled
             # One commit on disk: the row is gone and its recipients are counted, or neither.
-            self._sent(queue, item, lambda db: outbox.ledger.record(accepted, alert, now, db))
+            self._sent(queue, item, lambda db: outbox.ledger.settle(reservation, accepted, now, db))
 
     def _sent(self, queue: Queue, item: Item, record: Callable[[Any], None]) -> None:
         """Settle a delivered row; if the spool cannot take it, remember the row so
