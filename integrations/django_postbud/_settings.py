@@ -23,6 +23,7 @@ from django.core.exceptions import ImproperlyConfigured as DjangoImproperlyConfi
 import postbud
 
 __all__ = [
+    "ADAPTER_KEYS",
     "OPTION_NAMES",
     "ImproperlyConfigured",
     "InvalidMailerError",
@@ -67,18 +68,24 @@ class Resolved:
         background: The adapter-only ``BACKGROUND`` key (``"background"`` option or
             ``POSTBUD["BACKGROUND"]``): ``send_messages`` queues instead of sending.
         alias: The ``MAILERS`` alias, or None for a site without ``MAILERS``.
+        machines: The adapter-only ``POSTBUD["MACHINES"]``: how many machines the site
+            runs on (default 1). Only the system checks read it (``postbud.W005``:
+            several machines and no shared ``STATE``).
     """
 
     settings: postbud.Settings
     background: bool = False
     alias: str | None = None
+    machines: int = 1
 
 
 _FIELDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(postbud.Settings))
 # Who logs in: the first level that sets any of these gives all of them (DESIGN.md), so a
 # POSTBUD OAuth token file is never combined with a legacy EMAIL_HOST_PASSWORD.
 CREDENTIALS = postbud.Settings.CREDENTIALS
-_SECRETS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
+_SECRETS = frozenset(
+    {"app_password", "oauth_client_secret", "oauth_refresh_token", "state_password"}
+)
 # What one process shares between its mailers: the only keys POSTBUD (and the POSTBUD_*
 # environment) may give under MAILERS. An alias's account and connection come from its
 # OPTIONS alone.
@@ -86,6 +93,7 @@ _PROCESS_WIDE = frozenset(
     {
         "spool",
         "state",
+        "state_password",
         "queue_size",
         "exit_timeout",
         "max_age",
@@ -101,6 +109,11 @@ _PROCESS_WIDE = frozenset(
 _ALIASES = {"password": "app_password"}
 _TLS_FLAGS = {"use_ssl": "ssl", "use_tls": "starttls"}
 _BACKGROUND = "background"
+# How many machines the site runs on: a POSTBUD key of the site, never an option (it is
+# the whole site's, not one mailer's), read only by the checks (postbud.W005).
+_MACHINES = "machines"
+#: The POSTBUD keys of the Django adapter alone (not Settings fields), in capitals.
+ADAPTER_KEYS = ("BACKGROUND", "MACHINES")
 #: Every keyword argument / MAILERS option the backend takes for itself.
 OPTION_NAMES = frozenset({*_FIELDS, *_ALIASES, *_TLS_FLAGS, _BACKGROUND})
 # Django's legacy settings, read only when the site set them (Django defines
@@ -141,11 +154,12 @@ def resolve(alias: str | None = None, options: Mapping[str, Any] | None = None) 
        ``security``; ``username``, ``host``, ``port``, ``timeout`` are the same), and
        ``background``. None means "not given". An unknown name raises (with the closest
        valid one): ``InvalidMailerError`` under ``MAILERS``, else ``ImproperlyConfigured``.
-    2. ``settings.POSTBUD``: a dict of upper-case postbud names plus ``BACKGROUND``. Under
-       ``MAILERS`` it holds only what the process shares (``SPOOL``, ``QUEUE_SIZE``,
-       ``EXIT_TIMEOUT``, ``MAX_AGE``, the ``ALERT_*`` policy, ``STATE`` once postbud has
-       that setting, and ``BACKGROUND`` as every alias's default): an account or a
-       connection setting there raises, it belongs in the alias's OPTIONS.
+    2. ``settings.POSTBUD``: a dict of upper-case postbud names plus ``BACKGROUND`` and
+       ``MACHINES`` (how many machines the site runs on, an int >= 1; only the checks
+       read it). Under ``MAILERS`` it holds only what the process shares (``SPOOL``,
+       ``STATE``, ``STATE_PASSWORD``, ``QUEUE_SIZE``, ``EXIT_TIMEOUT``, ``MAX_AGE``, the
+       ``ALERT_*`` policy, ``MACHINES``, and ``BACKGROUND`` as every alias's default): an
+       account or a connection setting there raises, it belongs in the alias's OPTIONS.
     3. Django's legacy settings, only without ``MAILERS`` and only those the site set
        (``settings.is_overridden``): ``EMAIL_HOST_USER``, ``EMAIL_HOST_PASSWORD`` (the app
        password), ``EMAIL_HOST``, ``EMAIL_PORT``, ``EMAIL_USE_SSL``/``EMAIL_USE_TLS``,
@@ -184,6 +198,7 @@ def resolve(alias: str | None = None, options: Mapping[str, Any] | None = None) 
         levels.append(_legacy_level())
     levels.append(_env_level(mailers, error))
     background = _background(levels, error)
+    machines = _machines(levels, error)
     home = _home(levels, alias)
     layers = [(level.values, _spelling_of(level, home)) for level in levels]
     try:
@@ -193,7 +208,7 @@ def resolve(alias: str | None = None, options: Mapping[str, Any] | None = None) 
     except postbud.ConfigurationError as exc:
         # from None: the cause's frames (Settings.__init__) hold the secrets as locals.
         raise error(str(exc)) from None
-    return Resolved(settings, background, alias)
+    return Resolved(settings, background, alias, machines)
 
 
 # -- the levels -------------------------------------------------------------------------
@@ -207,6 +222,7 @@ class _Level:
     values: dict[str, Any] = dataclasses.field(default_factory=dict)
     spelling: dict[str, str] = dataclasses.field(default_factory=dict)
     background: tuple[Any, str] | None = None  # (value, spelling)
+    machines: tuple[Any, str] | None = None  # (value, spelling), POSTBUD only
 
     def put(self, name: str, value: Any, spelled: str) -> None:
         if name in _SECRETS and isinstance(value, str):
@@ -302,7 +318,7 @@ def _postbud_level(mailers: bool, alias: str | None, error: type[ImproperlyConfi
         return level
     if not isinstance(site, Mapping):
         raise error(f"settings.POSTBUD must be a dict, got {type(site).__name__}.")
-    names = [n.upper() for n in (*_FIELDS, _BACKGROUND)]
+    names = [*(n.upper() for n in _FIELDS), *ADAPTER_KEYS]
     for key, value in site.items():
         spelled = f'POSTBUD["{key}"]'
         upper = key.upper() if isinstance(key, str) else ""
@@ -313,6 +329,9 @@ def _postbud_level(mailers: bool, alias: str | None, error: type[ImproperlyConfi
         name = upper.lower()
         if name == _BACKGROUND:
             level.background = (value, spelled)
+            continue
+        if name == _MACHINES:  # the site's, so allowed under MAILERS too
+            level.machines = (value, spelled)
             continue
         if mailers and name not in _PROCESS_WIDE:
             raise error(
@@ -383,6 +402,20 @@ def _background(levels: list[_Level], error: type[ImproperlyConfigured]) -> bool
                 raise error(f"{spelled} must be True or False, got {value!r}.")
             return value
     return False
+
+
+def _machines(levels: list[_Level], error: type[ImproperlyConfigured]) -> int:
+    for level in levels:
+        if level.machines is None or level.machines[0] is None:
+            continue
+        value, spelled = level.machines
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise error(
+                f"{spelled} must be a whole number >= 1 (how many machines the site runs "
+                f"on), got {value!r}."
+            )
+        return value
+    return 1
 
 
 def _spelling_of(level: _Level, home: Any) -> Any:

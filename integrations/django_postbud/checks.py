@@ -18,6 +18,7 @@ import dataclasses
 import difflib
 import email.utils
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -30,7 +31,7 @@ import postbud
 
 from ._alerts import AdminAlertHandler
 from ._backend import EmailBackend
-from ._settings import Resolved, mailers_defined, resolve
+from ._settings import ADAPTER_KEYS, Resolved, mailers_defined, resolve
 
 __all__ = ["Site", "check_deployment", "check_settings", "is_postbud", "postbud_sites"]
 
@@ -70,7 +71,7 @@ _E004_HINT = (
 )
 _E005_HINT = (
     'POSTBUD\'s keys are postbud\'s settings in capitals ("USERNAME", "APP_PASSWORD", '
-    '"SPOOL"...) and "BACKGROUND"; MAILERS OPTIONS take them in lower case.'
+    '"SPOOL"...), "BACKGROUND" and "MACHINES"; MAILERS OPTIONS take them in lower case.'
 )
 _E006_HINT = (
     "The backend raises this error when it is made (fail_silently does not hide it): fix "
@@ -125,7 +126,7 @@ class _Found:
 
 
 def check_settings(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
-    """postbud.E001-E007, W002-W004: what the backend would refuse or get wrong."""
+    """postbud.E001-E007, W002-W006: what the backend would refuse or get wrong."""
     return _never_raising(_settings_messages)
 
 
@@ -165,7 +166,7 @@ def _settings_messages() -> list[CheckMessage]:
     alerting, handlers = _alert_sites()
     if not sites and not alerting:
         return []
-    messages = _unknown_postbud_keys()
+    messages = _unknown_postbud_keys() + _state_urls_with_a_password(sites)
     senders: list[tuple[Site, Resolved]] = []
     for site in [*sites, *handlers]:
         found = _resolve(site)
@@ -174,6 +175,7 @@ def _settings_messages() -> list[CheckMessage]:
         if found.resolved is None:
             continue  # an error, or a credentials file to wait for (check --deploy)
         messages += _background_without_spool(site, found.resolved)
+        messages += _machines_without_state(found.resolved)
         if site.alias in (None, "default") or site in handlers:
             senders.append((site, found.resolved))
     messages += _foreign_senders(senders, handlers)
@@ -350,7 +352,7 @@ def _unknown_postbud_keys() -> list[CheckMessage]:
     given = getattr(django_settings, "POSTBUD", None)
     if not isinstance(given, Mapping):
         return []
-    names = [f.name.upper() for f in dataclasses.fields(postbud.Settings)] + ["BACKGROUND"]
+    names = [f.name.upper() for f in dataclasses.fields(postbud.Settings)] + list(ADAPTER_KEYS)
     messages: list[CheckMessage] = []
     for key in given:
         upper = key.upper() if isinstance(key, str) else ""
@@ -383,6 +385,70 @@ def _background_without_spool(site: Site, resolved: Resolved) -> list[CheckMessa
             id="postbud.W003",
         )
     ]
+
+
+def _machines_without_state(resolved: Resolved) -> list[CheckMessage]:
+    """postbud.W005: the site says it runs on several machines (``POSTBUD["MACHINES"]``,
+    nothing else tells: ALLOWED_HOSTS names sites, not machines), and the shared state
+    is each machine's own spool."""
+    machines = resolved.machines
+    if machines <= 1 or resolved.settings.state is not None:
+        return []
+    limit = resolved.settings.daily_limit
+    return [
+        CheckWarning(
+            f'POSTBUD["MACHINES"] is {machines} but the state postbud shares is each '
+            "machine's own spool (no STATE): each machine then counts its own daily limit "
+            f"(together up to {machines} × {limit} recipients a day of one account; Gmail "
+            "suspends sending for up to a day past the limit) and mails its own copy of "
+            "each alert.",
+            hint='Set POSTBUD["STATE"] = "redis://…" (one Redis every machine reaches; '
+            'its password in POSTBUD["STATE_PASSWORD"]; see docs/several-machines.md), or '
+            'POSTBUD["MACHINES"] = 1 if the site runs on one machine.',
+            obj="POSTBUD",
+            id="postbud.W005",
+        )
+    ]
+
+
+def _state_urls_with_a_password(sites: list[Site]) -> list[CheckMessage]:
+    """postbud.W006: a password inside a ``STATE`` URL. postbud keeps it apart from the
+    URL, but Django's error reports (the DEBUG page, the report mailed to ADMINS) list
+    the settings as the site wrote them, hiding only keys named like a secret
+    (``STATE_PASSWORD`` is, ``STATE`` is not)."""
+    given = getattr(django_settings, "POSTBUD", None)
+    found = [
+        (f'POSTBUD["{key}"]', value)
+        for key, value in (given.items() if isinstance(given, Mapping) else ())
+        if isinstance(key, str) and key.upper() == "STATE"
+    ]
+    for site in sites:  # a MAILERS alias's OPTIONS
+        if site.alias is not None and "state" in site.options:
+            found.append((f'MAILERS["{site.alias}"]["OPTIONS"]["state"]', site.options["state"]))
+    messages: list[CheckMessage] = []
+    for where, value in found:
+        if not isinstance(value, str) or not _has_password(value):
+            continue
+        messages.append(
+            CheckWarning(
+                f"{where} holds the Redis password: Django's error reports (the DEBUG page, "
+                "the report mailed to ADMINS) list the settings as written and hide only "
+                "keys named like a secret, so they show it.",
+                hint='Write the URL without it ("redis://host:6379/0") and put the password '
+                'in POSTBUD["STATE_PASSWORD"] (hidden in those reports) or in the '
+                "POSTBUD_STATE_PASSWORD environment variable.",
+                obj=where,
+                id="postbud.W006",
+            )
+        )
+    return messages
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return bool(urllib.parse.urlsplit(url.strip()).password)
+    except ValueError:  # not a URL: the backend's error (E006) says so
+        return False
 
 
 def _foreign_senders(

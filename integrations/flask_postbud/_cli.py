@@ -97,7 +97,7 @@ def check_command(send_to: str | None, debug: bool) -> None:
         on_step=lambda step: _show(step, debug),
     )
     if not report.ok:
-        failed = report.steps[-1]
+        failed = report.failure or report.steps[-1]
         _fail(failed.fix or failed.text, report.exit_code)
     if send_to and held is not None:
         _line("warn", "send", f"nothing was sent to {send_to}: sending is suppressed.")

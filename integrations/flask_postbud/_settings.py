@@ -75,7 +75,9 @@ ADAPTER_KEYS = (SUPPRESS_KEY, "POSTBUD_ALERTS_TO", "POSTBUD_ALERTS_FORCE")
 #: Every key ``init_app`` sets to ``None`` (unset).
 CONFIG_KEYS: tuple[str, ...] = (*(PREFIX + name.upper() for name in FIELDS), *ADAPTER_KEYS)
 CREDENTIALS = postbud.Settings.CREDENTIALS
-_SECRETS = frozenset({"app_password", "oauth_client_secret", "oauth_refresh_token"})
+_SECRETS = frozenset(
+    {"app_password", "oauth_client_secret", "oauth_refresh_token", "state_password"}
+)
 # Flask-Mail key -> postbud name (the TLS flags and the sender are handled apart).
 _FLASK_MAIL = {
     "MAIL_SERVER": "host",

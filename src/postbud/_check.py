@@ -1,25 +1,29 @@
 """``diagnose()``: walk the configuration one step at a time and say what to fix.
 
-Settings, DNS, TCP, the TLS certificate, EHLO, the login (for OAuth2 a token refresh
-first, then XOAUTH2) and the quota ledger, in the order a connection needs them, so
-the first failure is the one to fix. The result is a ``CheckReport`` (steps, verdicts,
-fixes) that ``postbud check`` prints and the Django and Flask commands can print too.
-The connection and the login go through ``SMTPTransport.probe()``, so a check fails
-with the very words a send would. Nothing secret is reported: not the password, not
-a token, not a line of the AUTH exchange. The checks send nothing; with ``send_to``
-one test message goes out. Queued mail is never touched (no worker starts); while the
-account's logins are paused for these credentials, the login is not tried, and a
-refused one pauses them.
+Settings, the shared state (with ``state="redis://..."``), DNS, TCP, the TLS
+certificate, EHLO, the login (for OAuth2 a token refresh first, then XOAUTH2) and the
+quota ledger, in the order a connection needs them, so the first failure is the one to
+fix. A shared state that does not answer is reported and the walk goes on: the SMTP
+steps are worth knowing all the same (the exit code says it failed). The result is a
+``CheckReport`` (steps, verdicts, fixes) that ``postbud check`` prints and the Django
+and Flask commands can print too. The connection and the login go through
+``SMTPTransport.probe()``, so a check fails with the very words a send would. Nothing
+secret is reported: not the password (Gmail's or Redis's), not a token, not a line of
+the AUTH exchange. The checks send nothing; with ``send_to`` one test message goes out.
+Queued mail is never touched (no worker starts); while the account's logins are paused
+for these credentials, the login is not tried, and a refused one pauses them.
 """
 
 from __future__ import annotations
 
+import math
 import smtplib
 import socket
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import NoReturn
 
 from postbud._address import parse_address
@@ -27,13 +31,14 @@ from postbud._auth import AppPassword, Credentials
 from postbud._config import Settings
 from postbud._message import build_message
 from postbud._oauth import MAIL_SCOPE, OAuth2, refresh_error
-from postbud._outbox import Outbox, credential_hash
+from postbud._outbox import Outbox, RedisState, StateUnavailable, credential_hash
 from postbud._smtp import SMTPTransport, current_route, translate
 from postbud.errors import (
     AuthenticationError,
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
+    MissingDependencyError,
 )
 
 __all__ = ["CheckReport", "CheckStep", "diagnose"]
@@ -85,11 +90,15 @@ class CheckStep:
 
 @dataclass(frozen=True)
 class CheckReport:
-    """What ``diagnose()`` found, step by step; it stops at the first failure.
+    """What ``diagnose()`` found, step by step; it stops at the first failure (but for
+    a shared state that does not answer).
 
     Attributes:
-        steps: The steps run, in order; only the last one may have failed.
-        exit_code: 0 all passed, 1 a delivery problem, 2 a configuration mistake.
+        steps: The steps run, in order. The walk stops at the first failure, but for
+            the shared state's ("state"), after which it goes on: so a failed step is
+            the last one, or the "state" step, or both.
+        exit_code: 0 all passed, 1 a delivery problem (or a shared state that does
+            not answer), 2 a configuration mistake.
     """
 
     steps: tuple[CheckStep, ...]
@@ -100,11 +109,20 @@ class CheckReport:
         """Whether every step passed."""
         return self.exit_code == 0
 
+    @property
+    def failure(self) -> CheckStep | None:
+        """The failed step that decided ``exit_code`` (the last one that failed), or
+        None when every step passed. Use it rather than ``steps[-1]``: after a shared
+        state that does not answer, the steps that follow it passed."""
+        failed = [step for step in self.steps if not step.ok]
+        return failed[-1] if failed else None
+
 
 class _Steps:
     def __init__(self, on_step: Callable[[CheckStep], None] | None) -> None:
         self.done: list[CheckStep] = []
         self._on_step = on_step
+        self.code = 0  # of a failed step after which the walk went on
 
     def add(self, step: CheckStep) -> None:
         self.done.append(step)
@@ -136,7 +154,7 @@ def diagnose(
     except _Failed as failed:
         steps.add(CheckStep(failed.step, False, failed.problem, failed.fix, error=failed.error))
         return CheckReport(tuple(steps.done), failed.code)
-    return CheckReport(tuple(steps.done), 0)
+    return CheckReport(tuple(steps.done), steps.code)
 
 
 def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> None:
@@ -155,10 +173,16 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
     transport = SMTPTransport(settings, credentials)
     # The account's outbox, without a worker: check reads and records the account's
     # gates (a login pause, a backoff) and the quota, and never touches queued mail.
-    outbox = Outbox.open(
-        settings, transport=transport, credential=credential_hash(settings.username, credentials)
-    )
     try:
+        outbox = Outbox.open(
+            settings,
+            transport=transport,
+            credential=credential_hash(settings.username, credentials),
+        )
+    except MissingDependencyError as exc:  # state="redis://..." without redis-py
+        raise _Failed("state", str(exc), None, code=2, error=exc) from None
+    try:
+        shared = _state(steps, settings, outbox)
         _network(steps, transport)
         _tls_and_ehlo(steps, transport)
         # One rule for the shape (16 letters), kept by Settings; the walk goes on after it.
@@ -168,7 +192,17 @@ def _steps(steps: _Steps, load: Callable[[], Settings], send_to: str | None) -> 
         if shape is not None:
             steps.add(CheckStep("password", True, shape, warning=True))
         _login(steps, settings, credentials, transport, outbox, shape)
-        _quota(steps, settings, outbox)
+        _quota(steps, settings, outbox, shared)
+        if send_to and not shared:
+            # A process that has not reached Redis in the last minute has no share of
+            # the daily limit (the ledger fails closed): the send would be refused as
+            # if the day's limit were spent, which it is not.
+            raise _Failed(
+                "send",
+                f"not sent to {send_to}: without the shared state this process has no "
+                "share of the daily limit (see the state step)",
+                "Make the state step pass, then run the check with --send again.",
+            )
         if send_to:
             envelope = build_message(
                 mail_from=settings.username,
@@ -327,7 +361,106 @@ def _delegation_fix(key_file: str, username: str) -> str:
     )
 
 
-def _quota(steps: _Steps, settings: Settings, outbox: Outbox) -> None:
+def _state(steps: _Steps, settings: Settings, outbox: Outbox) -> bool:
+    """The shared state on Redis: whether it answers, how fast, what it holds for the
+    account. Not answering is a failed step the walk goes on after (exit code 1);
+    False then, so the quota step does not report a count it could not read."""
+    store = outbox.ledger.state
+    if settings.state is None or not isinstance(store, RedisState):
+        return True  # the spool's, or memory: nothing apart to reach
+    url = settings.state
+    store.heartbeat = False  # a check is not a sender: the fleet's shares stay as they are
+    try:
+        store.ping()  # connects and logs in
+        latency = store.ping()  # one round trip
+    except StateUnavailable as exc:
+        steps.add(_state_failure(settings, str(exc)))
+        steps.code = steps.code or 1
+        return False
+    now = time.time()
+    used, alerts, _ = store.used(settings.username, now)
+    of_them = f" ({alerts} of them alerts)" if alerts else ""
+    text = (
+        f"{url} answers in {latency * 1000:.1f} ms; {used} recipient(s){of_them} counted "
+        f"for {settings.username} in the last 24 h, by every machine that shares it"
+    )
+    held = _gates_held(store, outbox, now)
+    if held:
+        text += "; it holds " + "; ".join(held)
+    steps.add(CheckStep("state", True, text, warning=bool(held)))
+    return True
+
+
+def _state_failure(settings: Settings, reason: str) -> CheckStep:
+    """The failed "state" step for ``reason`` (``StateUnavailable``'s text, which never
+    holds the password)."""
+    url = settings.state
+    # The store's own advice, said in the fix instead.
+    reason = reason.removesuffix("; check the password in state or POSTBUD_STATE_PASSWORD")
+    lowered = reason.lower()
+    after = (
+        "Until it answers, every process keeps the gates itself and sends only its share "
+        "of the daily limit as of its last contact with Redis (none after a minute): mail "
+        "waits in the spool."
+    )
+    if any(word in lowered for word in ("noauth", "wrongpass", "password", "authentication")):
+        if settings.state_password is None:
+            problem = f"{url} wants a password, and none is set ({reason})"
+            fix = (
+                "Set POSTBUD_STATE_PASSWORD to the Redis password (requirepass or the ACL user's)."
+            )
+        else:
+            problem = f"{url} refused the password ({reason})"
+            fix = (
+                "Check the password: the one in the state URL, else POSTBUD_STATE_PASSWORD "
+                "(the URL's wins), and the user name in the URL if Redis has ACL users."
+            )
+    else:
+        problem = f"{url} does not answer ({reason})"
+        fix = (
+            "Check that Redis runs there and that this machine reaches it (host, port, "
+            "firewall; rediss:// for a server that speaks TLS)."
+        )
+    return CheckStep("state", False, problem, f"{fix} {after}")
+
+
+def _gates_held(store: RedisState, outbox: Outbox, now: float) -> list[str]:
+    """What the store holds for the account now: a login pause, a connection backoff,
+    Gmail's daily-limit hold (read as they are: nothing is claimed or cleared)."""
+    held = []
+
+    def at(moment: float) -> str:
+        return datetime.fromtimestamp(moment).strftime("%Y-%m-%d %H:%M:%S")
+
+    gates = outbox.gates
+    # Only what stops these credentials and this TLS set-up (a pause of credentials
+    # since replaced stops nobody who uses the new ones).
+    login = store.gate(gates.login)
+    if login is not None and login.holds(now, gates.credential):
+        if math.isinf(login.until):  # a refused login: until the credentials change
+            held.append(f"a login pause since {at(login.since)} ({login.reason})")
+        else:
+            held.append(f"logins waiting until {at(login.until)} ({login.reason})")
+    connect = store.gate(gates.connect)
+    if connect is not None and connect.holds(now, gates.tls):
+        held.append(f"connections waiting until {at(connect.until)} ({connect.reason})")
+    hold = outbox.ledger.held_until(now)
+    if hold is not None and hold > now:
+        held.append(f"the daily-limit hold until {at(hold)}")
+    return held
+
+
+def _quota(steps: _Steps, settings: Settings, outbox: Outbox, shared: bool = True) -> None:
+    if not shared:
+        steps.add(
+            CheckStep(
+                "quota",
+                True,
+                "not counted: the shared state does not answer (see the state step)",
+                warning=True,
+            )
+        )
+        return
     now = time.time()
     status = outbox.status()  # reads the ledger; sends nothing
     quota = f"{status.quota_used} of {settings.daily_limit} recipients used in the last 24 h"
@@ -337,4 +470,8 @@ def _quota(steps: _Steps, settings: Settings, outbox: Outbox) -> None:
             quota + f"; held for {status.held_until - now:.0f} s after Gmail's daily-limit reply.",
             "Nothing is lost: queued mail goes out when the hold ends.",
         )
-    steps.ok("quota", quota + (f" (spool {status.spool})" if status.spool else " (no spool)"))
+    if settings.state is not None:
+        where = f" (shared state {settings.state})"
+    else:
+        where = f" (spool {status.spool})" if status.spool else " (no spool)"
+    steps.ok("quota", quota + where)

@@ -217,6 +217,8 @@ def to_state(value: object) -> tuple[str | None, Secret | None]:
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
+        if port == 0:
+            raise ValueError("port 0")
     except ValueError:
         raise ConfigurationError(
             f"{label('state')} {shown!r} is not a valid URL: the port must be a number "
@@ -245,6 +247,6 @@ def to_state(value: object) -> tuple[str | None, Secret | None]:
         host = f"[{host}]"
     user = urllib.parse.unquote(parts.username) if parts.username else ""
     user_part = f"{urllib.parse.quote(user, safe='')}@" if user else ""
-    url = f"{parts.scheme.lower()}://{user_part}{host}:{port or 6379}/{int(db)}"
+    url = f"{parts.scheme.lower()}://{user_part}{host}:{6379 if port is None else port}/{int(db)}"
     password = urllib.parse.unquote(parts.password) if parts.password else None
     return url, as_secret(password)

@@ -143,6 +143,7 @@ def test_a_bad_file_option_is_named_as_the_option(env: dict[str, str], tmp_path:
         ("--password", "POSTBUD_APP_PASSWORD"),
         ("--oauth-client-secret", "POSTBUD_OAUTH_CLIENT_SECRET"),
         ("--oauth-refresh-token", "POSTBUD_OAUTH_REFRESH_TOKEN"),
+        ("--state-password", "POSTBUD_STATE_PASSWORD"),
     ],
 )
 def test_a_secret_option_says_secrets_come_from_the_environment(
@@ -162,6 +163,49 @@ def test_a_secret_option_says_secrets_come_from_the_environment(
         assert result.stderr == f"postbud{' ' + prog if prog else ''}: {hint}"
         assert "hunter2" not in result.stdout + result.stderr  # never echoed back
     assert fake_gmail.messages == []
+
+
+@pytest.mark.parametrize(
+    ("args", "variables", "message"),
+    [
+        (
+            ["--state", "http://127.0.0.1/"],
+            {},
+            "postbud: --state must be a redis:// or rediss:// URL, such as "
+            "redis://redis.internal:6379/0, or leave it empty for the spool; got "
+            "'http://127.0.0.1/'.\n",
+        ),
+        (
+            [],
+            {"POSTBUD_STATE": "redis://:hunter2hunter2@127.0.0.1:99999/0"},
+            "postbud: POSTBUD_STATE 'redis://:********@127.0.0.1:99999/0' is not a valid URL: "
+            "the port must be a number from 1 to 65535 (such as redis://redis.internal:6379/0, "
+            "or leave it empty for the spool).\n",
+        ),
+        (
+            ["--state", "redis://:hunter2hunter2@127.0.0.1:6379/0"],
+            {},
+            "postbud: --state 'redis://:********@127.0.0.1:6379/0' holds a password, which ps "
+            "and the shell's history show: set POSTBUD_STATE_PASSWORD and give --state without "
+            "it, such as --state redis://host:6379/0.\n",
+        ),
+    ],
+)
+def test_a_bad_state_is_named_as_typed_without_its_password(
+    env: dict[str, str],
+    fake_gmail: FakeGmail,
+    args: list[str],
+    variables: dict[str, str],
+    message: str,
+) -> None:
+    result = send(dict(env, **variables), *args)
+    assert (result.returncode, result.stderr) == (2, message)
+    checked = postbud(dict(env, **variables), "check", *args)  # the settings step says it
+    assert (checked.returncode, checked.stdout) == (2, f"FAIL settings  {message[9:]}")
+    for text in (result.stdout, result.stderr, checked.stdout, checked.stderr):
+        assert "hunter2" not in text
+    assert fake_gmail.messages == []
+    assert fake_gmail.connections == 0
 
 
 def test_a_secret_option_of_the_job_is_the_jobs(env: dict[str, str]) -> None:
@@ -396,11 +440,19 @@ def test_help_lists_choices_and_says_what_repeats(env: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("command", "has", "has_not"),
     [
-        ("send", ["--sender", "--max-age"], ["--alert-tag"]),
-        ("run", ["--alert-tag", "--sender"], []),
-        ("check", ["--sender", "--daily-limit"], ["--exit-timeout", "--max-age", "--alert-tag"]),
-        ("outbox", ["--spool", "--host"], ["--sender", "--to", "--subject", "--alert-tag"]),
-        ("demo", [], ["--username", "--spool"]),
+        ("send", ["--sender", "--max-age", "--state"], ["--alert-tag"]),
+        ("run", ["--alert-tag", "--sender", "--state"], []),
+        (
+            "check",
+            ["--sender", "--daily-limit", "--state"],
+            ["--exit-timeout", "--max-age", "--alert-tag"],
+        ),
+        (
+            "outbox",
+            ["--spool", "--state", "--host"],
+            ["--sender", "--to", "--subject", "--alert-tag"],
+        ),
+        ("demo", [], ["--username", "--spool", "--state"]),
     ],
 )
 def test_each_command_shows_only_its_options(

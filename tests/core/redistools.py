@@ -35,14 +35,44 @@ def free_port() -> int:
 class RedisServer:
     """One ``redis-server`` process; ``url`` has no password, ``password`` is required."""
 
-    def __init__(self, binary: str, folder: Path, password: str = PASSWORD) -> None:
+    def __init__(
+        self, binary: str, folder: Path, password: str = PASSWORD, *, tls: bool = False
+    ) -> None:
         self.binary = binary
         self.folder = folder
         self.password = password
         self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.url = f"{'rediss' if tls else 'redis'}://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self._clients: list[Any] = []
+        #: With ``tls``: the PEM file of the CA that signed the server's certificate
+        #: (trustme), for ``ca_file``; the server speaks TLS only.
+        self.ca_file: str | None = None
+        self._listen = ["--port", str(self.port)]
+        if tls:
+            import trustme
+
+            ca = trustme.CA()
+            cert = ca.issue_cert("127.0.0.1")
+            paths = {name: folder / f"{name}.pem" for name in ("ca", "cert", "key")}
+            ca.cert_pem.write_to_path(str(paths["ca"]))
+            cert.private_key_pem.write_to_path(str(paths["key"]))
+            cert.cert_chain_pems[0].write_to_path(str(paths["cert"]))
+            self.ca_file = str(paths["ca"])
+            self._listen = [
+                "--port",
+                "0",
+                "--tls-port",
+                str(self.port),
+                "--tls-cert-file",
+                str(paths["cert"]),
+                "--tls-key-file",
+                str(paths["key"]),
+                "--tls-ca-cert-file",
+                str(paths["ca"]),
+                "--tls-auth-clients",
+                "no",
+            ]
 
     def start(self) -> None:
         """Start (again, on the same port) and wait until it answers."""
@@ -50,8 +80,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self._listen,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -105,12 +134,14 @@ class RedisServer:
         """A redis-py client, to look at what the store wrote."""
         import redis
 
+        tls: dict[str, Any] = {"ssl": True, "ssl_ca_certs": self.ca_file} if self.ca_file else {}
         client = redis.Redis(
             host="127.0.0.1",
             port=self.port,
             password=self.password,
             decode_responses=True,
             socket_timeout=2,
+            **tls,
         )
         self._clients.append(client)  # closed in stop()
         return client
@@ -132,13 +163,24 @@ def redis_binary() -> str:
     return found
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A running ``redis-server`` for this test, stopped afterwards."""
+def _running(folder: Path, *, tls: bool) -> Iterator[RedisServer]:
     pytest.importorskip("redis", reason="redis-py is not installed: pip install 'postbud[redis]'")
-    server = RedisServer(redis_binary(), tmp_path)
+    server = RedisServer(redis_binary(), folder, tls=tls)
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running ``redis-server`` for this test, stopped afterwards."""
+    yield from _running(tmp_path, tls=False)
+
+
+@pytest.fixture
+def redis_tls_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """The same, speaking TLS only (``rediss://``), with a trustme certificate whose CA
+    is ``ca_file``."""
+    yield from _running(tmp_path, tls=True)

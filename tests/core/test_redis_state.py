@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redistools import RedisServer, redis_server
+from redistools import RedisServer, redis_server, redis_tls_server
 
 import postbud
 from postbud._outbox import RedisState, StateUnavailable
@@ -21,7 +21,7 @@ from postbud._outbox.redis_state import BREAK
 from postbud._outbox.state import WINDOW, Gate, connect_gate, hold_gate
 from postbud.testing import MemoryTransport
 
-__all__ = ["redis_server"]  # the fixture, imported for the tests below
+__all__ = ["redis_server", "redis_tls_server"]  # the fixtures, for the tests below
 
 PW = "abcd efgh ijkl mnop"
 ACCOUNT = "me@gmail.com"
@@ -382,3 +382,32 @@ def test_redis_stopped_and_restarted_mid_run(redis_server: RedisServer, tmp_path
         assert all(redis_server.password not in line for line in r["logs"])
         assert len([line for line in r["logs"] if "cannot reach" in line]) <= 1
     assert any("cannot reach" in line for r in results for line in r["logs"])
+
+
+# -- rediss:// ------------------------------------------------------------------------
+
+
+def test_rediss_verifies_the_server_against_ca_file(redis_tls_server: RedisServer) -> None:
+    assert redis_tls_server.url.startswith("rediss://")
+    m, sent = mailer(redis_tls_server, ca_file=redis_tls_server.ca_file)
+    with m:
+        m.send("a@example.com", "over TLS", "x")
+    assert len(sent.messages) == 1
+    assert totals(redis_tls_server) == 1  # the count reached the server, over TLS
+
+
+def test_rediss_refuses_a_certificate_it_cannot_verify(
+    redis_tls_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    m, sent = mailer(redis_tls_server)  # no ca_file: the system's CAs do not know trustme's
+    with (
+        m,
+        caplog.at_level(logging.WARNING, logger="postbud"),
+        pytest.raises(postbud.QuotaExceededError) as info,
+    ):
+        m.send("a@example.com", "s", "x")  # never synced: no share to spend blind
+    assert sent.messages == []
+    assert info.value.retry_after is not None and info.value.retry_after < 10
+    [warning] = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
+    assert "certificate verify failed" in warning
+    assert redis_tls_server.password not in warning

@@ -561,6 +561,7 @@ def test_the_state_password_comes_from_the_environment() -> None:
     [
         ("http://redis:6379", "POSTBUD_STATE must be a redis:// or rediss:// URL"),
         ("redis://:hunter2@redis:port/0", "POSTBUD_STATE 'redis://:********@redis:port/0' is not"),
+        ("redis://:hunter2@redis:0/0", "the port must be a number from 1 to 65535"),
         ("redis://:hunter2@:6379/0", "POSTBUD_STATE 'redis://:********@:6379/0' names no host"),
         ("redis://:hunter2@redis/zero", "the path must be a database number such as /0"),
         ("rediss://:hunter2@redis/0?ssl_cert_reqs=none", "has a query string or fragment"),

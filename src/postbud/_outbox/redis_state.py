@@ -92,7 +92,8 @@ _LEDGER_KEEP = int(WINDOW) + 3600
 _GATE_KEEP = 86400
 _PAUSE_KEEP = 30 * 86400
 
-# KEYS: ledger, totals, live, epoch. ARGV: now, window, live ttl, process, new epoch,
+# KEYS: ledger, totals, live, epoch. ARGV: now, window, live ttl, process ('' for no
+# heartbeat), new epoch,
 # keep, then a reservation (member, recipients, alert, cap; member '' for none), then
 # (member, at, recipients, alert) per entry to add (idempotent: ZADD NX). Recipients
 # may be negative: a correction of a reservation, at its time. Returns the totals (with
@@ -108,7 +109,7 @@ if not epoch then
   redis.call('SET', KEYS[4], epoch)
 end
 redis.call('EXPIRE', KEYS[4], keep)
-redis.call('ZADD', KEYS[3], now, ARGV[4])
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], now, ARGV[4]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])))
 local function add(member, at, n, alert)
@@ -222,6 +223,9 @@ class RedisState:
         self._down_until = 0.0  # time.monotonic() before which no call is tried
         self._outage: str | None = None  # why Redis is away, while it is
         self._views: dict[str, _View] = {}
+        #: Whether this process counts as a live sender (a heartbeat at every sync):
+        #: ``postbud check`` reads without taking a share from the others.
+        self.heartbeat = True
         self._gates: dict[str, Gate | None] = {}  # as last read or written
         self._after_fork()
         _fork.register(self)
@@ -452,7 +456,7 @@ class RedisState:
             repr(now),
             WINDOW,
             LIVE_TTL,
-            self.process,
+            self.process if self.heartbeat else "",
             uuid.uuid4().hex,
             _LEDGER_KEEP,
             member,

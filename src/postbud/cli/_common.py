@@ -13,10 +13,12 @@ import importlib
 import os
 import re
 import sys
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from postbud._config import PORTS, Settings
+from postbud._convert import mask_url
 from postbud._mailer import Mailer
 from postbud.errors import ConfigurationError, MissingDependencyError
 
@@ -55,6 +57,7 @@ OPTION_SETTINGS = (
     "timeout",
     "ca_file",
     "spool",
+    "state",
     "oauth_token_file",
     "oauth_token_uri",
     "oauth_client_id",
@@ -126,6 +129,7 @@ def settings_from_with(args: argparse.Namespace, **extra: Any) -> Settings:
         if getattr(args, f"set_{name}", None) is not None
     }
     _check_endpoint(given, os.environ)
+    _check_state(given.get("state"))
     try:
         return Settings.from_env(**given, **extra)
     except ConfigurationError as exc:
@@ -168,6 +172,23 @@ def _check_endpoint(given: Mapping[str, str], environ: Mapping[str, str]) -> Non
         f"({number} is Gmail's {other.upper()} port): {verb} {ssl}, or {starttls}; "
         "either alone is enough, the other follows."
     )
+
+
+def _check_state(url: str | None) -> None:
+    """Refuse ``--state`` with a password in it: arguments are what ps and the shell's
+    history show (the URL is said with the password starred)."""
+    if not url:
+        return
+    try:
+        password = urllib.parse.urlsplit(url.strip()).password
+    except ValueError:
+        return  # Settings says what is wrong with the URL itself
+    if password:
+        raise ConfigurationError(
+            f"--state {mask_url(url.strip())!r} holds a password, which ps and the shell's "
+            "history show: set POSTBUD_STATE_PASSWORD and give --state without it, such "
+            "as --state redis://host:6379/0."
+        )
 
 
 def _as_typed(message: str, given: Iterable[str]) -> str:

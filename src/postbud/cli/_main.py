@@ -96,8 +96,8 @@ EXIT_STATUS = (
 )
 SETTINGS_NOTE = (
     "Options override their POSTBUD_* variables. Secrets (POSTBUD_APP_PASSWORD, "
-    "POSTBUD_OAUTH_CLIENT_SECRET, POSTBUD_OAUTH_REFRESH_TOKEN) are read from the "
-    "environment only, where ps and the shell's history do not show them."
+    "POSTBUD_OAUTH_CLIENT_SECRET, POSTBUD_OAUTH_REFRESH_TOKEN, POSTBUD_STATE_PASSWORD) "
+    "are read from the environment only, where ps and the shell's history do not show them."
 )
 #: Options people try for a secret, and the variable to set instead.
 SECRET_OPTIONS = {
@@ -105,6 +105,7 @@ SECRET_OPTIONS = {
     "--password": "POSTBUD_APP_PASSWORD",
     "--oauth-client-secret": "POSTBUD_OAUTH_CLIENT_SECRET",
     "--oauth-refresh-token": "POSTBUD_OAUTH_REFRESH_TOKEN",
+    "--state-password": "POSTBUD_STATE_PASSWORD",
 }
 
 # What each settings option is for: its metavar, its help and its default as shown; a
@@ -139,6 +140,13 @@ _SETTING_HELP: dict[str, tuple[str, str, str | None]] = {
         "the outbox database ('' keeps the queue in memory)",
         "$XDG_CACHE_HOME/postbud/outbox.sqlite",
     ),
+    "state": (
+        "URL",
+        "where the processes of every machine share the daily count, the login pause and "
+        "the hold: redis://host:6379/0 (rediss:// for TLS), its password in "
+        "POSTBUD_STATE_PASSWORD, never in the URL",
+        "the spool",
+    ),
     "daily_limit": ("N", "recipients allowed in a rolling 24 h (Workspace: 2000)", None),
     "exit_timeout": ("SECONDS", "how long to wait for queued mail before exiting", None),
     "max_age": ("SECONDS", "how long a message is retried before it is a dead letter", None),
@@ -157,7 +165,7 @@ _GROUPS = (
         ),
     ),
     ("connection", ("host", "port", "security", "timeout", "ca_file")),
-    ("spool and limits", ("spool", "daily_limit", "exit_timeout", "max_age")),
+    ("spool and limits", ("spool", "state", "daily_limit", "exit_timeout", "max_age")),
     ("reports", ("alert_tag",)),
 )
 _LOGIN = (
@@ -174,12 +182,22 @@ _LOGIN = (
 )
 #: The settings each command uses, so its help shows only those options.
 COMMAND_SETTINGS: dict[str, tuple[str, ...]] = {
-    "send": (*_LOGIN, "sender", "spool", "daily_limit", "exit_timeout", "max_age"),
-    "run": (*_LOGIN, "sender", "spool", "daily_limit", "exit_timeout", "max_age", "alert_tag"),
-    "check": (*_LOGIN, "sender", "spool", "daily_limit"),
-    # status, list and purge read the spool of an account; retry also logs in and sends
-    # (the messages keep the From they were built with).
-    "outbox": (*_LOGIN, "spool", "daily_limit", "exit_timeout", "max_age"),
+    "send": (*_LOGIN, "sender", "spool", "state", "daily_limit", "exit_timeout", "max_age"),
+    "run": (
+        *_LOGIN,
+        "sender",
+        "spool",
+        "state",
+        "daily_limit",
+        "exit_timeout",
+        "max_age",
+        "alert_tag",
+    ),
+    "check": (*_LOGIN, "sender", "spool", "state", "daily_limit"),
+    # status, list and purge read the spool of an account (and the quota and gates from
+    # the state); retry also logs in and sends (the messages keep the From they were
+    # built with).
+    "outbox": (*_LOGIN, "spool", "state", "daily_limit", "exit_timeout", "max_age"),
 }
 
 _EXAMPLES = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.message
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -654,3 +655,112 @@ def test_auth_user_and_auth_password_of_send_mail(
     )
     assert count == 1
     assert legacy_site.logins == [legacy_site.username]
+
+
+# -- the shared state (issue 21) ------------------------------------------------------
+
+STATE_PASSWORD = "s3cret-state-pass"
+
+
+def test_state_keeps_the_url_password_apart(settings: SettingsWrapper) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, "STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:1/0"}
+    resolved = resolve()
+    assert resolved.settings.state == "redis://127.0.0.1:1/0"
+    password = resolved.settings.state_password
+    assert password is not None and password.reveal() == STATE_PASSWORD
+    for text in (repr(resolved), str(resolved.settings), repr(resolved.settings)):
+        assert STATE_PASSWORD not in text
+
+
+def test_state_password_comes_from_postbud_or_the_environment(
+    settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, "STATE": "redis://127.0.0.1:1/0"}
+    assert settings_for().state_password is None
+    monkeypatch.setenv("POSTBUD_STATE_PASSWORD", "from-the-environment")
+    password = settings_for().state_password
+    assert password is not None and password.reveal() == "from-the-environment"
+    settings.POSTBUD = {**settings.POSTBUD, "STATE_PASSWORD": STATE_PASSWORD}
+    resolved = resolve()
+    password = resolved.settings.state_password
+    assert password is not None and password.reveal() == STATE_PASSWORD  # POSTBUD first
+    assert STATE_PASSWORD not in repr(resolved)
+    # The URL's password wins over STATE_PASSWORD (Settings' precedence).
+    settings.POSTBUD = {**settings.POSTBUD, "STATE": "redis://:in-the-url@127.0.0.1:1/0"}
+    password = settings_for().state_password
+    assert password is not None and password.reveal() == "in-the-url"
+
+
+def test_a_bad_state_url_names_it_without_its_password(settings: SettingsWrapper) -> None:
+    settings.POSTBUD = {
+        **settings.POSTBUD,
+        "STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:99999/0",
+    }
+    with pytest.raises(ImproperlyConfigured) as info:
+        settings_for()
+    text = str(info.value)
+    assert text.startswith("POSTBUD[\"STATE\"] 'redis://:********@127.0.0.1:99999/0' is not")
+    assert STATE_PASSWORD not in text
+    assert isinstance(info.value, postbud.ConfigurationError)
+    settings.POSTBUD = {**settings.POSTBUD, "STATE": "http://127.0.0.1/"}
+    with pytest.raises(ImproperlyConfigured, match=r'^POSTBUD\["STATE"\] must be a redis://'):
+        settings_for()
+
+
+# Module constants: no test frame holds the password (the report shows every frame's locals).
+STATE_ERRORS = {
+    "in the url": {"STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:99999/0"},  # its own error
+    "STATE_PASSWORD": {"STATE": "redis://127.0.0.1:6379/0", "STATE_PASSWORD": STATE_PASSWORD},
+}
+# Django's report lists settings.POSTBUD (text, then HTML), hiding only keys such as
+# *PASSWORD*: a password inside the STATE URL shows there (postbud.W006 says so).
+POSTBUD_LISTED = re.compile(
+    r"^POSTBUD = \{.*?\}$|<td>POSTBUD</td>\s*<td class=\"code\"><pre>.*?</pre>", re.M | re.S
+)
+
+
+@pytest.mark.parametrize("where", list(STATE_ERRORS))
+def test_a_configuration_error_does_not_report_the_state_password(
+    where: str, settings: SettingsWrapper
+) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, **STATE_ERRORS[where]}
+    if where == "STATE_PASSWORD":
+        settings.EMAIL_PORT = 0  # another setting's error
+    with pytest.raises(ImproperlyConfigured) as info:
+        mail.send_mail("Config", "Body", None, ["a@example.com"])
+    report = render_report(info)
+    assert "resolve" in report  # the lookup's frame and its locals are in the report
+    if where == "in the url":
+        assert "POSTBUD[&quot;STATE&quot;] &#x27;redis://:********@127.0.0.1:99999/0" in report
+        assert len(POSTBUD_LISTED.findall(report)) == 2
+        assert STATE_PASSWORD in report  # in Django's list of settings, as the site wrote it
+        report = POSTBUD_LISTED.sub("", report)
+    else:
+        assert "EMAIL_PORT must be between 1 and 65535" in report
+        assert "&#x27;STATE_PASSWORD&#x27;: &#x27;********************&#x27;" in report
+    assert_not_in_report(STATE_PASSWORD, report)  # no frame, no message
+
+
+def test_machines_is_a_postbud_key_of_the_site(settings: SettingsWrapper) -> None:
+    assert resolve().machines == 1
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": 3}
+    assert resolve().machines == 3
+    assert resolve(options={"background": True}).machines == 3
+    with pytest.raises(ImproperlyConfigured, match=r"^Unknown postbud setting machines\."):
+        EmailBackend(machines=2)  # the site's, not one mailer's option
+
+
+@pytest.mark.parametrize("value", [0, -1, "3", 2.5, True, None])
+def test_machines_must_be_a_whole_number_of_at_least_one(
+    value: object, settings: SettingsWrapper
+) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": value}
+    if value is None:  # not given: the default
+        assert resolve().machines == 1
+        return
+    with pytest.raises(ImproperlyConfigured) as info:
+        resolve()
+    assert str(info.value) == (
+        f'POSTBUD["MACHINES"] must be a whole number >= 1 (how many machines the site runs '
+        f"on), got {value!r}."
+    )

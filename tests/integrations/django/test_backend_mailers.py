@@ -216,3 +216,19 @@ def test_names_django_passes_under_mailers(
     assert mail.get_connection(fail_silently=True).fail_silently
     mailers_site.fail_next("MAIL", "421 4.7.0 Try again later, closing connection.")
     assert mail.send_mail("Down", "Body", None, ["a@example.com"], fail_silently=True) == 0
+
+
+def test_the_shared_state_is_what_the_process_shares(
+    mailers_site: FakeGmail, settings: SettingsWrapper, spool: Path
+) -> None:
+    settings.POSTBUD = {
+        "SPOOL": str(spool),
+        "STATE": "redis://127.0.0.1:1/0",
+        "STATE_PASSWORD": "s3cret-state-pass",
+        "MACHINES": 2,
+    }
+    resolved = settings_for()
+    assert resolved.state == "redis://127.0.0.1:1/0"
+    assert resolved.state_password is not None
+    assert resolved.state_password.reveal() == "s3cret-state-pass"
+    assert "s3cret-state-pass" not in repr(resolved)

@@ -187,6 +187,87 @@ def test_background_with_an_in_memory_spool_warns(
     assert 'POSTBUD["SPOOL"]' in str(message.hint)
 
 
+STATE_PASSWORD = "s3cret-state-pass"
+
+
+def test_several_machines_on_their_own_spools_warn(
+    site: FakeGmail, settings: SettingsWrapper, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.ALLOWED_HOSTS = ["a.example.com", "b.example.com"]  # says nothing of machines
+    assert ids() == []
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": 1}
+    assert ids() == []
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": 3}
+    message = only("postbud.W005")
+    assert message.obj == "POSTBUD"
+    assert message.msg == (
+        'POSTBUD["MACHINES"] is 3 but the state postbud shares is each machine\'s own spool '
+        "(no STATE): each machine then counts its own daily limit (together up to 3 × 500 "
+        "recipients a day of one account; Gmail suspends sending for up to a day past the "
+        "limit) and mails its own copy of each alert."
+    )
+    assert str(message.hint).startswith('Set POSTBUD["STATE"] = "redis://…"')
+    assert "docs/several-machines.md" in str(message.hint)
+    settings.POSTBUD = {**settings.POSTBUD, "STATE": "redis://redis.internal:6379/0"}
+    assert ids() == []  # one store for every machine
+    del settings.POSTBUD["STATE"]
+    monkeypatch.setenv("POSTBUD_STATE", "redis://redis.internal:6379/0")
+    assert ids() == []  # wherever the site sets it
+
+
+def test_machines_is_known_and_checked_as_the_backend_reads_it(
+    site: FakeGmail, settings: SettingsWrapper
+) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINE": 2}
+    assert only("postbud.E005").msg == (
+        'Unknown postbud setting POSTBUD["MACHINE"]. Did you mean POSTBUD["MACHINES"]?'
+    )
+    del settings.POSTBUD["MACHINE"]
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": 0}
+    message = only("postbud.E006")
+    assert message.msg == backend_error()
+    assert message.msg.startswith('POSTBUD["MACHINES"] must be a whole number >= 1')
+
+
+def test_a_password_in_the_state_url_warns_without_showing_it(
+    site: FakeGmail, settings: SettingsWrapper, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings.POSTBUD = {
+        **settings.POSTBUD,
+        "STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:6379/0",
+    }
+    message = only("postbud.W006")
+    assert message.obj == 'POSTBUD["STATE"]'
+    assert message.msg.startswith('POSTBUD["STATE"] holds the Redis password: ')
+    assert 'POSTBUD["STATE_PASSWORD"]' in str(message.hint)
+    call_command("check", "--tag", "postbud")  # a warning: manage.py check passes
+    printed = capsys.readouterr()
+    assert "(postbud.W006)" in printed.err + printed.out
+    for text in (message.msg, str(message.hint), printed.out, printed.err):
+        assert STATE_PASSWORD not in text
+    # The password apart: accepted, and hidden by Django's own filter of settings.
+    settings.POSTBUD = {
+        **settings.POSTBUD,
+        "STATE": "redis://127.0.0.1:6379/0",
+        "STATE_PASSWORD": STATE_PASSWORD,
+    }
+    assert ids() == []
+
+
+def test_a_bad_state_url_is_an_error_without_its_password(
+    site: FakeGmail, settings: SettingsWrapper
+) -> None:
+    settings.POSTBUD = {
+        **settings.POSTBUD,
+        "STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:99999/0",
+    }
+    found = postbud_messages()
+    assert [m.id for m in found] == ["postbud.W006", "postbud.E006"]  # and it holds one
+    assert found[1].msg == backend_error()
+    assert "'redis://:********@127.0.0.1:99999/0'" in found[1].msg
+    assert all(STATE_PASSWORD not in f"{m.msg} {m.hint}" for m in found)
+
+
 def test_a_from_address_that_is_not_the_account_warns(
     site: FakeGmail, settings: SettingsWrapper
 ) -> None:
@@ -484,3 +565,20 @@ def test_mailers_background_with_an_in_memory_spool(
     assert ids() == []
     settings.POSTBUD = {"SPOOL": ""}
     assert only("postbud.W003").obj == "MAILERS['default']"
+
+
+def test_mailers_several_machines_and_the_state(
+    mailers_site: FakeGmail, settings: SettingsWrapper
+) -> None:
+    settings.POSTBUD = {**settings.POSTBUD, "MACHINES": 2}  # the site's, under MAILERS too
+    assert only("postbud.W005").obj == "POSTBUD"
+    settings.POSTBUD = {
+        **settings.POSTBUD,
+        "STATE": "redis://127.0.0.1:6379/0",
+        "STATE_PASSWORD": STATE_PASSWORD,
+    }
+    assert ids() == []  # STATE and STATE_PASSWORD are what the process shares
+    with_options(settings, state=f"redis://:{STATE_PASSWORD}@127.0.0.1:6379/0")
+    message = only("postbud.W006")
+    assert message.obj == 'MAILERS["default"]["OPTIONS"]["state"]'
+    assert STATE_PASSWORD not in f"{message.msg} {message.hint}"

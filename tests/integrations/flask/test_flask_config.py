@@ -115,6 +115,62 @@ def test_secrets_stay_out_of_errors_and_reprs(make_app: AppMaker, ext: Postbud) 
     assert "wxyz" not in repr(settings) + repr(app.extensions["postbud"])
 
 
+STATE_PASSWORD = "s3cret-state-pass"
+
+
+def test_the_state_password_stays_out_of_errors_and_reprs(make_app: AppMaker, ext: Postbud) -> None:
+    account = {"POSTBUD_USERNAME": "me@gmail.com", "POSTBUD_APP_PASSWORD": "abcdabcdabcdabcd"}
+    with pytest.raises(postbud.ConfigurationError) as caught:
+        make_app({**account, "POSTBUD_STATE": f"redis://:{STATE_PASSWORD}@127.0.0.1:99999/0"})
+    assert str(caught.value).startswith(
+        "POSTBUD_STATE 'redis://:********@127.0.0.1:99999/0' is not a valid URL"
+    )
+    assert STATE_PASSWORD not in str(caught.value)
+    assert caught.value.__cause__ is None
+    with pytest.raises(postbud.ConfigurationError) as caught:
+        make_app({**account, "POSTBUD_STATE_PASSWORD": STATE_PASSWORD, "POSTBUD_PORT": "x"})
+    assert STATE_PASSWORD not in str(caught.value)
+    app = make_app(
+        {
+            "TESTING": True,
+            **account,
+            "POSTBUD_STATE": "redis://127.0.0.1:1/0",
+            "POSTBUD_STATE_PASSWORD": STATE_PASSWORD,
+        }
+    )
+    with app.app_context():
+        settings = ext.mailer().settings
+    assert settings.state == "redis://127.0.0.1:1/0"
+    assert settings.state_password is not None
+    assert settings.state_password.reveal() == STATE_PASSWORD
+    assert STATE_PASSWORD not in repr(settings) + repr(app.extensions["postbud"])
+
+
+def test_the_state_password_of_the_url_wins_then_config_then_environment(
+    make_app: AppMaker, ext: Postbud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POSTBUD_STATE_PASSWORD", "from-the-environment")
+    config = {
+        "TESTING": True,
+        "POSTBUD_USERNAME": "me@gmail.com",
+        "POSTBUD_APP_PASSWORD": "abcdabcdabcdabcd",
+        "POSTBUD_STATE": "redis://127.0.0.1:1/0",
+    }
+    seen = []
+    for changes in (
+        {},
+        {"POSTBUD_STATE_PASSWORD": "from-the-config"},
+        {"POSTBUD_STATE": "redis://:from-the-url@127.0.0.1:1/0"},
+    ):
+        config.update(changes)
+        app = make_app(dict(config))
+        with app.app_context():
+            password = ext.mailer().settings.state_password
+        assert password is not None
+        seen.append(password.reveal())
+    assert seen == ["from-the-environment", "from-the-config", "from-the-url"]
+
+
 # -- the Flask-Mail keys, and what wins -------------------------------------------------
 
 

@@ -50,7 +50,7 @@ class Command(BaseCommand):
             lambda: settings_for(alias), send, on_step=self._printer(bool(debug))
         )
         if not report.ok:
-            failed = report.steps[-1]
+            failed = report.failure or report.steps[-1]
             raise CommandError(failed.fix or failed.text, returncode=report.exit_code)
         self.stdout.write(self.style.SUCCESS("All checks passed."))
 
