@@ -19,7 +19,7 @@ import postbud
 from postbud._outbox import RedisState, StateUnavailable
 from postbud._outbox.redis_state import BREAK
 from postbud._outbox.state import WINDOW, Gate, connect_gate, hold_gate
-from postbud.testing import MemoryTransport
+from postbud.testing import FakeGmail, MemoryTransport
 
 __all__ = ["redis_server", "redis_tls_server"]  # the fixtures, for the tests below
 
@@ -411,3 +411,35 @@ def test_rediss_refuses_a_certificate_it_cannot_verify(
     [warning] = [r.getMessage() for r in caplog.records if "cannot reach" in r.getMessage()]
     assert "certificate verify failed" in warning
     assert redis_tls_server.password not in warning
+
+
+# -- every entry point takes state -----------------------------------------------------
+
+
+def test_alert_handler_and_alert_on_crash_take_state(
+    redis_server: RedisServer, fake_gmail: FakeGmail, tmp_path: Path
+) -> None:
+    values = fake_gmail.settings_values(
+        spool=None, state=redis_server.url, state_password=redis_server.password
+    )
+    handler = postbud.AlertHandler(to="oncall@example.com", **values)
+    try:
+        assert isinstance(handler.mailer.outbox.ledger.state, RedisState)
+    finally:
+        handler.close()
+    crash = (
+        "import json, sys, postbud\n"
+        "postbud.alert_on_crash(to='oncall@example.com', **json.loads(sys.argv[1]))\n"
+        "raise RuntimeError('the nightly job broke')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", crash, json.dumps(values)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "the nightly job broke" in result.stderr
+    assert ["RuntimeError" in str(m["Subject"]) for m in fake_gmail.messages] == [True]
+    counted = redis_server.client().hget(f"postbud:{{{fake_gmail.username}}}:totals", "recipients")
+    assert counted == "1"  # in the fleet's ledger on Redis

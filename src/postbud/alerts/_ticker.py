@@ -1,9 +1,16 @@
 """The alert handler's tick: what its thread does about once a second.
 
 It takes the counts ``emit`` gathered, describes the occurrences, merges them into the
-alert state (the spool, shared by processes, or memory), lets the policy decide which
-mails go out, renders them (the handler's ``render_mail``) and queues them in the
-Mailer's outbox as alerts, in the same spool transaction as the state.
+alert state (the spool, shared by processes; Redis, shared by a fleet; or memory), lets
+the policy decide which mails go out, renders them (the handler's ``render_mail``) and
+queues them in the Mailer's outbox as alerts, in the same spool transaction as the
+state (on Redis: right after its transaction).
+
+When the shared state cannot be used, the tick falls back to this process's memory:
+after a few busy ticks for the spool (tried again after ``RETRY_SPOOL``), at once for
+Redis (tried again at every tick; its circuit breaker makes that free while Redis is
+away). Back on Redis, the memory's unreported counts and its mails are merged into the
+fleet's state (``_redis_store``).
 """
 
 from __future__ import annotations
@@ -17,10 +24,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from postbud._message import Envelope
-from postbud._outbox import QueueBusy
+from postbud._outbox import QueueBusy, RedisState, StateUnavailable
 
+from ._carry import Carry, LocalStore
 from ._policy import Counted, FpState, Mail, ScopeState, decide
 from ._record import Fingerprint, describe, digest_key, masked
+from ._redis_store import RedisStore, Unsure
 from ._store import Enqueue, MemoryStore, SpoolStore, Store
 
 if TYPE_CHECKING:  # the handler owns its ticker; the ticker reads the handler's state
@@ -120,6 +129,8 @@ class Ticker:
         self.handler = handler
         self._store: Store | None = None  # made at the first tick (see _state_store)
         self._spool_store: SpoolStore | None = None
+        self._redis_store: RedisStore | None = None
+        self._local: LocalStore | None = None  # while Redis is unreachable
         self._fallback_since: float | None = None
         self._next_due: float | None = None
         self._last_look = 0.0
@@ -132,6 +143,12 @@ class Ticker:
 
     def forget(self) -> None:
         """In a forked child: the parent's memory state would be reported twice."""
+        if self._redis_store is not None:
+            # What the parent holds for Redis is the parent's; the child's handler is
+            # another owner (its own heartbeat), made at its first tick.
+            self._store = self._redis_store = self._local = None
+            self._fallback_since = None
+            return
         if self._store is not None and not self._store.shared:
             self._store = None
             self._fallback_since = None
@@ -141,25 +158,40 @@ class Ticker:
         dictConfig sets after construction. Handlers with the same account,
         recipients, tag, level, subject and name share state on a spool."""
         if self._store is None:
-            outbox = self.handler.mailer.outbox
-            if not outbox.shared:
+            mailer = self.handler.mailer
+            outbox = mailer.outbox
+            state = outbox.ledger.state
+            if isinstance(state, RedisState):  # with or without a spool
+                self._redis_store = RedisStore(
+                    state,
+                    mailer.settings.username,
+                    self._scope(),
+                    self._owner(),
+                    lambda envelope: mailer.enqueue(envelope, "alert"),
+                )
+                self._store = self._redis_store
+            elif not outbox.shared:
                 self._store = MemoryStore()
             else:
-                s = self.handler.mailer.settings
-                scope = "|".join(
-                    (
-                        s.username.lower(),
-                        ",".join(sorted(self.handler.to)),
-                        s.alert_tag or "",
-                        logging.getLevelName(self.handler.level),
-                        self.handler.subject,
-                        self.handler.name or "",
-                    )
-                )
-                owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-                self._spool_store = SpoolStore(outbox, scope, owner)
+                self._spool_store = SpoolStore(outbox, self._scope(), self._owner())
                 self._store = self._spool_store
         return self._store
+
+    def _scope(self) -> str:
+        s = self.handler.mailer.settings
+        return "|".join(
+            (
+                s.username.lower(),
+                ",".join(sorted(self.handler.to)),
+                s.alert_tag or "",
+                logging.getLevelName(self.handler.level),
+                self.handler.subject,
+                self.handler.name or "",
+            )
+        )
+
+    def _owner(self) -> str:
+        return f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
 
     def run(self, force: bool, leaving: bool, paced: bool = False) -> None:
         """One tick: merge the counts, decide, render and queue the mails."""
@@ -181,8 +213,11 @@ class Ticker:
                 if paced and time.perf_counter() - slice_start > SLICE:
                     handler._hurry.wait(PAUSE)  # the GIL goes to the application
                     slice_start = time.perf_counter()
-            self._back_to_spool(now)
-            self._apply(self._state_store(), counted, now, force, leaving)
+            if self._redis_store is not None:
+                self._redis_tick(self._redis_store, counted, now, force, leaving)
+            else:
+                self._back_to_spool(now)
+                self._apply(self._state_store(), counted, now, force, leaving)
         except QueueBusy as exc:
             handler._put_back(deltas)
             self._busy_ticks += 1
@@ -202,8 +237,69 @@ class Ticker:
             self._busy_ticks = 0
             self._last_look = time.monotonic()
 
+    def _redis_tick(
+        self,
+        redis: RedisStore,
+        counted: dict[str, Counted],
+        now: float,
+        force: bool,
+        leaving: bool,
+    ) -> None:
+        """A tick on Redis; while it is unreachable, in memory (fail open, see above)."""
+        local = self._local
+        try:
+            carry = None
+            if local is not None:
+                redis.state.ping()  # while Redis is away, memory is not copied for nothing
+                carry = local.carry(now)
+            self._apply(redis, counted, now, force, leaving, carry)
+        except Unsure as exc:
+            # This tick's counts and what memory held wait in the store until Redis
+            # says whether it applied the write: memory starts again from its marks.
+            local = self._fall_back(redis, now, str(exc), fresh=True)
+            counted = {}
+        except StateUnavailable as exc:
+            local = self._fall_back(redis, now, str(exc))
+        except QueueBusy:
+            if not leaving:
+                raise  # the counts are put back for the next tick
+            local = self._fall_back(redis, now, "")
+        else:
+            if local is not None:
+                log.info("postbud's alert handler merged its counts back into Redis.")
+                self._store, self._local, self._fallback_since = redis, None, None
+            return
+        if leaving:  # nothing waits for a Redis that may not come back before exit
+            local.absorb(redis.abandon(), now, self.handler.mailer.settings.alert_cooldown)
+        self._apply(local, counted, now, force, leaving)
+
+    def _fall_back(
+        self, redis: RedisStore, now: float, why: str, fresh: bool = False
+    ) -> LocalStore:
+        """The memory store for the time Redis is away (made once per outage)."""
+        if self._local is None or fresh:
+            if self._local is None and why:
+                log.warning(
+                    "postbud's alert handler cannot use its shared state on Redis (%s); "
+                    "this process counts and mails alerts alone until Redis answers, "
+                    "then merges what it has not reported.",
+                    why,
+                )
+            cooldown = self.handler.mailer.settings.alert_cooldown
+            self._local = LocalStore(redis.marks(now), cooldown)
+            self._store = self._local
+            if self._fallback_since is None:
+                self._fallback_since = time.monotonic()
+        return self._local
+
     def _apply(
-        self, store: Store, counted: dict[str, Counted], now: float, force: bool, leaving: bool
+        self,
+        store: Store,
+        counted: dict[str, Counted],
+        now: float,
+        force: bool,
+        leaving: bool,
+        carry: Carry | None = None,
     ) -> None:
         s = self.handler.mailer.settings
         digests_only = self.handler.mailer.outbox.alerts_over_share()
@@ -228,18 +324,34 @@ class Ticker:
             )
 
         def commit(mails: list[Mail], enqueue: Enqueue | None) -> None:
+            envelopes.clear()  # a Redis transaction that conflicted is tried again
+            kinds.clear()
             for mail in mails:
                 envelope = self.envelope(mail)
-                if enqueue is not None:  # in the transaction that updated the state
+                if enqueue is not None:  # spool: in the state's transaction; Redis: after it
                     enqueue(envelope)
                 envelopes.append(envelope)
                 kinds.append(mail.kind)
 
-        self._next_due = store.run(
-            counted, now, s.alert_cooldown, decide_now, commit, force=force, leaving=leaving
-        )
+        if isinstance(store, RedisStore):
+            self._next_due = store.run(
+                counted,
+                now,
+                s.alert_cooldown,
+                decide_now,
+                commit,
+                force=force,
+                leaving=leaving,
+                carry=carry,
+            )
+        else:
+            self._next_due = store.run(
+                counted, now, s.alert_cooldown, decide_now, commit, force=force, leaving=leaving
+            )
         self.handler._count_mails(kinds)
-        if store.shared:
+        if isinstance(store, RedisStore):
+            pass  # queued by the store, right after Redis took the state
+        elif store.shared:
             self.handler.mailer.outbox.stored(len(envelopes))
         else:
             for envelope in envelopes:
