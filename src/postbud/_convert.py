@@ -190,7 +190,9 @@ def to_token_uri(value: str | None) -> str | None:
 
 # The password part of a redis:// URL (``redis://user:password@host``), wherever such a
 # URL appears in a text: an error names the URL the user wrote, never its password.
-_URL_PASSWORD = re.compile(r"(?i)(rediss?://[^\s/@:]*:)[^\s@]*@")
+# Up to the last "@" before the path, as urlsplit reads it: a password may hold "@"
+# or a space, and no part of it may show.
+_URL_PASSWORD = re.compile(r"(?i)(rediss?://[^\s/@:]*:)[^/]*@")
 STATE_SCHEMES = ("redis", "rediss")
 
 

@@ -55,6 +55,8 @@ def env(tmp_path: Path, fake_gmail: FakeGmail, google: FakeGoogleTokens) -> dict
     )
     for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER"):  # a server over ssh
         env.pop(name, None)
+    # The command runs only in these children: let coverage (patch = subprocess) follow.
+    env.update({k: v for k, v in os.environ.items() if k.startswith("COVERAGE_PROCESS")})
     return env
 
 

@@ -80,3 +80,22 @@ def test_the_worker_reserves_and_settles_too(fake_gmail: FakeGmail, where: dict[
         assert used(m) == 5
         assert len(fake_gmail.messages) == 5
         assert m.stats()["held"] >= 1
+
+
+@pytest.mark.parametrize("store", ["spool", "redis"])
+def test_settling_again_changes_nothing(
+    fake_gmail: FakeGmail, store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # The worker settles a row in its spool commit; when that commit fails it tries the
+    # same settle again later, and the Redis call, outside the commit, already ran.
+    where: dict[str, Any] = {"spool": tmp_path / "spool.sqlite"}
+    if store == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        where.update(state=server.url, state_password=server.password)
+    with fake_gmail.mailer(daily_limit=10, alert_reserve=0, **where) as m:
+        ledger = m.outbox.ledger
+        reservation = ledger.reserve(3, False, time.time())
+        assert used(m) == 3
+        for _ in range(2):
+            ledger.settle(reservation, 1, time.time())
+        assert used(m) == 1

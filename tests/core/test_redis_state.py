@@ -443,3 +443,40 @@ def test_alert_handler_and_alert_on_crash_take_state(
     assert ["RuntimeError" in str(m["Subject"]) for m in fake_gmail.messages] == [True]
     counted = redis_server.client().hget(f"postbud:{{{fake_gmail.username}}}:totals", "recipients")
     assert counted == "1"  # in the fleet's ledger on Redis
+
+
+def test_a_quiet_day_is_not_mistaken_for_a_lost_ledger(
+    redis_server: RedisServer,
+    stores: Callable[[postbud.Settings], RedisState],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = stores(settings(redis_server, daily_limit=500))
+    yesterday = time.time() - 26 * 3600
+    store.record(ACCOUNT, 3, False, yesterday)  # the last send, 26 h ago
+    client = redis_server.client()
+    epoch = f"postbud:{{{ACCOUNT}}}:epoch"
+    assert client.ttl(epoch) > 25 * 3600 * 10  # the epoch outlives the ledger's keys
+    for name in ("ledger", "totals"):  # as a quiet day leaves them: expired
+        client.delete(f"postbud:{{{ACCOUNT}}}:{name}")
+    client.delete(epoch)  # even a month of quiet
+    with caplog.at_level(logging.WARNING, logger="postbud"):
+        got = store.reserve(ACCOUNT, 1, False, 450, time.time())
+    assert got.granted and got.used == 0  # no 60 s of "500 of 500 used"
+    assert not [r for r in caplog.records if "lost the quota ledger" in r.getMessage()]
+
+
+def test_during_an_outage_the_alert_reserve_is_kept_once_for_the_fleet(
+    redis_server: RedisServer, stores: Callable[[postbud.Settings], RedisState]
+) -> None:
+    m, sent = mailer(redis_server, daily_limit=100, alert_reserve=0.1)
+    peers = [stores(settings(redis_server)) for _ in range(13)]  # 14 live processes
+    for peer in peers:
+        peer.used(ACCOUNT, time.time())  # their heartbeats
+    with m:
+        m.send("a@example.com", "s", "x")  # syncs: 99 left, 89 under the ordinary cap
+        redis_server.stop()
+        for n in range(6):  # 89 // 14 = 6 ordinary recipients: its share
+            m.send(f"b{n}@example.com", "s", "x")
+        with pytest.raises(postbud.QuotaExceededError):
+            m.send("c@example.com", "s", "x")
+    assert len(sent.messages) == 7

@@ -574,3 +574,17 @@ def test_bad_state_urls_name_the_key_and_mask_the_password(value: str, message: 
     assert message in str(info.value)
     assert "hunter2" not in str(info.value)
     assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize("password", ["p@ss@word", "pass word", "p:ss"])
+def test_no_part_of_a_state_password_shows_in_an_error(password: str) -> None:
+    # urlsplit takes the last "@" as the end of the password: so must the mask.
+    env = {
+        "POSTBUD_USERNAME": "me@gmail.com",
+        "POSTBUD_APP_PASSWORD": PW,
+        "POSTBUD_STATE": f"redis://:{password}@redis:99999/0",
+    }
+    with pytest.raises(ConfigurationError) as info:
+        Settings.from_env(env)
+    assert "redis://:********@redis:99999/0" in str(info.value)
+    assert not any(part in str(info.value) for part in ("ss@w", "word", "p:ss"))

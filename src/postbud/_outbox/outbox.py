@@ -33,6 +33,7 @@ from postbud.errors import (
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
+    PostbudError,
     QuotaExceededError,
     TransportError,
 )
@@ -177,7 +178,8 @@ class Outbox:
         try:
             result = deliver(self._transport, envelope)
         except BaseException as exc:
-            self.ledger.settle(reservation, 0, time.time())  # nobody got it
+            if isinstance(exc, PostbudError):  # raised before anyone got it
+                self.ledger.settle(reservation, 0, time.time())
             if isinstance(exc, QuotaExceededError) and exc.code == 550:
                 self.ledger.hold(time.time(), warn=False)  # Gmail's own daily-limit reply
             elif isinstance(exc, DeliveryError) and not isinstance(exc, QuotaExceededError):

@@ -90,6 +90,7 @@ LIVE_TTL = 60.0
 RETRY_SOON = 5.0
 _LEDGER_KEEP = int(WINDOW) + 3600
 _GATE_KEEP = 86400
+_SETTLED_KEPT = 10_000  # corrections remembered, so that one is never added twice
 _PAUSE_KEEP = 30 * 86400
 
 # KEYS: ledger, totals, live, epoch. ARGV: now, window, live ttl, process ('' for no
@@ -108,7 +109,9 @@ if not epoch then
   epoch = ARGV[5]
   redis.call('SET', KEYS[4], epoch)
 end
-redis.call('EXPIRE', KEYS[4], keep)
+-- The epoch outlives the ledger (30 times): after a quiet day the ledger's keys
+-- expire, the epoch stays, and nobody mistakes the quiet for a lost ledger.
+redis.call('EXPIRE', KEYS[4], keep * 30)
 if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], now, ARGV[4]) end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])))
@@ -184,6 +187,7 @@ class _View:
     epoch: str | None = None
     frozen_until: float = 0.0  # after a data loss: count against the old sync until then
     entries: deque[tuple[str, float, int, bool]] = field(default_factory=deque)
+    settled: dict[str, None] = field(default_factory=dict)  # corrections added, newest last
     pending: dict[str, tuple[float, int, bool]] = field(default_factory=dict)
 
 
@@ -202,7 +206,11 @@ class RedisState:
         password = settings.state_password
         tls: dict[str, Any] = {}
         if self.url.startswith("rediss://"):  # always verified; ca_file if given
-            tls = {"ssl_cert_reqs": "required", "ssl_ca_certs": settings.ca_file}
+            tls = {
+                "ssl_cert_reqs": "required",
+                "ssl_check_hostname": True,  # redis-py < 6 does not check it by default
+                "ssl_ca_certs": settings.ca_file,
+            }
         self._client = redis.Redis.from_url(
             self.url,
             password=password.reveal() if password is not None else None,
@@ -315,9 +323,11 @@ class RedisState:
     def reserve(self, account: str, recipients: int, alert: bool, cap: int, now: float) -> Reserved:
         view = self._view(account)
         member = self._member(recipients, alert)
+        tried = False
         if now >= view.frozen_until:
             try:
-                used, _, oldest, granted, before = self._sync(
+                tried = True
+                _, _, oldest, granted, before = self._sync(
                     account, view, now, (member, recipients, alert, cap)
                 )
             except StateUnavailable:
@@ -326,6 +336,7 @@ class RedisState:
                 if not granted:
                     return Reserved(None, before, oldest, now, recipients, alert)
                 if now < view.frozen_until:  # this sync found a data loss: the share too
+                    used, _, oldest = self._share_for(view, now, cap)
                     if used + recipients > cap:
                         self._undo(account, recipients, alert, now)
                         return Reserved(None, used, oldest, now, recipients, alert)
@@ -338,8 +349,12 @@ class RedisState:
                 return Reserved(member, before, oldest, now, recipients, alert)
         # Unreachable, or re-seeding after a data loss: within this process's share,
         # counted here and merged when Redis is back.
-        used, _, oldest = self._share(view, now)
+        used, _, oldest = self._share_for(view, now, cap)
         if used + recipients > cap:
+            if tried:  # the script may have granted it before its answer was lost: the
+                # entry and its correction, merged later, cancel out either way
+                self._add(view, member, recipients, alert, now)
+                self._add(view, self._member(-recipients, alert), -recipients, alert, now)
             return Reserved(None, used, oldest, now, recipients, alert)
         self._add(view, member, recipients, alert, now)
         return Reserved(member, used, oldest, now, recipients, alert)
@@ -359,8 +374,22 @@ class RedisState:
         txn: object | None = None,
     ) -> None:
         # A correction entry at the reservation's time: both leave the window together.
-        if reserved.granted and accepted != reserved.recipients:
-            self.record(account, accepted - reserved.recipients, reserved.alert, reserved.at)
+        # Named after the reservation, so settling it again (the worker retries a spool
+        # commit that failed; this call is outside it) adds nothing: ZADD NX.
+        if not reserved.granted or accepted == reserved.recipients:
+            return
+        change = accepted - reserved.recipients
+        member = f"{change}:{int(reserved.alert)}:{reserved.entry}:settled"
+        view = self._view(account)
+        with self._lock:
+            if member in view.settled:
+                return
+            view.settled[member] = None
+            while len(view.settled) > _SETTLED_KEPT:  # the oldest first (dict order)
+                del view.settled[next(iter(view.settled))]
+        self._add(view, member, change, reserved.alert, reserved.at)
+        with contextlib.suppress(StateUnavailable):
+            self._sync(account, view, time.time())
 
     def record(
         self,
@@ -410,7 +439,8 @@ class RedisState:
         total, alerts, oldest, live, epoch, granted, before = self._run_ledger(
             account, now, pending, reservation
         )
-        if view.epoch is not None and epoch != view.epoch:
+        recent = now - view.synced < _LEDGER_KEEP  # else the keys expired of themselves
+        if view.epoch is not None and epoch != view.epoch and recent:
             # Redis lost this account's keys: add ours again, and keep counting against
             # the sync before the loss until every live process has added its own.
             log.warning(
@@ -438,6 +468,8 @@ class RedisState:
                 # Entries another thread recorded meanwhile are not in this count yet.
                 later = view.pending.values()
                 view.synced = now
+                while view.entries and view.entries[0][1] <= now - WINDOW:
+                    view.entries.popleft()  # what a re-seed would add again: 24 h only
                 view.spent = sum(n for _, n, _ in later)
                 view.spent_alerts = sum(n for _, n, a in later if a)
         if frozen:
@@ -481,10 +513,18 @@ class RedisState:
 
     def _share(self, view: _View, now: float) -> tuple[int, int, float | None]:
         """The count that keeps this process within its local share (module docstring)."""
+        return self._share_for(view, now, self.limit)
+
+    def _share_for(self, view: _View, now: float, cap: int) -> tuple[int, int, float | None]:
+        """``_share`` for a send that may count up to ``cap`` (ordinary mail stops
+        ``alert_reserve`` of the limit early): this process's share is its part of
+        what the fleet had left *under that cap* at the last sync, so the reserve is
+        kept once for the fleet, not once per process."""
         with self._lock:
             fresh = now - view.synced < LIVE_TTL
-            share = view.remaining // view.live if fresh else 0
-            used = self.limit - share + view.spent
+            room = view.remaining - (self.limit - cap)  # under the cap, at the last sync
+            share = max(0, room) // view.live if fresh else 0
+            used = cap - share + view.spent
             alerts = view.alerts + view.spent_alerts
             soon = now - WINDOW + RETRY_SOON  # a refused send is tried again soon
             oldest = soon if view.oldest is None else min(view.oldest, soon)

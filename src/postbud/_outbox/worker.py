@@ -22,6 +22,7 @@ from postbud.errors import (
     ConfigurationError,
     DeliveryError,
     InvalidMessageError,
+    PostbudError,
     QuotaExceededError,
 )
 
@@ -197,8 +198,12 @@ class Worker:
                 if self._transport is None:
                     self._transport = self._make_transport()
                 result = deliver(self._transport, envelope, self._renewer(item))
-            except BaseException:
-                if reservation is not None:  # nobody got it: the count is given back
+            except BaseException as exc:
+                # postbud's errors come before anyone got the message (deliver raises
+                # only then): the count is given back. A lost lease (raised before a
+                # later transaction) or an interrupt may come after some recipients got
+                # it: the count stays, the safe side.
+                if reservation is not None and isinstance(exc, PostbudError):
                     ledger.settle(reservation, 0, time.time())
                 raise
         except _LostLease:

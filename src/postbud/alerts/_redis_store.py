@@ -281,6 +281,7 @@ class RedisStore(Store):
             marks = {k: r.mailed_at for k, r in rows.items() if r.mailed_at is not None}
             waiting = combined(carry, as_carry(deltas)) or Carry()
             self._limbo = _Limbo(token, envelopes, waiting, marks)
+            self._held = None  # in the limbo now (``carry`` included it): never twice
             raise Unsure(str(exc)) from None
         finally:
             _release(pipe)
