@@ -480,3 +480,14 @@ def test_during_an_outage_the_alert_reserve_is_kept_once_for_the_fleet(
         with pytest.raises(postbud.QuotaExceededError):
             m.send("c@example.com", "s", "x")
     assert len(sent.messages) == 7
+
+
+def test_a_host_whose_clock_runs_ahead_does_not_prune_the_others(
+    redis_server: RedisServer, stores: Callable[[postbud.Settings], RedisState]
+) -> None:
+    fleet = [stores(settings(redis_server)) for _ in range(3)]
+    for store in fleet:
+        store.used(ACCOUNT, time.time())
+    ahead = stores(settings(redis_server))
+    ahead.used(ACCOUNT, time.time() + 120)  # two minutes ahead: past the heartbeats' 60 s
+    assert redis_server.client().zcard(f"postbud:{{{ACCOUNT}}}:live") == 4

@@ -112,8 +112,12 @@ end
 -- The epoch outlives the ledger (30 times): after a quiet day the ledger's keys
 -- expire, the epoch stays, and nobody mistakes the quiet for a lost ledger.
 redis.call('EXPIRE', KEYS[4], keep * 30)
-if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], now, ARGV[4]) end
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[3]))
+-- Heartbeats by the server's clock: a host whose clock runs ahead must not prune the
+-- others from the live set (the ledger's entries keep their writer's time).
+local clock = redis.call('TIME')
+local beat = tonumber(clock[1]) + tonumber(clock[2]) / 1e6
+if ARGV[4] ~= '' then redis.call('ZADD', KEYS[3], beat, ARGV[4]) end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', beat - tonumber(ARGV[3]))
 redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3])))
 local function add(member, at, n, alert)
   if tonumber(at) > since and redis.call('ZADD', KEYS[1], 'NX', at, member) == 1 then
