@@ -491,3 +491,33 @@ def test_a_host_whose_clock_runs_ahead_does_not_prune_the_others(
     ahead = stores(settings(redis_server))
     ahead.used(ACCOUNT, time.time() + 120)  # two minutes ahead: past the heartbeats' 60 s
     assert redis_server.client().zcard(f"postbud:{{{ACCOUNT}}}:live") == 4
+
+
+def test_started_during_an_outage_alerts_still_go_and_ordinary_mail_waits(
+    redis_server: RedisServer, fake_gmail: FakeGmail, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis_server.stop()  # the process starts while Redis is away: it never synced
+    values = fake_gmail.settings_values(
+        spool=None, state=redis_server.url, state_password=redis_server.password
+    )
+    handler = postbud.AlertHandler(to="oncall@example.com", **values)
+    log = logging.getLogger("test.outage.start")
+    log.addHandler(handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="postbud"):
+            log.error("the payment provider timed out")
+            handler.flush()  # the tick, and the alert's delivery
+            assert handler.mailer.flush(10)
+            with pytest.raises(postbud.QuotaExceededError) as info:
+                handler.mailer.send("customer@example.com", "Your receipt", "x")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    # Alerts fail open, within the part of alert_reserve this process may use; ordinary
+    # mail fails closed, and the message says why (a share, not "500 of 500 used").
+    assert [str(m["Subject"]) for m in fake_gmail.messages] == [
+        "[ERROR] test.outage.start: the payment provider timed out"
+    ]
+    assert "share of the daily limit" in str(info.value) and "unreachable" in str(info.value)
+    assert not any("500 of 500" in r.getMessage() for r in caplog.records)
+    assert not any("80 %" in r.getMessage() for r in caplog.records)

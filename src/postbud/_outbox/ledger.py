@@ -190,6 +190,8 @@ class Ledger:
         hold: bool,
     ) -> QuotaExceededError:
         wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
+        if getattr(self.state, "blind", False):  # Redis away: a share, not a count
+            return self._share_used(recipients, alert, hold, wait)
         if hold:  # the outbox's worker: the message stays queued
             self._warn_once(
                 "full",
@@ -254,6 +256,33 @@ class Ledger:
         if accepted > 0:
             self._succeeded(accepted, db)
 
+    def _share_used(
+        self, recipients: int, alert: bool, hold: bool, wait: float
+    ) -> QuotaExceededError:
+        """The refusal while the shared state (Redis) is unreachable: this
+        process spent its share of the daily limit, whatever the fleet's count is."""
+        kind = "alert" if alert else "ordinary"
+        if hold:
+            self._warn_once(
+                "full",
+                f"postbud's shared state is unreachable and this process has used its "
+                f"share of the daily limit of {self.account} for {kind} mail; queued "
+                "mail waits until Redis answers.",
+            )
+        return QuotaExceededError(
+            f"Sending to {recipients} more recipient(s) would pass this process's share "
+            f"of the daily limit of {self.account} while its shared state (Redis) is "
+            "unreachable.",
+            retry_after=max(1.0, wait),
+            hint="Each process may spend only its part of what was left at its last contact "
+            "with Redis (see 'Running on several machines'); "
+            + (
+                "queued mail waits, it is not dropped."
+                if hold
+                else "this message was not sent (submit() would queue it)."
+            ),
+        )
+
     def _keep(self, recipients: int, alert: bool, at: float, exc: StateUnavailable) -> None:
         """An entry the store could not take: this process keeps it, merged later."""
         with self._lock:
@@ -274,7 +303,9 @@ class Ledger:
         self._warned.discard("hold")
         # The count reserve() just read, plus these: no second query per message.
         self._seen += recipients
-        if self._seen >= 0.8 * self.limit:
+        if getattr(self.state, "blind", False):
+            pass  # a share of the limit, not the fleet's count: no "80 % used" from it
+        elif self._seen >= 0.8 * self.limit:
             self._warn_once(
                 "80",
                 f"{self._seen} of {self.limit} daily recipients for "

@@ -36,12 +36,15 @@ When Redis is unreachable:
   process, which would spend the fleet's whole day blind). Each process may use its
   *local share*: what was left of the daily limit at its last sync, divided by the live
   processes (heartbeats of the last ``LIVE_TTL`` seconds) at that sync, whole
-  recipients, rounded down. ``used()`` reports ``daily_limit - share + spent`` (spent:
-  recorded by this process since that sync), so the alert reserve is included: alerts
-  may use the whole share, ordinary mail stops ``alert_reserve`` of the limit earlier.
-  A sync older than ``LIVE_TTL`` gives no share (the others stopped counting this
-  process), nor does none at all; the oldest entry is reported so that ``retry_after``
-  is about ``RETRY_SOON`` seconds, when Redis may be back.
+  recipients, rounded down; for ordinary mail, of what was left under the ordinary cap
+  (the alert reserve is kept once for the fleet). ``reserve`` reports ``cap - share +
+  spent`` (spent: recorded by this process since that sync). A sync older than
+  ``LIVE_TTL`` (the others stopped counting this process), or none at all (started
+  during the outage), gives ordinary mail no share and alerts this process's part of
+  the alert reserve (``alert_reserve * daily_limit // live``) for the whole outage: the
+  alerts fail open, within a bound. The oldest entry is reported so that
+  ``retry_after`` is about ``RETRY_SOON`` seconds, when Redis may be back; ``blind``
+  tells the ledger that its counts are a share, for its messages.
 - After Redis lost its data (a new ``epoch``), this process re-adds its own entries
   and, for ``LIVE_TTL`` seconds (until every live process has re-added its own),
   still counts against the share of its last sync before the loss.
@@ -207,6 +210,7 @@ class RedisState:
         redis = _redis()
         self.url = settings.state  # without its password (Settings keeps it apart)
         self.limit = settings.daily_limit
+        self.alert_reserve = settings.alert_reserve
         password = settings.state_password
         tls: dict[str, Any] = {}
         if self.url.startswith("rediss://"):  # always verified; ca_file if given
@@ -251,6 +255,12 @@ class RedisState:
     def close(self) -> None:
         """Close the connections now (the next call opens one again)."""
         self._client.close()
+
+    @property
+    def blind(self) -> bool:
+        """Whether the ledger's counts are this process's share, not the fleet's: Redis
+        is unreachable (the ledger's messages then say so instead of a count)."""
+        return self._outage is not None
 
     # -- for the other users of the store (alerts, postbud check) -------------------
 
@@ -525,9 +535,16 @@ class RedisState:
         what the fleet had left *under that cap* at the last sync, so the reserve is
         kept once for the fleet, not once per process."""
         with self._lock:
-            fresh = now - view.synced < LIVE_TTL
-            room = view.remaining - (self.limit - cap)  # under the cap, at the last sync
-            share = max(0, room) // view.live if fresh else 0
+            if now - view.synced < LIVE_TTL:
+                room = view.remaining - (self.limit - cap)  # under the cap, at the last sync
+                share = max(0, room) // view.live
+            elif cap >= self.limit:
+                # No recent sync (or none: started during the outage): ordinary mail
+                # waits, alerts still go, within this process's part of the reserve
+                # kept for them, for the whole outage.
+                share = int(self.limit * self.alert_reserve) // view.live
+            else:
+                share = 0
             used = cap - share + view.spent
             alerts = view.alerts + view.spent_alerts
             soon = now - WINDOW + RETRY_SOON  # a refused send is tried again soon
