@@ -104,6 +104,16 @@ def test_two_app_processes_share_one_limit_and_one_alert(
         out, err = app.communicate(timeout=60)
         assert app.returncode == 0, err
         results.append(json.loads(out.strip().splitlines()[-1]))
+    # What an app kept in its spool at exit goes out with the next process of that
+    # "machine" (on a loaded machine a Redis reply slower than its 0.5 s deadline makes
+    # the ledger keep to a share of a limit of 5, and an alert waits a few seconds).
+    for n in (1, 2):
+        spool = tmp_path / f"web{n}" / "spool.sqlite"
+        values = fake_gmail.settings_values(
+            spool=spool, state=redis_server.url, state_password=redis_server.password
+        )
+        with postbud.Mailer(daily_limit=5, **values) as later:
+            later.flush(10)  # what is due within 10 s: not what waits for tomorrow's room
     alerts = [
         str(m["Subject"]) for m in fake_gmail.messages if "payment provider" in str(m["Subject"])
     ]
@@ -112,8 +122,8 @@ def test_two_app_processes_share_one_limit_and_one_alert(
     assert all("(1 more since " in s for s in alerts if s not in firsts)  # the other one
     receipts = sum(r["sent"] for r in results)
     # One limit for both "machines": ordinary mail stops at 4 of 5 (alerts may use the
-    # fifth); fewer when an alert went out before the last receipt was tried.
-    assert 4 - len(alerts) <= receipts <= 4
+    # fifth), never more, whatever the order.
+    assert 1 <= receipts <= 4
     assert sum(r["waited"] for r in results) == 6 - receipts
     assert len(fake_gmail.messages) == receipts + len(alerts)
     counted = redis_server.client().hget(f"postbud:{{{fake_gmail.username}}}:totals", "recipients")
