@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from clitools import clean_env, postbud
+from clitools import clean_env, postbud, python_file
 
 from postbud import Mailer
 from postbud.testing import FakeGmail, FakeGoogleTokens
@@ -433,14 +433,7 @@ def test_a_missing_extra_is_named_with_the_pip_command(env: dict[str, str], tmp_
         "from postbud.cli import main\n"
         "sys.exit(main(['auth', 'status']))\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = python_file(env, tmp_path / "missing_extra.py", code)
     assert result.returncode == 2
     assert result.stderr == (
         "postbud: auth needs the oauth extra (google-auth-oauthlib not installed): "

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from clitools import clean_env, postbud
+from clitools import clean_env, postbud, python_file
 from redistools import RedisServer, redis_server
 
 import postbud as postbud_lib
@@ -307,14 +306,7 @@ def test_without_redis_py_the_state_step_says_what_to_install(
         **{f"POSTBUD_{k.upper()}": str(v) for k, v in values.items()},
         POSTBUD_STATE="redis://127.0.0.1:1/0",
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = python_file(env, tmp_path / "no_redis.py", code)
     assert result.returncode == 2, result.stdout + result.stderr
     assert [(s, n) for s, n, _ in steps(result.stdout)] == [("ok", "settings"), ("FAIL", "state")]
     assert "pip install 'postbud[redis]'" in step(result.stdout, "state")[1]
