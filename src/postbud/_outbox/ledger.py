@@ -190,7 +190,7 @@ class Ledger:
         hold: bool,
     ) -> QuotaExceededError:
         wait = (oldest + WINDOW - now) if oldest is not None else WINDOW
-        if getattr(self.state, "blind", False):  # Redis away: a share, not a count
+        if self.state.blind:  # Redis away: a share, not a count
             return self._share_used(recipients, alert, hold, wait)
         if hold:  # the outbox's worker: the message stays queued
             self._warn_once(
@@ -303,7 +303,7 @@ class Ledger:
         self._warned.discard("hold")
         # The count reserve() just read, plus these: no second query per message.
         self._seen += recipients
-        if getattr(self.state, "blind", False):
+        if self.state.blind:
             pass  # a share of the limit, not the fleet's count: no "80 % used" from it
         elif self._seen >= 0.8 * self.limit:
             self._warn_once(

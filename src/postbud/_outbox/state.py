@@ -100,6 +100,12 @@ def hold_gate(account: str) -> str:
 class StateStore(Protocol):
     """Gates and the ledger, shared by every process that uses the same store."""
 
+    @property
+    def blind(self) -> bool:
+        """Whether the ledger's counts are now this process's share of the limit rather
+        than a count (a Redis store while Redis is unreachable)."""
+        ...
+
     def gate(self, name: str) -> Gate | None: ...
 
     def set_gate(self, name: str, gate: Gate) -> None: ...
@@ -202,6 +208,8 @@ def settle_with(
 class MemoryState:
     """The state of one process (``spool=None``)."""
 
+    blind = False  # its counts are always this process's own
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._reserving = threading.Lock()
@@ -292,6 +300,8 @@ _USED = (
 
 class SQLiteState:
     """The state in the spool database, shared by the processes that use the file."""
+
+    blind = False  # a count read from the file, or StateUnavailable
 
     def __init__(self, database: Database) -> None:
         self.database = database
